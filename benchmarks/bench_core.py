@@ -1,0 +1,437 @@
+"""mmsb's core workloads, each beside the plain NumPy/Python peer a user would write without it.
+
+Class `X` times mmsb; `NumpyX` times the peer (a dict of np.uint8 pages keyed by int id, a diff
+with np.flatnonzero / np.array_equal, a list of (id, indices, values) as the log) with the same
+params, so one run shows both. Budgets are DESIGN.md §5's, for a 2-core machine.
+
+Why some bodies loop: this asv_runner re-runs `setup` before every timed call and times calls one
+at a time whenever a benchmark has a `setup`, which is too coarse for sub-µs operations. Those
+benchmarks run INNER (= 1000) operations per timed call; read a reported 1.00 ms as 1.00 µs/op.
+AllocationCycle has no setup and is timed per cycle.
+"""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+
+import mmsb
+
+from .common import (
+    BATCH_PAGES, BATCH_WIDTH, BIG_PAGES, CREATE_COUNTS, INNER, PAGE_SIZE, WRITE_CHUNK,
+    median_rate, pretouch, resident_bytes, sparse_batch, touch_batch, update_buffers,
+)
+
+LOGS = {"memory": None, "off": False}      # param name -> mmsb.start(log=...)
+CONTENTS = ["random", "10 bytes changed"]
+
+
+class AllocationCycle:
+    """start a state, create one 1 KiB page, stop. Budget ≤ 0.4 µs (reference: 6.09 µs)."""
+
+    def time_cycle(self):
+        st = mmsb.start()
+        st.create_page(PAGE_SIZE)
+        mmsb.stop(st)
+
+
+class NumpyAllocationCycle:
+    """Peer: a new dict of pages and list log, one np.zeros 1 KiB page, dropped (§5: ~0.8 µs)."""
+
+    def time_cycle(self):
+        pages, log = {}, []
+        pages[0] = np.zeros(PAGE_SIZE, np.uint8)
+        return pages, log
+
+
+class CreatePage:
+    """1000 create_page(1024) on a fresh state per timed call (ms per call = µs per page).
+
+    No line of its own in §5; the allocation cycle (≤ 0.4 µs with start and stop) bounds one
+    create_page, so ≤ 0.4 ms per timed call.
+    """
+
+    def setup(self):
+        self.st = mmsb.start()
+        self.st.create_page(PAGE_SIZE)     # any lazy first-call work stays out of the timing
+
+    def teardown(self):
+        mmsb.stop(self.st)
+
+    def time_1000_create_page(self):
+        create = self.st.create_page
+        for _ in range(INNER):
+            create(PAGE_SIZE)
+
+
+class NumpyCreatePage:
+    """Peer of CreatePage: 1000 np.zeros(1024) pages added to a dict."""
+
+    def setup(self):
+        self.pages = {}
+
+    def time_1000_create_page(self):
+        pages = self.pages
+        n = len(pages)
+        for i in range(n, n + INNER):
+            pages[i] = np.zeros(PAGE_SIZE, np.uint8)
+
+
+class CreatePages:
+    """create_pages(count, 1024) on a fresh state. No §5 line; it must beat count × 0.4 µs."""
+
+    params = [CREATE_COUNTS]
+    param_names = ["count"]
+
+    def setup(self, count):
+        self.st = mmsb.start()
+        self.st.create_pages(1, PAGE_SIZE)
+
+    def teardown(self, count):
+        mmsb.stop(self.st)
+
+    def time_create_pages(self, count):
+        # kept on self so freeing the result is not timed (the peer does the same)
+        self.ids = self.st.create_pages(count, PAGE_SIZE)
+
+
+class NumpyCreatePages:
+    """Peer of CreatePages: a dict comprehension of `count` np.zeros(1024) pages."""
+
+    params = [CREATE_COUNTS]
+    param_names = ["count"]
+
+    def time_create_pages(self, count):
+        self.pages = {i: np.zeros(PAGE_SIZE, np.uint8) for i in range(count)}
+
+
+class UpdatePage:
+    """1000 update_page calls on one 1 KiB page, alternating two buffers so every call changes
+    bytes (ms per call = µs per update).
+
+    §5 has no bare-update line; a single hop (the same update plus a passthrough child, log in
+    memory) must take ≤ 1.5 µs, so a bare update ≤ 1.5 ms per timed call.
+    """
+
+    params = [CONTENTS, list(LOGS)]
+    param_names = ["content", "log"]
+
+    def setup(self, content, log):
+        self.a, self.b = update_buffers(content)
+        self.st = mmsb.start(log=LOGS[log])
+        self.pg = self.st.create_page(PAGE_SIZE)
+        # warms the kernels and leaves b on the page, so the first timed write (a) is a change
+        self.st.update_page(self.pg, self.b)
+
+    def teardown(self, content, log):
+        mmsb.stop(self.st)
+
+    def time_1000_updates(self, content, log):
+        update, pg, a, b = self.st.update_page, self.pg, self.a, self.b
+        for _ in range(INNER // 2):
+            update(pg, a)
+            update(pg, b)
+
+
+def _numpy_update(pages, epochs, log, pid, data):
+    """The peer's update_page: diff, write, count an epoch, log (id, indices, values)."""
+    page = pages[pid]
+    if log is None:                      # no log: no need for the changed offsets
+        if np.array_equal(page, data):
+            return False
+        page[:] = data
+    else:
+        changed = np.flatnonzero(page != data)
+        if changed.size == 0:
+            return False
+        values = data[changed]
+        page[changed] = values
+        log.append((pid, changed, values))
+    epochs[pid] += 1
+    return True
+
+
+class NumpyUpdatePage:
+    """Peer of UpdatePage (same params, same buffers)."""
+
+    params = [CONTENTS, list(LOGS)]
+    param_names = ["content", "log"]
+
+    def setup(self, content, log):
+        self.a, self.b = update_buffers(content)
+        self.pages, self.epochs = {0: np.zeros(PAGE_SIZE, np.uint8)}, {0: 0}
+        self.log = [] if log == "memory" else None
+        _numpy_update(self.pages, self.epochs, self.log, 0, self.b)
+
+    def time_1000_updates(self, content, log):
+        pages, epochs, lg, a, b = self.pages, self.epochs, self.log, self.a, self.b
+        for _ in range(INNER // 2):
+            _numpy_update(pages, epochs, lg, 0, a)
+            _numpy_update(pages, epochs, lg, 0, b)
+
+
+class ApplyBatch:
+    """One apply_batch of 4096 sparse 8-byte deltas, one per 1 KiB page, over 4096 pages.
+
+    Budget ≥ 50 M deltas/s on one core: time_ ≤ 82 µs, track_deltas_per_second ≥ 5e7.
+    """
+
+    params = [list(LOGS)]
+    param_names = ["log"]
+    timeout = 120
+
+    def setup(self, log):
+        starts, indices, values_a, values_b = sparse_batch()
+        self.st = mmsb.start(log=LOGS[log])
+        ids = self.st.create_pages(BATCH_PAGES, PAGE_SIZE)
+        self.batch_a = mmsb.DeltaBatch.from_sparse(ids, starts, indices, values_a)
+        self.batch_b = mmsb.DeltaBatch.from_sparse(ids, starts, indices, values_b)
+        # b first: faults the arena in, warms the kernels, and makes every delta of a a change
+        self.st.apply_batch(self.batch_b)
+
+    def teardown(self, log):
+        mmsb.stop(self.st)
+
+    def time_apply_batch(self, log):
+        self.st.apply_batch(self.batch_a)
+
+    def track_deltas_per_second(self, log):
+        apply, turn = self.st.apply_batch, itertools.cycle([self.batch_a, self.batch_b])
+        return median_rate(lambda: apply(next(turn)), BATCH_PAGES)
+
+    track_deltas_per_second.unit = "deltas/s"
+
+
+class NumpyApplyBatch:
+    """Peer of ApplyBatch: a Python loop over pages doing fancy-index assignment (+ list log).
+
+    The deltas are pre-split per page in setup, the peer's best case. time_apply_batch_vectorized
+    is the ceiling a NumPy user reaches by giving up per-page arrays for one 2-D arena.
+    """
+
+    params = [list(LOGS)]
+    param_names = ["log"]
+
+    def setup(self, log):
+        starts, indices, values_a, values_b = sparse_batch()
+        spans = [(i, slice(starts[i], starts[i + 1])) for i in range(BATCH_PAGES)]
+        self.deltas_a = [(i, indices[s], values_a[s]) for i, s in spans]
+        self.deltas_b = [(i, indices[s], values_b[s]) for i, s in spans]
+        self.pages = {i: np.zeros(PAGE_SIZE, np.uint8) for i in range(BATCH_PAGES)}
+        self.log = [] if log == "memory" else None
+        self._apply(self.deltas_b)
+        self.flat_arena = pretouch(np.zeros(BATCH_PAGES * PAGE_SIZE, np.uint8))[0]
+        rows = np.repeat(np.arange(BATCH_PAGES, dtype=np.int64) * PAGE_SIZE, BATCH_WIDTH)
+        self.flat_index, self.values_a = rows + indices, values_a
+
+    def _apply(self, deltas):
+        pages, log = self.pages, self.log
+        if log is None:
+            for pid, idx, vals in deltas:
+                pages[pid][idx] = vals
+        else:
+            for pid, idx, vals in deltas:
+                pages[pid][idx] = vals
+                log.append((pid, idx, vals))
+
+    def time_apply_batch(self, log):
+        self._apply(self.deltas_a)
+
+    def time_apply_batch_vectorized(self, log):
+        self.flat_arena[self.flat_index] = self.values_a
+        if self.log is not None:
+            self.log.append((self.flat_index, self.values_a))
+
+    def track_deltas_per_second(self, log):
+        turn = itertools.cycle([self.deltas_a, self.deltas_b])
+        return median_rate(lambda: self._apply(next(turn)), BATCH_PAGES)
+
+    track_deltas_per_second.unit = "deltas/s"
+
+
+def _write_every_page(st, ids):
+    # chunks, not one 1 M-delta batch: the batch's own arrays (25 MB) would pad the peak
+    for lo in range(0, ids.size, WRITE_CHUNK):
+        chunk = ids[lo:lo + WRITE_CHUNK]
+        st.apply_batch(mmsb.DeltaBatch.from_sparse(chunk, *touch_batch(chunk.size)))
+
+
+def _big_written_state():
+    st = mmsb.start(log=False)           # the budget is for pages; log memory is in Counters
+    _write_every_page(st, st.create_pages(BIG_PAGES, PAGE_SIZE))
+    return st
+
+
+class PageMemory:
+    """1 M × 1 KiB pages, each written once (a 1-byte delta makes its whole page resident).
+
+    Budget ≤ 1.05 GiB resident. peakmem_ is the whole process's peak (interpreter, numpy, numba:
+    the peer carries the same base); track_resident_bytes_per_page is RSS growth / 1 M
+    (≤ 1127 bytes/page); track_arena_bytes_per_page is stats()["arena_bytes"] / 1 M.
+    """
+
+    timeout = 300
+
+    def peakmem_1m_pages_written(self):
+        mmsb.stop(_big_written_state())
+
+    def track_resident_bytes_per_page(self):
+        before = resident_bytes()
+        st = _big_written_state()
+        grown = resident_bytes() - before
+        mmsb.stop(st)
+        return grown / BIG_PAGES
+
+    track_resident_bytes_per_page.unit = "bytes/page"
+
+    def track_arena_bytes_per_page(self):
+        st = _big_written_state()
+        arena = st.stats()["arena_bytes"]
+        mmsb.stop(st)
+        return arena / BIG_PAGES
+
+    track_arena_bytes_per_page.unit = "bytes/page"
+
+
+class NumpyPageMemory:
+    """Peer of PageMemory: one preallocated (1 M, 1024) uint8 array, byte 0 of each row written
+    (the fair peer), and, for the dict-of-pages habit, its resident bytes per page."""
+
+    timeout = 300
+
+    def peakmem_1m_pages_written(self):
+        arena = np.zeros((BIG_PAGES, PAGE_SIZE), np.uint8)
+        arena[:, 0] = 1
+
+    def track_resident_bytes_per_page(self):
+        before = resident_bytes()
+        arena = np.zeros((BIG_PAGES, PAGE_SIZE), np.uint8)
+        arena[:, 0] = 1
+        return (resident_bytes() - before) / BIG_PAGES
+
+    track_resident_bytes_per_page.unit = "bytes/page"
+
+    def track_dict_resident_bytes_per_page(self):
+        before = resident_bytes()
+        pages = {}
+        for i in range(BIG_PAGES):
+            page = pages[i] = np.zeros(PAGE_SIZE, np.uint8)
+            page[0] = 1
+        return (resident_bytes() - before) / BIG_PAGES
+
+    track_dict_resident_bytes_per_page.unit = "bytes/page"
+
+
+class Counters:
+    """Deterministic counters: they change only when mmsb's behaviour does, never with noise."""
+
+    def setup(self):
+        self.st = mmsb.start()
+        self.a, self.b = update_buffers("10 bytes changed")
+        self.pg = self.st.create_page(PAGE_SIZE)
+        self.st.update_page(self.pg, self.a)
+
+    def teardown(self):
+        mmsb.stop(self.st)
+
+    def track_log_bytes_per_10_byte_update(self):
+        before = self.st.log.nbytes
+        self.st.update_page(self.pg, self.b)
+        return self.st.log.nbytes - before
+
+    track_log_bytes_per_10_byte_update.unit = "bytes/delta"
+
+    def _apply_sparse_batch(self):
+        starts, indices, values, _ = sparse_batch()
+        ids = self.st.create_pages(BATCH_PAGES, PAGE_SIZE)
+        self.st.apply_batch(mmsb.DeltaBatch.from_sparse(ids, starts, indices, values))
+
+    def track_lsns_per_batch(self):
+        """LSNs a 4096-delta batch consumes (one per delta that changed bytes: 4096)."""
+        before = self.st.lsn
+        self._apply_sparse_batch()
+        return self.st.lsn - before
+
+    track_lsns_per_batch.unit = "LSNs/batch"
+
+    def track_log_bytes_per_8_byte_delta(self):
+        before = self.st.log.nbytes
+        self._apply_sparse_batch()
+        return (self.st.log.nbytes - before) / BATCH_PAGES
+
+    track_log_bytes_per_8_byte_delta.unit = "bytes/delta"
+
+
+class NumpyCounters:
+    """Peer of Counters: Python memory of one (id, indices, values) log record."""
+
+    def track_log_bytes_per_10_byte_update(self):
+        a, b = update_buffers("10 bytes changed")
+        pages, epochs, log = {0: a.copy()}, {0: 0}, []
+        _numpy_update(pages, epochs, log, 0, b)
+        return sum(sys.getsizeof(x) for x in (log[0], *log[0]))
+
+    track_log_bytes_per_10_byte_update.unit = "bytes/delta"
+
+
+_FIRST_UPDATE_SETUP = """
+import numpy as np
+import mmsb
+st = mmsb.start()
+pg = st.create_page(1024)
+data = np.full(1024, 7, np.uint8)
+"""
+
+
+class Import:
+    """Cold `import mmsb` in a fresh interpreter. Budget ≤ 0.3 s."""
+
+    def timeraw_import(self):
+        return "import mmsb"
+
+
+class NumpyImport:
+    """Peer floors: numpy (all the peer needs) and numba (what mmsb's kernels are built on)."""
+
+    def timeraw_import(self):
+        return "import numpy"
+
+    def timeraw_import_numba(self):
+        return "import numba"
+
+
+class FirstUpdate:
+    """First update_page in a fresh interpreter, JIT cache warm. Budget ≤ 1 s.
+
+    timeraw_first_update times the call alone (import, start and create_page are setup);
+    timeraw_import_to_first_update times the whole script a user waits for.
+    """
+
+    timeout = 180
+
+    def setup(self):
+        # the same script once, so numba's on-disk cache is filled and the timed run loads it
+        subprocess.run([sys.executable, "-c", _FIRST_UPDATE_SETUP + "st.update_page(pg, data)"],
+                       check=True)
+
+    def timeraw_first_update(self):
+        return "st.update_page(pg, data)", _FIRST_UPDATE_SETUP
+
+    def timeraw_import_to_first_update(self):
+        return _FIRST_UPDATE_SETUP + "st.update_page(pg, data)"
+
+
+class NumpyFirstUpdate:
+    """Peer of FirstUpdate: the first diff-write-log of a dict page in a fresh interpreter."""
+
+    _SETUP = ("import numpy as np\npages, log = {0: np.zeros(1024, np.uint8)}, []\n"
+              "data = np.full(1024, 7, np.uint8)\n")
+    _STMT = ("changed = np.flatnonzero(pages[0] != data)\npages[0][changed] = data[changed]\n"
+             "log.append((0, changed, data[changed]))\n")
+
+    def timeraw_first_update(self):
+        return self._STMT, self._SETUP
+
+    def timeraw_import_to_first_update(self):
+        return self._SETUP + self._STMT

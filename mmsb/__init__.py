@@ -1,0 +1,46 @@
+"""mmsb: a Memory-Mapped State Bus.
+
+Byte pages in preallocated NumPy arenas; every change a delta with a per-page
+epoch and a state-wide LSN, kept in a transaction log. See the README and
+``docs/`` for the full picture. ``import mmsb`` does not import numba: the
+kernels load with the first state.
+"""
+
+from . import config
+from ._version import __version__
+from .delta import Delta, DeltaBatch
+from .errors import (
+    CapacityError,
+    DeviceUnavailableError,
+    GraphCycleError,
+    InvalidArgumentError,
+    InvalidDeltaError,
+    InvalidPageError,
+    LogCorruptError,
+    MMSBError,
+    PageNotFoundError,
+    StateClosedError,
+)
+from .pool import start, stop
+from .state import Page, State
+
+__all__ = [
+    "__version__",
+    "config",
+    "start",
+    "stop",
+    "State",
+    "Page",
+    "Delta",
+    "DeltaBatch",
+    "MMSBError",
+    "PageNotFoundError",
+    "InvalidDeltaError",
+    "InvalidPageError",
+    "InvalidArgumentError",
+    "CapacityError",
+    "GraphCycleError",
+    "LogCorruptError",
+    "DeviceUnavailableError",
+    "StateClosedError",
+]

@@ -1,0 +1,237 @@
+"""Host arenas and the page table.
+
+Every host arena is made by :func:`reserve_arena`, the one place arena memory
+comes from (so a later layer can back it with shared memory or a file).
+
+Growth and view validity
+------------------------
+A state's arena is one NumPy ``uint8`` array over a large reservation of
+address space (``mmsb.config.ARENA_RESERVE_BYTES``, 256 GiB by default) made
+with ``MAP_NORESERVE``: the operating system commits memory only for bytes a
+page touches. Pages are carved from it by size class and never move, so a view
+of a page stays valid for as long as the page lives: creating more pages never
+copies or invalidates anything. A view of a deleted page, or of any page after
+``mmsb.stop``, is dangling: it shows whatever later occupies that slot.
+
+The page table (:class:`PageTable`) is a struct of arrays in one ``uint64``
+array; it doubles when full. It is internal: kernels get the current array at
+every call, so its growth is invisible outside.
+
+Size classes
+------------
+A page of ``size`` bytes takes a slot of the next power of two at least 8,
+aligned to ``min(slot, 4096)``. Freed slots go to a per-class LIFO free list and
+are reused first; otherwise slots come from a bump pointer. Both are
+deterministic, so the same operations give the same offsets.
+"""
+
+from __future__ import annotations
+
+import mmap
+import sys
+
+import numpy as np
+
+from . import config
+from ._layout import (
+    FLAG_LIVE,
+    ID_SLOT_BITS,
+    MAX_GENERATION,
+    META_FLAG_SHIFT,
+    META_GEN_MASK,
+    META_LOC_SHIFT,
+    MIN_SLOT,
+    T_EPOCH,
+    T_META,
+    T_OFFSET,
+    T_SIZE,
+    TABLE_ROWS,
+)
+from .errors import CapacityError
+
+_OS_PAGE = mmap.PAGESIZE
+# Python < 3.13 lacks the constant; the value is Linux's. Elsewhere anonymous
+# mappings are committed lazily anyway.
+_MAP_NORESERVE = 0x4000 if sys.platform.startswith("linux") else 0
+
+
+def reserve_arena(nbytes: int) -> tuple[np.ndarray, mmap.mmap | None]:
+    """A zero-filled ``uint8`` array of up to ``nbytes`` whose memory is committed on touch.
+
+    Returns the array and the mapping behind it. Where the system refuses so
+    large a reservation (strict overcommit, a ``ulimit -v``), asks for a
+    quarter as much, down to 64 MiB; ``len(array)`` says what was granted.
+    """
+    flags = getattr(mmap, "MAP_PRIVATE", 0) | getattr(mmap, "MAP_NORESERVE", _MAP_NORESERVE)
+    size = nbytes
+    while True:
+        try:
+            if flags:
+                mm = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            else:  # pragma: no cover - Windows
+                mm = mmap.mmap(-1, size)
+            return np.frombuffer(mm, dtype=np.uint8), mm
+        except (OSError, ValueError, OverflowError) as exc:
+            if size <= 1 << 26:
+                raise CapacityError(f"cannot reserve a {size} B arena: {exc}") from exc
+            size = max(1 << 26, size // 4)
+
+
+def slot_class(size: int) -> int:
+    """log2 of the arena slot that holds a page of ``size`` bytes."""
+    return max(size - 1, MIN_SLOT - 1).bit_length()
+
+
+class Arena:
+    """Slot allocation in one reserved host arena (size classes, free lists, bump)."""
+
+    __slots__ = ("data", "_map", "bump", "free", "reserved")
+
+    def __init__(self, nbytes: int | None = None) -> None:
+        self.data, self._map = reserve_arena(int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES))
+        self.reserved = self.data.size
+        self.bump = 0
+        self.free: dict[int, list[int]] = {}
+
+    def allocate(self, size: int) -> int:
+        """Byte offset of a free slot for a page of ``size`` bytes (zero-filled)."""
+        cls = slot_class(size)
+        free = self.free.get(cls)
+        if free:
+            return free.pop()
+        step = 1 << cls
+        align = min(step, 4096) - 1
+        off = (self.bump + align) & ~align
+        if off + step > self.reserved:
+            raise CapacityError(
+                f"arena full: a {size} B page needs {step} B at offset {off} of "
+                f"{self.reserved} B reserved; raise mmsb.config.ARENA_RESERVE_BYTES"
+            )
+        self.bump = off + step
+        return off
+
+    def allocate_many(self, count: int, size: int) -> np.ndarray:
+        """Offsets for ``count`` pages, the same as ``count`` calls of :meth:`allocate`."""
+        cls = slot_class(size)
+        step = 1 << cls
+        free = self.free.get(cls, [])
+        k = min(count, len(free))
+        reused = free[len(free) - k:][::-1]
+        rest = count - k
+        align = min(step, 4096) - 1
+        start = (self.bump + align) & ~align
+        end = start + rest * step
+        if rest and end > self.reserved:
+            raise CapacityError(
+                f"arena full: {rest} pages of {size} B need {rest * step} B from offset "
+                f"{start} of {self.reserved} B reserved; raise mmsb.config.ARENA_RESERVE_BYTES"
+            )
+        offs = np.empty(count, dtype=np.uint64)
+        offs[:k] = reused
+        offs[k:] = np.arange(start, end, step, dtype=np.uint64)
+        del free[len(free) - k:]
+        if rest:
+            self.bump = end
+        return offs
+
+    def release(self, offset: int, size: int) -> None:
+        self.free.setdefault(slot_class(size), []).append(offset)
+
+    def release_span(self) -> bool:
+        """Zero the used span by handing its memory back to the OS; False if not possible.
+
+        ``MADV_DONTNEED`` on a private anonymous mapping both zeroes the span and
+        frees its memory, so a pooled state holds no memory for pages it had.
+        """
+        if not hasattr(self._map, "madvise"):
+            return False
+        length = (self.bump + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
+        if length:
+            self._map.madvise(mmap.MADV_DONTNEED, 0, length)
+        return True
+
+    def clear(self) -> None:
+        """Forget every allocation; the caller has zeroed what pages wrote."""
+        self.bump = 0
+        self.free.clear()
+
+
+class PageTable:
+    """The page table: rows offset, size, epoch, meta of one ``uint64`` array.
+
+    ``meta`` packs the slot's generation (bits 0-31), location (32-39) and
+    flags (40-47). ``used`` is the high-water mark of slots ever handed out;
+    ``free`` the LIFO stack of slots of deleted pages.
+    """
+
+    __slots__ = ("array", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
+
+    def __init__(self, rows: int | None = None) -> None:
+        self.array = np.zeros((TABLE_ROWS, max(1, rows or config.TABLE_INITIAL_ROWS)), dtype=np.uint64)
+        self.used = 0
+        self.free: list[int] = []
+        self._views()
+
+    def _views(self) -> None:
+        # memoryviews read and write single entries ~2x faster than NumPy indexing
+        a = self.array
+        self.mv_offset = memoryview(a[T_OFFSET])
+        self.mv_size = memoryview(a[T_SIZE])
+        self.mv_epoch = memoryview(a[T_EPOCH])
+        self.mv_meta = memoryview(a[T_META])
+
+    def _grow(self, need: int) -> None:
+        cap = self.array.shape[1]
+        while cap < need:
+            cap *= 2
+        if cap >= 1 << ID_SLOT_BITS:
+            raise CapacityError(f"page table full: {need} slots asked, at most {1 << ID_SLOT_BITS}")
+        bigger = np.zeros((TABLE_ROWS, cap), dtype=np.uint64)
+        bigger[:, : self.used] = self.array[:, : self.used]
+        self.array = bigger
+        self._views()
+
+    def reserve(self, fresh: int) -> None:
+        """Make room for ``fresh`` more never-used slots (growth is invisible outside)."""
+        if self.used + fresh > self.array.shape[1]:
+            self._grow(self.used + fresh)
+
+    def take(self) -> int:
+        """A slot for a new page (the most recently freed first)."""
+        if self.free:
+            return self.free.pop()
+        s = self.used
+        self.reserve(1)
+        self.used = s + 1
+        return s
+
+    def take_many(self, count: int) -> np.ndarray:
+        k = min(count, len(self.free))
+        slots = np.empty(count, dtype=np.int64)
+        slots[:k] = self.free[len(self.free) - k:][::-1]
+        rest = count - k
+        self.reserve(rest)
+        slots[k:] = np.arange(self.used, self.used + rest, dtype=np.int64)
+        del self.free[len(self.free) - k:]
+        self.used += rest
+        return slots
+
+    def retire(self, slot: int) -> None:
+        """Mark ``slot`` free and bump its generation so old ids stop resolving."""
+        gen = self.mv_meta[slot] & META_GEN_MASK
+        self.mv_offset[slot] = 0
+        self.mv_size[slot] = 0
+        self.mv_epoch[slot] = 0
+        if gen < MAX_GENERATION:
+            self.mv_meta[slot] = gen + 1
+            self.free.append(slot)
+        else:  # a slot reused 2**31 times is retired for good rather than wrap ids
+            self.mv_meta[slot] = gen
+
+    def clear(self) -> None:
+        self.used = 0
+        self.free.clear()
+
+
+def make_meta(generation: int, location: int) -> int:
+    return generation | (location << META_LOC_SHIFT) | (FLAG_LIVE << META_FLAG_SHIFT)

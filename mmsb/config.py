@@ -1,0 +1,74 @@
+"""Tunables of mmsb, in one place.
+
+Read them as ``mmsb.config.NAME``; change them with :func:`set` (which checks
+names and values) and put them back with :func:`reset`. Changes apply to
+states made afterwards, except where a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_DEFAULTS: dict[str, Any] = {
+    # Address space each state reserves for its host arena. Only bytes a page
+    # actually touches become resident, so this is a ceiling, not a cost; it
+    # bounds the total size of live pages (a page of 4 GiB needs a 4 GiB slot).
+    "ARENA_RESERVE_BYTES": 1 << 38,
+    # Initial number of page-table rows; the table doubles when full.
+    "TABLE_INITIAL_ROWS": 1024,
+    # Initial bytes of an in-memory log buffer; it doubles when full.
+    "LOG_INITIAL_BYTES": 1 << 16,
+    # Most stopped states the pool keeps for reuse; a stop beyond it drops the state.
+    "POOL_SIZE": 8,
+    # On reset, a used arena span at least this large is handed back to the
+    # kernel (madvise) instead of zeroed page by page: it frees memory too.
+    "RESET_RELEASE_BYTES": 1 << 20,
+    # A pooled state whose log buffer grew past this drops it on stop, so a
+    # pool of idle states does not hold on to large buffers.
+    "POOL_KEEP_LOG_BYTES": 1 << 24,
+}
+
+ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
+TABLE_INITIAL_ROWS: int = _DEFAULTS["TABLE_INITIAL_ROWS"]
+LOG_INITIAL_BYTES: int = _DEFAULTS["LOG_INITIAL_BYTES"]
+POOL_SIZE: int = _DEFAULTS["POOL_SIZE"]
+RESET_RELEASE_BYTES: int = _DEFAULTS["RESET_RELEASE_BYTES"]
+POOL_KEEP_LOG_BYTES: int = _DEFAULTS["POOL_KEEP_LOG_BYTES"]
+
+_MINIMUM = {
+    "ARENA_RESERVE_BYTES": 1 << 20,
+    "TABLE_INITIAL_ROWS": 1,
+    "LOG_INITIAL_BYTES": 1 << 10,
+    "POOL_SIZE": 0,
+    "RESET_RELEASE_BYTES": 4096,
+    "POOL_KEEP_LOG_BYTES": 1 << 10,
+}
+
+
+def set(**values: int) -> None:  # noqa: A001 - mirrors a settings API users know
+    """Set tunables by name, e.g. ``mmsb.config.set(POOL_SIZE=2)``.
+
+    Raises :class:`mmsb.InvalidArgumentError` for an unknown name or a value
+    that is not an integer at or above the tunable's minimum; then nothing is
+    changed.
+    """
+    from .errors import InvalidArgumentError
+
+    for name, value in values.items():
+        if name not in _DEFAULTS:
+            raise InvalidArgumentError(f"unknown mmsb.config name {name!r}; known: {sorted(_DEFAULTS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < _MINIMUM[name]:
+            raise InvalidArgumentError(
+                f"mmsb.config.{name} must be an int >= {_MINIMUM[name]}, got {value!r}"
+            )
+    globals().update(values)
+
+
+def reset() -> None:
+    """Put every tunable back to its default."""
+    globals().update(_DEFAULTS)
+
+
+def as_dict() -> dict[str, int]:
+    """The current value of every tunable."""
+    return {name: globals()[name] for name in _DEFAULTS}

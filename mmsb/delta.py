@@ -1,0 +1,268 @@
+"""Deltas: the only way bytes of a page change.
+
+A :class:`Delta` is a change to one page: a mask plus a payload. It is either
+*dense* (one mask entry and one payload byte per page byte) or *sparse* (byte
+offsets and the values written there, applied in order, so a repeated offset
+ends with its last value). Users build deltas with :meth:`Delta.dense` and
+:meth:`Delta.sparse`; a state hands back applied deltas, which also carry the
+LSN they were committed under and the page epoch they produced.
+
+:class:`DeltaBatch` holds many sparse deltas as four flat arrays, so a whole
+batch crosses into a kernel in one call.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._layout import ENC_DENSE, ENC_SPARSE, MAX_PAGE_SIZE, REC_HEADER
+from .errors import InvalidDeltaError
+
+if TYPE_CHECKING:
+    from .state import Page
+
+__all__ = ["Delta", "DeltaBatch"]
+
+_HEADER = struct.Struct("<QQQQQQ")
+
+
+def _page_id(page: Any) -> int:
+    pid = getattr(page, "id", page)
+    if isinstance(pid, (bool, np.bool_)) or not isinstance(pid, (int, np.integer)) or pid < 0:
+        raise InvalidDeltaError(f"a delta's page must be a Page handle or a page id, got {page!r}")
+    return int(pid)
+
+
+def as_uint8(values: Any, what: str) -> np.ndarray:
+    """``values`` as a 1-d uint8 array; integers must already lie in 0..255."""
+    if isinstance(values, (bytes, bytearray, memoryview)):
+        return np.frombuffer(values, dtype=np.uint8)
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise InvalidDeltaError(f"{what} must be 1-d, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
+        raise InvalidDeltaError(f"{what} must be bytes (uint8, or integers in 0..255), got dtype {arr.dtype}")
+    return arr.astype(np.uint8)
+
+
+def as_indices(indices: Any) -> np.ndarray:
+    arr = np.asarray(indices)
+    if arr.ndim != 1:
+        raise InvalidDeltaError(f"indices must be 1-d, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise InvalidDeltaError(f"indices must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise InvalidDeltaError("indices exceed the largest page size")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+class Delta:
+    """A change to one page (see the module docstring).
+
+    Attributes ``page_id``, ``kind`` (``"sparse"`` or ``"dense"``), ``lsn`` and
+    ``epoch`` (``None`` until the delta is applied), and the arrays
+    ``indices``/``values`` (the offsets written and their bytes, for both
+    kinds) and ``mask``/``payload`` (one entry per page byte).
+    """
+
+    __slots__ = ("page_id", "lsn", "epoch", "kind", "_size", "_a", "_b", "_rec", "_page")
+
+    def __init__(self) -> None:  # pragma: no cover - use the constructors
+        raise TypeError("build deltas with Delta.sparse(...) or Delta.dense(...)")
+
+    @classmethod
+    def _new(cls, page_id, kind, size, a, b, rec, lsn=None, epoch=None, page=None) -> Delta:
+        d = object.__new__(cls)
+        d.page_id, d.kind, d._size, d._a, d._b, d._rec = page_id, kind, size, a, b, rec
+        d.lsn, d.epoch, d._page = lsn, epoch, page
+        return d
+
+    @classmethod
+    def sparse(cls, page: Page | int, indices: Any, values: Any) -> Delta:
+        """Write ``values[k]`` at byte offset ``indices[k]``, for k in order.
+
+        Offsets are checked against the page when the delta is applied; here
+        the arrays must be 1-d and of equal length, offsets integers, values
+        uint8 (or integers in 0..255). Raises :class:`mmsb.InvalidDeltaError`.
+        """
+        pid = _page_id(page)
+        idx = as_indices(indices)
+        vals = as_uint8(values, "values")
+        if idx.size != vals.size:
+            raise InvalidDeltaError(f"indices and values differ in length: {idx.size} != {vals.size}")
+        if idx.size and idx.min() < 0:
+            raise InvalidDeltaError(f"negative index {int(idx.min())} in a sparse delta")
+        size = getattr(page, "size", None)
+        return cls._new(pid, "sparse", size, idx, vals, None, page=page if size is not None else None)
+
+    @classmethod
+    def dense(cls, page: Page | int, mask: Any, payload: Any) -> Delta:
+        """Write ``payload[j]`` at every byte ``j`` where ``mask[j]`` is true.
+
+        ``mask`` is a bool array and ``payload`` a uint8 array, both as long as
+        the page (checked when applied). Raises :class:`mmsb.InvalidDeltaError`.
+        """
+        pid = _page_id(page)
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.ndim != 1:
+            raise InvalidDeltaError(f"a dense mask must be a 1-d bool array, got dtype {m.dtype} shape {m.shape}")
+        pay = as_uint8(payload, "payload")
+        if m.size != pay.size:
+            raise InvalidDeltaError(f"mask and payload differ in length: {m.size} != {pay.size}")
+        size = getattr(page, "size", None)
+        return cls._new(pid, "dense", m.size, np.ascontiguousarray(m), np.ascontiguousarray(pay), None,
+                        page=page if size is not None else None)
+
+    @classmethod
+    def _from_record(cls, rec: bytes) -> Delta:
+        """An applied delta decoded lazily from its log record."""
+        w0, lsn, pid, epoch, _count, size = _HEADER.unpack_from(rec)
+        kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
+        return cls._new(pid, kind, int(size), None, None, rec, lsn, epoch)
+
+    def _decode(self) -> None:
+        rec = self._rec
+        w0, _lsn, _pid, _epoch, count, _size = _HEADER.unpack_from(rec)
+        if (w0 >> 40) & 0xFF == ENC_SPARSE:
+            self._a = np.frombuffer(rec, np.uint32, count, REC_HEADER).astype(np.int64)
+            self._b = np.frombuffer(rec, np.uint8, count, REC_HEADER + 4 * count).copy()
+        else:
+            nmask = (count + 7) >> 3
+            bits = np.frombuffer(rec, np.uint8, nmask, REC_HEADER)
+            mask = np.unpackbits(bits, count=count, bitorder="little").view(np.bool_)
+            payload = np.zeros(count, np.uint8)
+            payload[mask] = np.frombuffer(rec, np.uint8, int(mask.sum()), REC_HEADER + nmask)
+            self._a, self._b, self._size = mask, payload, count
+        self._rec = None
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._rec is not None:
+            self._decode()
+        return self._a, self._b
+
+    @property
+    def indices(self) -> np.ndarray:
+        """Byte offsets this delta writes, in order (int64)."""
+        a, _ = self._arrays()
+        return a if self.kind == "sparse" else np.flatnonzero(a)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The bytes written at :attr:`indices` (uint8)."""
+        a, b = self._arrays()
+        return b if self.kind == "sparse" else b[a]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """One bool per page byte: which bytes this delta writes."""
+        a, _ = self._arrays()
+        if self.kind == "dense":
+            return a
+        m = np.zeros(self._known_size(), np.bool_)
+        m[a] = True
+        return m
+
+    @property
+    def payload(self) -> np.ndarray:
+        """One byte per page byte: the value written where :attr:`mask` is true, else 0."""
+        a, b = self._arrays()
+        if self.kind == "dense":
+            return b
+        p = np.zeros(self._known_size(), np.uint8)
+        p[a] = b
+        return p
+
+    @property
+    def nbytes(self) -> int:
+        """How many bytes the delta writes (repeated offsets counted each time)."""
+        a, b = self._arrays()
+        return int(b.size) if self.kind == "sparse" else int(np.count_nonzero(a))
+
+    def _known_size(self) -> int:
+        if self._size is None:
+            raise InvalidDeltaError(
+                f"page size unknown for a sparse delta of page {self.page_id}: build it from a Page handle"
+            )
+        return self._size
+
+    def __repr__(self) -> str:
+        where = "unapplied" if self.lsn is None else f"lsn={self.lsn}, epoch={self.epoch}"
+        return f"<Delta {self.kind} page={self.page_id} bytes={self.nbytes} {where}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delta):
+            return NotImplemented
+        return (
+            (self.page_id, self.lsn, self.epoch) == (other.page_id, other.lsn, other.epoch)
+            and np.array_equal(self.indices, other.indices)
+            and np.array_equal(self.values, other.values)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class DeltaBatch:
+    """Many sparse deltas in four flat arrays, applied by ``State.apply_batch`` in one call.
+
+    Delta ``i`` writes page ``pages[i]`` at ``indices[starts[i]:starts[i+1]]``
+    with ``values[starts[i]:starts[i+1]]``. Deltas apply in batch order, so
+    several deltas on one page keep their order.
+    """
+
+    __slots__ = ("pages", "starts", "indices", "values", "_owners")
+
+    def __init__(self, pages: np.ndarray, starts: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                 owners: frozenset) -> None:
+        self.pages, self.starts, self.indices, self.values, self._owners = pages, starts, indices, values, owners
+
+    @classmethod
+    def from_sparse(cls, pages: Any, starts: Any, indices: Any, values: Any) -> DeltaBatch:
+        """Build a batch; checks shapes and offsets' signs (pages and ranges are checked on apply).
+
+        ``pages``: page ids (an integer array) or Page handles; ``starts``:
+        ``len(pages) + 1`` nondecreasing offsets with ``starts[0] == 0`` and
+        ``starts[-1] == len(indices) == len(values)``. Raises
+        :class:`mmsb.InvalidDeltaError`.
+        """
+        owners: frozenset = frozenset()
+        if isinstance(pages, (list, tuple)) and any(hasattr(p, "id") for p in pages):
+            owners = frozenset(id(p._state) for p in pages if hasattr(p, "_state"))
+            pages = [_page_id(p) for p in pages]
+        pg = np.asarray(pages)
+        if pg.ndim != 1 or (pg.size and pg.dtype.kind not in "iu"):
+            raise InvalidDeltaError(f"pages must be a 1-d array of page ids, got dtype {pg.dtype} shape {pg.shape}")
+        if pg.size and (pg.min() < 0 or pg.max() > np.iinfo(np.int64).max):
+            raise InvalidDeltaError("a page id in the batch is negative or too large")
+        pg = np.ascontiguousarray(pg, dtype=np.int64)
+        st = as_indices(starts)
+        idx = as_indices(indices)
+        vals = as_uint8(values, "values")
+        if st.size != pg.size + 1:
+            raise InvalidDeltaError(f"starts needs len(pages) + 1 = {pg.size + 1} entries, got {st.size}")
+        if st[0] != 0 or st[-1] != idx.size:
+            raise InvalidDeltaError(f"starts must run from 0 to len(indices) = {idx.size}, got {st[0]} .. {st[-1]}")
+        if idx.size != vals.size:
+            raise InvalidDeltaError(f"indices and values differ in length: {idx.size} != {vals.size}")
+        if st.size > 1 and np.any(np.diff(st) < 0):
+            raise InvalidDeltaError("starts must be nondecreasing")
+        if idx.size and (idx.min() < 0 or idx.max() >= MAX_PAGE_SIZE):
+            raise InvalidDeltaError("an index in the batch is negative or beyond the largest page size")
+        return cls(pg, st, idx, vals, owners)
+
+    def __len__(self) -> int:
+        return int(self.pages.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the batch writes."""
+        return int(self.values.size)
+
+    def __repr__(self) -> str:
+        return f"<DeltaBatch deltas={len(self)} bytes={self.nbytes}>"

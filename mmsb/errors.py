@@ -1,0 +1,72 @@
+"""The exception hierarchy of mmsb.
+
+Every error mmsb raises on purpose derives from :class:`MMSBError`, and every
+rejected call leaves the state exactly as it was before the call. Where a
+built-in exception type fits the meaning as well (a missing page is a lookup
+failure, a malformed delta is a bad value), the mmsb error also derives from
+it, so ``except KeyError``-style code written against plain containers keeps
+working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MMSBError",
+    "PageNotFoundError",
+    "InvalidDeltaError",
+    "InvalidPageError",
+    "InvalidArgumentError",
+    "CapacityError",
+    "GraphCycleError",
+    "LogCorruptError",
+    "DeviceUnavailableError",
+    "StateClosedError",
+]
+
+
+class MMSBError(Exception):
+    """Base class of every error raised by mmsb."""
+
+
+class PageNotFoundError(MMSBError, LookupError):
+    """The page id or handle names no live page of this state (never created, or deleted)."""
+
+
+class InvalidDeltaError(MMSBError, ValueError):
+    """A write or delta does not fit its page: wrong length, dtype, shape or index range."""
+
+
+class InvalidPageError(MMSBError, ValueError):
+    """A page cannot be created as asked: size, count or location out of range."""
+
+
+class InvalidArgumentError(MMSBError, ValueError):
+    """An option given to mmsb (``start``, ``stop``, configuration) is not one it accepts."""
+
+
+class CapacityError(MMSBError, MemoryError):
+    """The arena's reserved address space or the host cannot hold what was asked for."""
+
+
+class GraphCycleError(MMSBError):
+    """A dependency edge would close a cycle; ``.path`` lists the page ids around it."""
+
+    def __init__(self, message: str, path: list[int] | tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = list(path)
+
+
+class LogCorruptError(MMSBError):
+    """A log or checkpoint is damaged before its tail; ``.offset`` is where, in bytes."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class DeviceUnavailableError(MMSBError, RuntimeError):
+    """A GPU page or a GPU-requiring option was asked for, but no usable device is present."""
+
+
+class StateClosedError(MMSBError, RuntimeError):
+    """The state (or a page handle of it) was used after ``mmsb.stop`` or ``State.close``."""

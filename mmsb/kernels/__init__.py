@@ -1,0 +1,21 @@
+"""Numba ``@njit`` kernels: plain arrays in, plain arrays out.
+
+Importing this package imports numba, which takes longer than importing mmsb
+itself, so the rest of mmsb imports it on first use, not at ``import mmsb``.
+Every kernel is compiled lazily and cached on disk (``cache=True``), and
+releases the GIL (``nogil=True``) so other threads run while it works.
+"""
+
+from .apply import apply_dense, apply_sparse, apply_sparse_batch, check_sparse_batch
+from .arena import reset_table, zero_bytes
+from .diff import update_page
+
+__all__ = [
+    "apply_dense",
+    "apply_sparse",
+    "apply_sparse_batch",
+    "check_sparse_batch",
+    "reset_table",
+    "update_page",
+    "zero_bytes",
+]

@@ -1,0 +1,143 @@
+"""Applying deltas to pages in the host arena, logging each applied delta.
+
+A delta that changes no byte of its page (judged against the page's bytes at
+the moment it applies) is dropped: it moves no epoch, takes no LSN and writes
+no record. Kernels return the new end of the log buffer; the caller has
+already made sure the buffer has room for the worst case.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._layout import ID_SLOT_BITS, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE
+from .records import write_dense, write_sparse
+
+_JIT = dict(cache=True, nogil=True)
+
+
+@njit(inline="always", **_JIT)
+def page_id(table, slot):
+    gen = table[T_META, slot] & np.uint64(META_GEN_MASK)
+    return np.uint64(slot) | (gen << np.uint64(ID_SLOT_BITS))
+
+
+@njit(**_JIT)
+def _write_entries(arena, off, indices, values, lo, hi):
+    """Write entries [lo, hi) in order; return whether the page's bytes changed.
+
+    Strictly increasing offsets touch each byte once, so a write that finds its
+    value already there changes nothing. Otherwise an offset may repeat, and
+    only the net effect counts (5 then back to the old value is no change):
+    undo to the original bytes, compare with the final ones, redo.
+    """
+    increasing = True
+    for j in range(lo + 1, hi):
+        if indices[j] <= indices[j - 1]:
+            increasing = False
+            break
+    if increasing:
+        changed = False
+        for j in range(lo, hi):
+            p = off + indices[j]
+            v = values[j]
+            if arena[p] != v:
+                arena[p] = v
+                changed = True
+        return changed
+    n = hi - lo
+    old = np.empty(n, np.uint8)
+    wrote = False
+    for j in range(n):
+        p = off + indices[lo + j]
+        old[j] = arena[p]
+        if old[j] != values[lo + j]:
+            arena[p] = values[lo + j]
+            wrote = True
+    if not wrote:
+        return False
+    final = np.empty(n, np.uint8)
+    for j in range(n):
+        final[j] = arena[off + indices[lo + j]]
+    for j in range(n - 1, -1, -1):
+        arena[off + indices[lo + j]] = old[j]
+    changed = False
+    for j in range(n):
+        if arena[off + indices[lo + j]] != final[j]:
+            changed = True
+            break
+    if changed:
+        for j in range(n):
+            arena[off + indices[lo + j]] = final[j]
+    return changed
+
+
+@njit(**_JIT)
+def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
+    """Apply one sparse delta (offsets checked by the caller) as LSN ``lsn``.
+
+    Returns the new log end, equal to ``pos`` when the delta changed nothing.
+    """
+    off = np.int64(table[T_OFFSET, slot])
+    if not _write_entries(arena, off, indices, values, 0, indices.size):
+        return pos
+    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    table[T_EPOCH, slot] = epoch
+    return write_sparse(
+        buf, buf.view(np.uint32), buf.view(np.uint64), pos, lsn,
+        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, 0, indices.size,
+    )
+
+
+@njit(**_JIT)
+def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
+    """Apply one dense delta (lengths checked by the caller) as LSN ``lsn``."""
+    off = np.int64(table[T_OFFSET, slot])
+    n = np.int64(table[T_SIZE, slot])
+    changed = False
+    for j in range(n):
+        if mask[j] and arena[off + j] != payload[j]:
+            arena[off + j] = payload[j]
+            changed = True
+    if not changed:
+        return pos
+    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    table[T_EPOCH, slot] = epoch
+    return write_dense(buf, buf.view(np.uint64), pos, lsn, page_id(table, slot), epoch, mask, payload, n)
+
+
+@njit(**_JIT)
+def check_sparse_batch(table, slots, starts, indices):
+    """Index of the first delta with an offset outside its page, or -1."""
+    for i in range(slots.size):
+        n = np.int64(table[T_SIZE, slots[i]])
+        for j in range(starts[i], starts[i + 1]):
+            if indices[j] < 0 or indices[j] >= n:
+                return i
+    return -1
+
+
+@njit(**_JIT)
+def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, lsn, out):
+    """Apply a columnar batch of sparse deltas in order, as LSNs after ``lsn``.
+
+    ``out[i]`` receives delta i's LSN, or 0 when it changed nothing. Offsets
+    were checked by :func:`check_sparse_batch`. Returns (log end, last LSN).
+    """
+    buf32 = buf.view(np.uint32)
+    buf64 = buf.view(np.uint64)
+    for i in range(slots.size):
+        s = slots[i]
+        lo = starts[i]
+        hi = starts[i + 1]
+        off = np.int64(table[T_OFFSET, s])
+        if lo < hi and _write_entries(arena, off, indices, values, lo, hi):
+            lsn += 1
+            epoch = table[T_EPOCH, s] + np.uint64(1)
+            table[T_EPOCH, s] = epoch
+            pos = write_sparse(
+                buf, buf32, buf64, pos, lsn, page_id(table, s), epoch, table[T_SIZE, s], indices, values, lo, hi
+            )
+            out[i] = lsn
+        else:
+            out[i] = 0
+    return pos, lsn

@@ -1,0 +1,33 @@
+"""Zeroing pages and page-table rows when a state is reset or a page deleted."""
+
+import numpy as np
+from numba import njit
+
+from .._layout import T_EPOCH, T_OFFSET, T_SIZE, TABLE_ROWS
+
+_JIT = dict(cache=True, nogil=True)
+
+
+@njit(**_JIT)
+def zero_bytes(arena, off, n):
+    nw = n >> 3
+    a64 = arena[off:off + nw * 8].view(np.uint64)
+    for w in range(nw):
+        a64[w] = 0
+    for j in range(off + nw * 8, off + n):
+        arena[j] = 0
+
+
+@njit(**_JIT)
+def reset_table(table, arena, used_rows, zero_pages):
+    """Clear table rows [0, used_rows); with ``zero_pages``, zero every written page.
+
+    A page that was never written (epoch 0) still holds the zeros it was made
+    with, and deleted pages were zeroed when deleted, so only pages with a
+    nonzero epoch need zeroing: the cost follows what the state touched.
+    """
+    for s in range(used_rows):
+        if zero_pages and table[T_EPOCH, s] != 0:
+            zero_bytes(arena, np.int64(table[T_OFFSET, s]), np.int64(table[T_SIZE, s]))
+        for r in range(TABLE_ROWS):
+            table[r, s] = 0

@@ -1,0 +1,90 @@
+"""``update_page``: diff new bytes against a page, log the smaller encoding, apply.
+
+Work goes 8 bytes at a time: comparing and copying through uint64 views runs
+about 8x faster than byte loops, which do not vectorize here. Page slots are
+8-aligned; the caller's buffer may not be, which x86 and ARM64 loads tolerate.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .apply import page_id
+from .records import pad8, write_header, zero_tail
+
+_JIT = dict(cache=True, nogil=True)
+_ONES = np.uint64(0x0101010101010101)
+
+
+@njit(inline="always", **_JIT)
+def _nonzero_bytes(x):
+    # fold each byte onto its low bit, then add the eight low bits together
+    x |= x >> np.uint64(4)
+    x |= x >> np.uint64(2)
+    x |= x >> np.uint64(1)
+    x &= _ONES
+    return (x * _ONES) >> np.uint64(56)
+
+
+@njit(**_JIT)
+def update_page(table, arena, slot, data, buf, pos, lsn):
+    """Make page ``slot`` hold ``data``; log it as LSN ``lsn`` if any byte changed.
+
+    Returns the new log end (``pos`` when nothing changed). Chooses the sparse
+    encoding (5 bytes per changed byte) when it is smaller than the dense one
+    (1 bit per page byte plus the changed bytes).
+    """
+    off = np.int64(table[T_OFFSET, slot])
+    n = np.int64(table[T_SIZE, slot])
+    nw = n >> 3
+    page = arena[off:off + n]
+    p64 = page[: nw * 8].view(np.uint64)
+    d64 = data[: nw * 8].view(np.uint64)
+    changed = 0
+    for w in range(nw):
+        x = p64[w] ^ d64[w]
+        if x:
+            changed += _nonzero_bytes(x)
+    for j in range(nw * 8, n):
+        if page[j] != data[j]:
+            changed += 1
+    if changed == 0:
+        return pos
+    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    table[T_EPOCH, slot] = epoch
+    pid = page_id(table, slot)
+    buf64 = buf.view(np.uint64)
+    nmask = (n + 7) >> 3
+    if 4 * changed < nmask:
+        body = REC_HEADER + 5 * changed
+        write_header(buf64, pos, pad8(body), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
+        buf32 = buf.view(np.uint32)
+        ib = (pos + REC_HEADER) >> 2
+        vb = pos + REC_HEADER + 4 * changed
+        k = 0
+        for j in range(n):
+            if page[j] != data[j]:
+                buf32[ib + k] = j
+                buf[vb + k] = data[j]
+                k += 1
+    else:
+        mb = pos + REC_HEADER
+        pb = mb + nmask
+        k = 0
+        for i in range(nmask):
+            bits = 0
+            for b in range(min(8, n - 8 * i)):
+                j = 8 * i + b
+                if page[j] != data[j]:
+                    bits |= 1 << b
+                    buf[pb + k] = data[j]
+                    k += 1
+            buf[mb + i] = bits
+        body = REC_HEADER + nmask + changed
+        write_header(buf64, pos, pad8(body), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
+    zero_tail(buf, pos + body, pos + pad8(body))
+    for w in range(nw):
+        p64[w] = d64[w]
+    for j in range(nw * 8, n):
+        page[j] = data[j]
+    return pos + pad8(body)

@@ -1,0 +1,52 @@
+"""The pool of states behind :func:`mmsb.start` and :func:`mmsb.stop`.
+
+Stopping a state resets its resources (arena, table, log buffer) at a cost
+that follows what it touched and keeps them, up to ``mmsb.config.POOL_SIZE``;
+a stop beyond that drops them. Nothing ever waits for the pool. The pool holds
+only resources, never a state a user can reach: ``start`` wraps them in a new
+State object, so a stopped state stays closed even after its resources moved on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import config
+from .state import State, _check_options, _Core
+
+_pool: list[_Core] = []
+
+
+def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
+    """A state from the pool (or a fresh one), indistinguishable from ``State()``.
+
+    ``log``: None keeps the log in memory, False keeps none. ``sync``:
+    "commit", "group" or "none" (how a file log syncs; in memory all are the
+    same). ``gpu``: "auto" or False; True raises
+    :class:`mmsb.DeviceUnavailableError` as this version has no device support.
+    """
+    _check_options(log, sync, gpu)
+    try:
+        core = _pool.pop()
+    except IndexError:
+        core = _Core()
+    return State._from_core(core, log, sync, gpu)
+
+
+def stop(state: State) -> None:
+    """Close ``state`` and return its resources to the pool. Stopping twice is harmless."""
+    if not isinstance(state, State):
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"mmsb.stop takes a State, got {type(state).__name__}")
+    state.close()
+
+
+def _release(core: _Core | None) -> None:
+    if core is not None and len(_pool) < config.POOL_SIZE:
+        _pool.append(core)
+
+
+def pool_size() -> int:
+    """How many reset states the pool holds now."""
+    return len(_pool)

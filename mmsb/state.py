@@ -1,0 +1,524 @@
+"""The State: arena, page table, log and counters behind one lock.
+
+Threads
+-------
+A state may be shared by threads. Every call that reads or changes pages runs
+under the state's lock, so commits are serialized: LSN order is the order in
+which deltas were applied, per page and state-wide, and no write is lost. The
+kernels release the GIL while they run, so other Python threads (and other
+states) keep working during a large update or batch. ``view`` hands out live
+memory without the lock: read it while no other thread writes that page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import config
+from ._layout import (
+    FLAG_LIVE,
+    ID_SLOT_BITS,
+    ID_SLOT_MASK,
+    LOC_CPU,
+    LOCATION_NAMES,
+    MAX_PAGE_SIZE,
+    META_FLAG_SHIFT,
+    META_GEN_MASK,
+    META_LOC_SHIFT,
+    REC_HEADER,
+    T_EPOCH,
+    T_META,
+    T_OFFSET,
+    T_SIZE,
+)
+from .arena import Arena, PageTable, make_meta
+from .delta import Delta, DeltaBatch
+from .errors import (
+    DeviceUnavailableError,
+    InvalidArgumentError,
+    InvalidDeltaError,
+    InvalidPageError,
+    PageNotFoundError,
+    StateClosedError,
+)
+from .log import MemoryLog, NullLog
+from .log.memory import LogBuffer
+
+__all__ = ["Page", "State"]
+
+_k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
+_U8 = np.dtype(np.uint8)
+_LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
+_SYNC = ("commit", "group", "none")
+
+
+def _kernels() -> Any:
+    global _k
+    if _k is None:
+        from . import kernels
+
+        _k = kernels
+    return _k
+
+
+class _Core:
+    """The pooled part of a state: everything that is costly to make."""
+
+    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "bytes_written")
+
+    def __init__(self) -> None:
+        _kernels()
+        self.arena = Arena()
+        self.table = PageTable()
+        self.logbuf = LogBuffer()
+        self.lock = threading.RLock()
+        self.lsn = 0
+        self.deltas = 0
+        self.bytes_written = 0
+
+    def reset(self) -> None:
+        """Back to the state of a fresh core, at a cost that follows what was touched."""
+        arena, table = self.arena, self.table
+        released = arena.bump >= config.RESET_RELEASE_BYTES and arena.release_span()
+        _k.reset_table(table.array, arena.data, table.used, not released)
+        table.clear()
+        arena.clear()
+        if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
+            self.logbuf = LogBuffer()
+        self.lsn = self.deltas = self.bytes_written = 0
+
+
+def _check_options(log: Any, sync: Any, gpu: Any) -> None:
+    if log is not None and log is not False:
+        raise InvalidArgumentError(
+            f"log={log!r}: this version of mmsb keeps logs in memory (log=None) or not at all "
+            "(log=False); file logs are not available yet"
+        )
+    if sync not in _SYNC:
+        raise InvalidArgumentError(f"sync={sync!r}: expected one of {_SYNC}")
+    if gpu is True:
+        raise DeviceUnavailableError("gpu=True asks for a GPU, and this version of mmsb has no device support")
+    if gpu not in ("auto", False):
+        raise InvalidArgumentError(f"gpu={gpu!r}: expected 'auto', True or False")
+
+
+def _check_size(size: Any, what: str = "size") -> int:
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
+        raise InvalidPageError(f"page {what} must be an integer number of bytes, got {size!r}")
+    size = int(size)
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise InvalidPageError(f"page {what} must be between 1 and {MAX_PAGE_SIZE} bytes (4 GiB), got {size}")
+    return size
+
+
+def _check_location(location: Any) -> int:
+    if location == "cpu" or location == "auto":
+        return LOC_CPU
+    if location == "gpu":
+        raise DeviceUnavailableError("location='gpu' needs a GPU, and this version of mmsb has no device support")
+    raise InvalidPageError(f"unknown location {location!r}: expected 'cpu', 'gpu' or 'auto'")
+
+
+def _page_bytes(data: Any, size: int) -> np.ndarray:
+    if type(data) is np.ndarray:
+        if data.dtype is not _U8 and data.dtype != _U8:
+            raise InvalidDeltaError(f"page data must be uint8 bytes, got dtype {data.dtype}")
+        if data.ndim != 1:
+            raise InvalidDeltaError(f"page data must be 1-d, got shape {data.shape}")
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, dtype=np.uint8)
+    else:
+        raise InvalidDeltaError(f"page data must be a uint8 array or bytes-like, got {type(data).__name__}")
+    if data.size != size:
+        raise InvalidDeltaError(f"page data has {data.size} bytes, the page has {size}")
+    return data
+
+
+class Page:
+    """A handle to one page: ``id``, ``size``, and the live ``epoch`` and ``location``.
+
+    Handles are cheap and compare equal when they name the same page of the
+    same state. Every state call takes a handle or a bare id.
+    """
+
+    __slots__ = ("_state", "id", "_slot", "size")
+
+    def __init__(self, state: State, page_id: int, slot: int, size: int) -> None:
+        self._state, self.id, self._slot, self.size = state, page_id, slot, size
+
+    @property
+    def epoch(self) -> int:
+        """Deltas applied to the page so far."""
+        return self._state._table_value(self, T_EPOCH)
+
+    @property
+    def location(self) -> str:
+        meta = self._state._table_value(self, T_META)
+        return LOCATION_NAMES[(meta >> META_LOC_SHIFT) & 0xFF]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Page):
+            return NotImplemented
+        return self._state is other._state and self.id == other.id
+
+    def __hash__(self) -> int:
+        return hash((id(self._state), self.id))
+
+    def __repr__(self) -> str:
+        return f"<mmsb.Page id={self.id} size={self.size}>"
+
+
+class State:
+    """A state: pages, their epochs, the LSN counter and the log.
+
+    ``State()`` makes a fresh state; :func:`mmsb.start` takes one from the pool
+    (indistinguishable from a fresh one). After :meth:`close` (or
+    :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
+    """
+
+    __slots__ = ("_c", "_log", "sync", "gpu", "__weakref__")
+
+    def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
+        _check_options(log, sync, gpu)
+        self._attach(_Core(), log, sync, gpu)
+
+    @classmethod
+    def _from_core(cls, core: _Core, log: Any, sync: str, gpu: Any) -> State:
+        st = object.__new__(cls)
+        st._attach(core, log, sync, gpu)
+        return st
+
+    def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
+        self._c = core
+        self._log = NullLog(core.logbuf) if log is False else MemoryLog(core.logbuf)
+        self.sync, self.gpu = sync, gpu
+
+    def _detach(self) -> _Core | None:
+        core, self._c = self._c, None
+        if core is None:
+            return None
+        with core.lock:
+            self._log.detach()
+            core.reset()
+        return core
+
+    def close(self) -> None:
+        """Close the state; its resources go back to the pool. Closing twice is harmless."""
+        from .pool import _release
+
+        _release(self._detach())
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- lookups ---------------------------------------------------------------
+
+    def _core(self) -> _Core:
+        c = self._c
+        if c is None:
+            raise StateClosedError("the state was stopped or closed")
+        return c
+
+    def _slot(self, c: _Core, page: Any) -> int:
+        """The table slot of a live page, from a handle or an id."""
+        if type(page) is Page:
+            if page._state is not self:
+                raise PageNotFoundError(f"page {page.id} belongs to another state")
+            pid = page.id
+        elif isinstance(page, (int, np.integer)) and not isinstance(page, (bool, np.bool_)):
+            pid = int(page)
+        else:
+            raise PageNotFoundError(f"expected a Page or a page id, got {type(page).__name__}")
+        slot = pid & ID_SLOT_MASK
+        table = c.table
+        if pid < 0 or slot >= table.used:
+            raise PageNotFoundError(f"no page with id {pid}")
+        meta = table.mv_meta[slot]
+        if not meta & _LIVE_BIT or (meta & META_GEN_MASK) != pid >> ID_SLOT_BITS:
+            raise PageNotFoundError(f"page {pid} was deleted")
+        return slot
+
+    def _table_value(self, page: Any, row: int) -> int:
+        c = self._core()
+        return int(c.table.array[row, self._slot(c, page)])
+
+    def page(self, page_id: Any) -> Page:
+        """The handle of a live page. Raises :class:`mmsb.PageNotFoundError`."""
+        c = self._core()
+        slot = self._slot(c, page_id)
+        return Page(self, int(page_id), slot, c.table.mv_size[slot])
+
+    def page_ids(self) -> np.ndarray:
+        """Ids of the live pages, ascending (int64)."""
+        c = self._core()
+        with c.lock:
+            meta = c.table.array[T_META, : c.table.used]
+            slots = np.flatnonzero(meta & np.uint64(_LIVE_BIT))
+            gens = (meta[slots] & np.uint64(META_GEN_MASK)).astype(np.int64)
+        return np.sort(slots | (gens << ID_SLOT_BITS))
+
+    @property
+    def lsn(self) -> int:
+        """The last LSN given out (0 before the first delta)."""
+        return self._core().lsn
+
+    @property
+    def log(self) -> MemoryLog | None:
+        """The state's log, or None when it was started with ``log=False``."""
+        self._core()
+        return self._log if self._log.keeps_records else None
+
+    # -- pages -----------------------------------------------------------------
+
+    def create_page(self, size: int, location: str = "cpu") -> Page:
+        """A new zero-filled page of ``size`` bytes (1 B .. 4 GiB).
+
+        Raises :class:`mmsb.InvalidPageError` for a bad size or location,
+        :class:`mmsb.DeviceUnavailableError` for ``location="gpu"``, and
+        :class:`mmsb.CapacityError` when the arena is full.
+        """
+        c = self._core()
+        size = _check_size(size)
+        loc = _check_location(location)
+        with c.lock:
+            table = c.table
+            if not table.free and table.used >= table.array.shape[1]:
+                table.reserve(1)
+            off = c.arena.allocate(size)
+            slot = table.take()
+            gen = table.mv_meta[slot] & META_GEN_MASK
+            table.mv_offset[slot] = off
+            table.mv_size[slot] = size
+            table.mv_meta[slot] = make_meta(gen, loc)
+            pid = slot | (gen << ID_SLOT_BITS)
+            self._log.append_create(pid, 1, size, loc, c.lsn)
+        return Page(self, pid, slot, size)
+
+    def create_pages(self, count: int, size: int, location: str = "cpu") -> np.ndarray:
+        """``count`` new zero-filled pages of ``size`` bytes; their ids (int64).
+
+        The ids are those ``count`` calls of :meth:`create_page` would give.
+        """
+        c = self._core()
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
+            raise InvalidPageError(f"page count must be a positive integer, got {count!r}")
+        count = int(count)
+        size = _check_size(size)
+        loc = _check_location(location)
+        with c.lock:
+            table = c.table
+            table.reserve(max(0, count - len(table.free)))
+            offs = c.arena.allocate_many(count, size)
+            slots = table.take_many(count)
+            a = table.array
+            gens = a[T_META, slots] & np.uint64(META_GEN_MASK)
+            a[T_OFFSET, slots] = offs
+            a[T_SIZE, slots] = size
+            a[T_META, slots] = gens | np.uint64(make_meta(0, loc))
+            ids = slots | (gens.astype(np.int64) << ID_SLOT_BITS)
+            self._log.append_create(int(ids[0]), count, size, loc, c.lsn)
+        return ids
+
+    def delete_page(self, page: Any) -> None:
+        """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
+        c = self._core()
+        with c.lock:
+            slot = self._slot(c, page)
+            table = c.table
+            pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)
+            off, size = table.mv_offset[slot], table.mv_size[slot]
+            if table.mv_epoch[slot]:
+                _k.zero_bytes(c.arena.data, off, size)
+            c.arena.release(off, size)
+            table.retire(slot)
+            self._log.append_delete(pid, c.lsn)
+
+    def query_page(self, page: Any) -> np.ndarray:
+        """A copy of the page's bytes (uint8)."""
+        c = self._core()
+        with c.lock:
+            slot = self._slot(c, page)
+            off = c.table.mv_offset[slot]
+            return c.arena.data[off:off + c.table.mv_size[slot]].copy()
+
+    def view(self, page: Any) -> np.ndarray:
+        """A read-only, zero-copy view of the page's bytes (uint8).
+
+        It follows every later write to the page and stays valid while the
+        page lives (the arena never moves); once the page is deleted or the
+        state stopped, it shows whatever occupies the slot next.
+        """
+        c = self._core()
+        slot = self._slot(c, page)
+        off = c.table.mv_offset[slot]
+        v = c.arena.data[off:off + c.table.mv_size[slot]]
+        v.flags.writeable = False
+        return v
+
+    # -- writes ----------------------------------------------------------------
+
+    def update_page(self, page: Any, data: Any) -> Delta | None:
+        """Make the page hold ``data``; the delta of the bytes that changed, or None.
+
+        ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
+        When some byte differs, the change is logged as a sparse or dense delta
+        (whichever encodes smaller), the page's epoch moves by one and the
+        delta takes the next LSN. When none differs, nothing happens and the
+        result is None. Raises :class:`mmsb.InvalidDeltaError`,
+        :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._core()
+        with c.lock:
+            slot = self._slot(c, page)
+            size = c.table.mv_size[slot]
+            arr = _page_bytes(data, size)
+            log = self._log
+            buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+            pos = log.used
+            end = _k.update_page(c.table.array, c.arena.data, slot, arr, buf, pos, c.lsn + 1)
+            if end == pos:
+                return None
+            return self._committed(c, log, pos, end)
+
+    def _committed(self, c: _Core, log: MemoryLog, pos: int, end: int) -> Delta:
+        c.lsn += 1
+        c.deltas += 1
+        delta = Delta._from_record(log.record(pos, end))
+        log.commit(end, 1)
+        return delta
+
+    def apply_delta(self, delta: Delta) -> Delta | None:
+        """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
+
+        None means every byte the delta writes already held its value: no
+        epoch move, no LSN. Raises :class:`mmsb.InvalidDeltaError` when the
+        delta does not fit the page, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._core()
+        if not isinstance(delta, Delta):
+            raise InvalidDeltaError(f"apply_delta takes a mmsb.Delta, got {type(delta).__name__}")
+        if delta.lsn is not None:
+            raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
+        a, b = delta._arrays()
+        with c.lock:
+            page = delta._page if delta._page is not None else delta.page_id
+            slot = self._slot(c, page)
+            size = c.table.mv_size[slot]
+            log = self._log
+            pos = log.used
+            if delta.kind == "sparse":
+                if a.size and int(a.max()) >= size:
+                    raise InvalidDeltaError(
+                        f"index {int(a.max())} is out of range for page {delta.page_id} of {size} bytes"
+                    )
+                buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
+                end = _k.apply_sparse(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
+            else:
+                if a.size != size:
+                    raise InvalidDeltaError(
+                        f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes"
+                    )
+                buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+                end = _k.apply_dense(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
+            if end == pos:
+                return None
+            return self._committed(c, log, pos, end)
+
+    def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
+        """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
+
+        Deltas apply in batch order; a delta that changes no byte gets LSN 0.
+        The whole batch is checked first, so a bad delta anywhere raises
+        before any byte changes.
+        """
+        c = self._core()
+        if not isinstance(batch, DeltaBatch):
+            raise InvalidDeltaError(f"apply_batch takes a mmsb.DeltaBatch, got {type(batch).__name__}")
+        if batch._owners and batch._owners != {id(self)}:
+            raise PageNotFoundError("the batch names pages of another state")
+        ids = batch.pages
+        with c.lock:
+            table = c.table
+            slots = ids & ID_SLOT_MASK
+            bad = slots >= table.used
+            if not bad.any():
+                meta = table.array[T_META, slots]
+                bad = ((meta & np.uint64(_LIVE_BIT)) == 0) | (
+                    (meta & np.uint64(META_GEN_MASK)).astype(np.int64) != ids >> ID_SLOT_BITS
+                )
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+            a = table.array
+            i = _k.check_sparse_batch(a, slots, batch.starts, batch.indices)
+            if i >= 0:
+                raise InvalidDeltaError(
+                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
+                    f"of {int(a[T_SIZE, slots[i]])} bytes"
+                )
+            log = self._log
+            buf = log.reserve(len(batch) * (REC_HEADER + 8) + 5 * batch.indices.size)
+            out = np.empty(len(batch), dtype=np.int64)
+            end, lsn = _k.apply_sparse_batch(
+                a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out
+            )
+            applied = lsn - c.lsn
+            c.lsn = lsn
+            c.deltas += applied
+            log.commit(end, applied)
+        return out
+
+    # -- whole-state views -----------------------------------------------------
+
+    def state_hash(self) -> str:
+        """A BLAKE2b digest of the live pages (ids, sizes, epochs, bytes) and the LSN.
+
+        Two states with equal hashes hold the same pages with the same bytes
+        and epochs, whatever their history inside (pool reuse, slot layout).
+        """
+        c = self._core()
+        h = hashlib.blake2b(digest_size=32)
+        with c.lock:
+            ids = self.page_ids()
+            slots = ids & ID_SLOT_MASK
+            a = c.table.array
+            h.update(np.int64(c.lsn).tobytes())
+            h.update(ids.tobytes())
+            h.update(a[T_SIZE, slots].tobytes())
+            h.update(a[T_EPOCH, slots].tobytes())
+            data = c.arena.data
+            for off, size in zip(a[T_OFFSET, slots].tolist(), a[T_SIZE, slots].tolist()):
+                h.update(data[off:off + size])
+        return h.hexdigest()
+
+    def stats(self) -> dict[str, int]:
+        """Counters: live pages, their bytes, deltas applied, the LSN, log and arena bytes."""
+        c = self._core()
+        with c.lock:
+            meta = c.table.array[T_META, : c.table.used]
+            live = (meta & np.uint64(_LIVE_BIT)) != 0
+            return {
+                "pages": int(live.sum()),
+                "page_bytes": int(c.table.array[T_SIZE, : c.table.used][live].sum()),
+                "deltas": c.deltas,
+                "lsn": c.lsn,
+                "log_bytes": self._log.used if self._log.keeps_records else 0,
+                "log_records_kept": int(self._log.keeps_records),
+                "arena_used_bytes": c.arena.bump,
+                "arena_reserved_bytes": c.arena.reserved,
+                "table_rows": c.table.array.shape[1],
+            }
+
+    def __repr__(self) -> str:
+        if self._c is None:
+            return "<mmsb.State closed>"
+        return f"<mmsb.State pages={len(self.page_ids())} lsn={self._c.lsn}>"
