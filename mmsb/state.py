@@ -53,6 +53,7 @@ __all__ = ["Page", "State"]
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
 _U8 = np.dtype(np.uint8)
 _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
+_KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
 
 
@@ -147,10 +148,11 @@ class Page:
     same state. Every state call takes a handle or a bare id.
     """
 
-    __slots__ = ("_state", "id", "_slot", "size")
+    __slots__ = ("_state", "id", "_slot", "_key", "size")
 
     def __init__(self, state: State, page_id: int, slot: int, size: int) -> None:
         self._state, self.id, self._slot, self.size = state, page_id, slot, size
+        self._key = _LIVE_BIT | page_id >> ID_SLOT_BITS
 
     @property
     def epoch(self) -> int:
@@ -230,11 +232,15 @@ class State:
 
     def _slot(self, c: _Core, page: Any) -> int:
         """The table slot of a live page, from a handle or an id."""
+        if type(page) is Page and page._state is self:
+            # a handle knows its slot and generation: one table read checks both
+            slot = page._slot
+            if c.table.mv_meta[slot] & _KEY_MASK == page._key:
+                return slot
+            raise PageNotFoundError(f"page {page.id} was deleted")
         if type(page) is Page:
-            if page._state is not self:
-                raise PageNotFoundError(f"page {page.id} belongs to another state")
-            pid = page.id
-        elif isinstance(page, (int, np.integer)) and not isinstance(page, (bool, np.bool_)):
+            raise PageNotFoundError(f"page {page.id} belongs to another state")
+        if isinstance(page, (int, np.integer)) and not isinstance(page, (bool, np.bool_)):
             pid = int(page)
         else:
             raise PageNotFoundError(f"expected a Page or a page id, got {type(page).__name__}")
@@ -242,9 +248,8 @@ class State:
         table = c.table
         if pid < 0 or slot >= table.used:
             raise PageNotFoundError(f"no page with id {pid}")
-        meta = table.mv_meta[slot]
-        if not meta & _LIVE_BIT or (meta & META_GEN_MASK) != pid >> ID_SLOT_BITS:
-            raise PageNotFoundError(f"page {pid} was deleted")
+        if table.mv_meta[slot] & _KEY_MASK != _LIVE_BIT | pid >> ID_SLOT_BITS:
+            raise PageNotFoundError(f"no live page with id {pid}: it was deleted or never created")
         return slot
 
     def _table_value(self, page: Any, row: int) -> int:

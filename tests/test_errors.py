@@ -61,7 +61,7 @@ def batch(pages, starts, idx, vals):
 
 DEAD_ID = 2
 UNKNOWN_ID = 12345
-SIZE_WORDS = ("size", "length", "len")
+SIZE_WORDS = ("size", "length", "len", "bytes")
 INDEX_WORDS = ("range", "bound", "index", "indices")
 NOT_FOUND = (str(UNKNOWN_ID), "not found", "no page", "unknown")
 GONE = (str(DEAD_ID), "deleted", "not found", "no page")

@@ -21,21 +21,32 @@ def page_id(table, slot):
     return np.uint64(slot) | (gen << np.uint64(ID_SLOT_BITS))
 
 
-@njit(**_JIT)
-def _write_entries(arena, off, indices, values, lo, hi):
-    """Write entries [lo, hi) in order; return whether the page's bytes changed.
-
-    Strictly increasing offsets touch each byte once, so a write that finds its
-    value already there changes nothing. Otherwise an offset may repeat, and
-    only the net effect counts (5 then back to the old value is no change):
-    undo to the original bytes, compare with the final ones, redo.
-    """
-    increasing = True
+@njit(inline="always", **_JIT)
+def _distinct(indices, lo, hi):
+    """Whether offsets [lo, hi) are pairwise distinct (False may mean unknown)."""
+    if hi - lo <= 16:
+        for j in range(lo + 1, hi):
+            for i in range(lo, j):
+                if indices[i] == indices[j]:
+                    return False
+        return True
     for j in range(lo + 1, hi):
         if indices[j] <= indices[j - 1]:
-            increasing = False
-            break
-    if increasing:
+            return False
+    return True
+
+
+@njit(**_JIT)
+def _write_entries(arena, off, indices, values, lo, hi, scratch):
+    """Write entries [lo, hi) in order; return whether the page's bytes changed.
+
+    Distinct offsets touch each byte once, so a write that finds its value
+    already there changes nothing. Otherwise an offset may repeat, and only the
+    net effect counts (5 then back to the old value is no change): undo to the
+    original bytes, compare with the final ones, redo. ``scratch`` holds at
+    least 2 * (hi - lo) bytes.
+    """
+    if _distinct(indices, lo, hi):
         changed = False
         for j in range(lo, hi):
             p = off + indices[j]
@@ -45,29 +56,27 @@ def _write_entries(arena, off, indices, values, lo, hi):
                 changed = True
         return changed
     n = hi - lo
-    old = np.empty(n, np.uint8)
     wrote = False
     for j in range(n):
         p = off + indices[lo + j]
-        old[j] = arena[p]
-        if old[j] != values[lo + j]:
+        scratch[j] = arena[p]
+        if scratch[j] != values[lo + j]:
             arena[p] = values[lo + j]
             wrote = True
     if not wrote:
         return False
-    final = np.empty(n, np.uint8)
     for j in range(n):
-        final[j] = arena[off + indices[lo + j]]
+        scratch[n + j] = arena[off + indices[lo + j]]
     for j in range(n - 1, -1, -1):
-        arena[off + indices[lo + j]] = old[j]
+        arena[off + indices[lo + j]] = scratch[j]
     changed = False
     for j in range(n):
-        if arena[off + indices[lo + j]] != final[j]:
+        if arena[off + indices[lo + j]] != scratch[n + j]:
             changed = True
             break
     if changed:
         for j in range(n):
-            arena[off + indices[lo + j]] = final[j]
+            arena[off + indices[lo + j]] = scratch[n + j]
     return changed
 
 
@@ -78,7 +87,8 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     Returns the new log end, equal to ``pos`` when the delta changed nothing.
     """
     off = np.int64(table[T_OFFSET, slot])
-    if not _write_entries(arena, off, indices, values, 0, indices.size):
+    scratch = np.empty(2 * indices.size, np.uint8)
+    if not _write_entries(arena, off, indices, values, 0, indices.size, scratch):
         return pos
     epoch = table[T_EPOCH, slot] + np.uint64(1)
     table[T_EPOCH, slot] = epoch
@@ -125,12 +135,16 @@ def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, l
     """
     buf32 = buf.view(np.uint32)
     buf64 = buf.view(np.uint64)
+    longest = 0
+    for i in range(slots.size):
+        longest = max(longest, starts[i + 1] - starts[i])
+    scratch = np.empty(2 * longest, np.uint8)
     for i in range(slots.size):
         s = slots[i]
         lo = starts[i]
         hi = starts[i + 1]
         off = np.int64(table[T_OFFSET, s])
-        if lo < hi and _write_entries(arena, off, indices, values, lo, hi):
+        if lo < hi and _write_entries(arena, off, indices, values, lo, hi, scratch):
             lsn += 1
             epoch = table[T_EPOCH, s] + np.uint64(1)
             table[T_EPOCH, s] = epoch

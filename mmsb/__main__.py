@@ -1,0 +1,95 @@
+"""``python -m mmsb``: the command line.
+
+``demo`` creates pages, writes them, and prints what happened and how long
+each step took. ``--version`` and ``--help`` do what they say.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from ._version import __version__
+
+
+def _demo(pages: int, size: int, writes: int, out=sys.stdout) -> int:
+    import numpy as np
+
+    import mmsb
+
+    def say(step: str, seconds: float, what: str) -> None:
+        print(f"{step:<34} {seconds * 1e3:9.3f} ms   {what}", file=out)
+
+    print(f"mmsb {__version__} demo: {pages} pages of {size} B, {writes} writes", file=out)
+    t = time.perf_counter()
+    import mmsb.kernels  # noqa: F401 - load numba and the cached kernels up front, to time it apart
+
+    say("load kernels (numba, JIT cache)", time.perf_counter() - t, "")
+    t = time.perf_counter()
+    st = mmsb.start()
+    say("start a state", time.perf_counter() - t, repr(st))
+    t = time.perf_counter()
+    ids = st.create_pages(pages, size)
+    say("create_pages", time.perf_counter() - t, f"ids {ids[0]} .. {ids[-1]}")
+
+    rng = np.random.default_rng(0)
+    first = st.page(int(ids[0]))
+    data = rng.integers(0, 256, size, dtype=np.uint8)
+    t = time.perf_counter()
+    delta = st.update_page(first, data)
+    say("first update_page (may compile)", time.perf_counter() - t, repr(delta))
+
+    targets = rng.integers(0, pages, writes)
+    payloads = rng.integers(0, 256, (writes, size), dtype=np.uint8)
+    payloads[:, : size // 2] = data[: size // 2]  # half of every write repeats bytes already there
+    t = time.perf_counter()
+    for i in range(writes):
+        st.update_page(int(ids[targets[i]]), payloads[i])
+    dt = time.perf_counter() - t
+    say(f"{writes} x update_page", dt, f"{dt / writes * 1e6:.2f} us each")
+
+    unchanged = st.update_page(int(ids[targets[-1]]), payloads[-1])
+    say("update_page with identical bytes", 0.0, f"returns {unchanged!r}: no delta, no epoch move")
+
+    per = 8
+    starts = np.arange(pages + 1, dtype=np.int64) * per
+    offsets = rng.integers(0, size - per + 1, pages)[:, None] + np.arange(per)
+    batch = mmsb.DeltaBatch.from_sparse(ids, starts, offsets.ravel(), rng.integers(0, 256, pages * per))
+    t = time.perf_counter()
+    lsns = st.apply_batch(batch)
+    dt = time.perf_counter() - t
+    say(f"apply_batch of {pages} x {per} B deltas", dt, f"{pages / dt / 1e6:.2f} M deltas/s, LSNs {lsns.max()}")
+
+    stats = st.stats()
+    print(
+        f"state: {stats['pages']} pages, {stats['deltas']} deltas, LSN {stats['lsn']}, "
+        f"log {stats['log_bytes']} B, epoch of page {first.id}: {first.epoch}",
+        file=out,
+    )
+    t = time.perf_counter()
+    mmsb.stop(st)
+    say("stop (reset, back to the pool)", time.perf_counter() - t, "")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmsb", description="mmsb, a Memory-Mapped State Bus.")
+    parser.add_argument("--version", action="version", version=f"mmsb {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="create pages, write them, print what happened and how long it took")
+    demo.add_argument("--pages", type=int, default=4096, help="pages to create (default 4096)")
+    demo.add_argument("--size", type=int, default=1024, help="page size in bytes (default 1024)")
+    demo.add_argument("--writes", type=int, default=10_000, help="update_page calls (default 10000)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        if args.pages < 1 or args.size < 8 or args.writes < 1:
+            parser.error("--pages and --writes must be >= 1 and --size >= 8")
+        return _demo(args.pages, args.size, args.writes)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

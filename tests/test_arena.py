@@ -1,0 +1,119 @@
+"""Arenas, size classes, slot reuse, generation tags, view validity, reset."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mmsb
+from mmsb.arena import Arena, slot_class
+
+
+@pytest.mark.parametrize("size, cls", [(1, 3), (8, 3), (9, 4), (1024, 10), (1025, 11), (2**32, 32)])
+def test_size_classes_are_the_next_power_of_two_at_least_8(size, cls):
+    assert slot_class(size) == cls
+    assert 2 ** slot_class(size) >= max(size, 8)
+
+
+def test_slots_are_aligned_and_never_overlap():
+    a = Arena(1 << 30)
+    spans = []
+    for size in [1, 7, 8, 9, 100, 1024, 5000, 3, 70000, 12]:
+        off = a.allocate(size)
+        assert off % min(2 ** slot_class(size), 4096) == 0
+        spans.append((off, off + 2 ** slot_class(size)))
+    spans.sort()
+    assert all(hi <= lo2 for (_, hi), (lo2, _) in zip(spans, spans[1:]))
+
+
+def test_deleted_slot_is_reused_lifo_with_a_new_id_and_zeroed_bytes():
+    s = mmsb.State()
+    a, b, c = (s.create_page(16) for _ in range(3))
+    s.update_page(b, bytes(range(16)))
+    s.delete_page(b)
+    s.delete_page(a)
+    first, second = s.create_page(16), s.create_page(16)
+    assert (first.id, second.id) == (0 + (1 << 32), 1 + (1 << 32))
+    assert not s.query_page(second).any() and second.epoch == 0
+    for stale in (a, b, a.id, b.id):
+        with pytest.raises(mmsb.PageNotFoundError):
+            s.query_page(stale)
+    assert s.page_ids().tolist() == [2, first.id, second.id]
+
+
+def test_create_pages_gives_the_ids_of_repeated_create_page():
+    one, bulk = mmsb.State(), mmsb.State()
+    for s in (one, bulk):
+        ids = s.create_pages(5, 100)
+        s.delete_page(int(ids[1]))
+        s.delete_page(int(ids[3]))
+    singles = [one.create_page(100).id for _ in range(4)]
+    assert bulk.create_pages(4, 100).tolist() == singles
+    assert one.state_hash() == bulk.state_hash()
+
+
+def test_views_stay_valid_while_the_table_grows():
+    s = mmsb.State()
+    pg = s.create_page(64)
+    v = s.view(pg)
+    s.create_pages(50_000, 64)  # the table doubles many times; the arena never moves
+    s.update_page(pg, np.full(64, 5, np.uint8))
+    assert (v == 5).all()
+    assert not v.flags.writeable
+    with pytest.raises(ValueError):
+        v[0] = 1
+
+
+def test_reset_releases_large_spans_and_zeroes_small_ones():
+    mmsb.config.set(RESET_RELEASE_BYTES=1 << 16)
+    try:
+        for count in (4, 200):  # 4 KiB used: zeroed page by page; 200 KiB: handed back to the OS
+            st = mmsb.start()
+            ids = st.create_pages(count, 1024)
+            batch = mmsb.DeltaBatch.from_sparse(ids, np.arange(count + 1), np.full(count, 5), np.full(count, 9))
+            st.apply_batch(batch)
+            mmsb.stop(st)
+            again = mmsb.start()
+            ids2 = again.create_pages(count, 1024)
+            assert ids2.tolist() == ids.tolist()
+            assert all(not again.query_page(int(i)).any() for i in ids2)
+            mmsb.stop(again)
+    finally:
+        mmsb.config.reset()
+
+
+def test_a_full_arena_raises_capacity_error_and_changes_nothing():
+    mmsb.config.set(ARENA_RESERVE_BYTES=1 << 26)
+    try:
+        s = mmsb.State()
+        s.create_page(1 << 25)
+        before = (s.page_ids().tolist(), s.stats())
+        with pytest.raises(mmsb.CapacityError, match="ARENA_RESERVE_BYTES"):
+            s.create_page(1 << 26)
+        with pytest.raises(mmsb.CapacityError):
+            s.create_pages(3, 1 << 24)
+        assert (s.page_ids().tolist(), s.stats()) == before
+        assert s.create_page(1 << 20).id == 1
+    finally:
+        mmsb.config.reset()
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=30))
+def test_pages_of_mixed_sizes_keep_their_own_bytes(sizes):
+    s = mmsb.State()
+    pages = [s.create_page(n) for n in sizes]
+    for i, pg in enumerate(pages):
+        s.update_page(pg, np.full(pg.size, i % 251 + 1, np.uint8))
+    for i, pg in enumerate(pages):
+        assert (s.view(pg) == i % 251 + 1).all()
+    assert s.stats()["page_bytes"] == sum(sizes)
+    s.close()
+
+
+def test_config_rejects_unknown_names_and_bad_values():
+    with pytest.raises(mmsb.InvalidArgumentError, match="NOPE"):
+        mmsb.config.set(NOPE=1)
+    with pytest.raises(mmsb.InvalidArgumentError, match="POOL_SIZE"):
+        mmsb.config.set(POOL_SIZE=-1)
+    assert mmsb.config.POOL_SIZE == 8
