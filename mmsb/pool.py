@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import config
-from .state import State, _check_options, _Core
-
-_pool: list[_Core] = []
+from .state import State, _check_options, _Core, _pool
 
 
 def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
@@ -40,11 +37,6 @@ def stop(state: State) -> None:
 
         raise InvalidArgumentError(f"mmsb.stop takes a State, got {type(state).__name__}")
     state.close()
-
-
-def _release(core: _Core | None) -> None:
-    if core is not None and len(_pool) < config.POOL_SIZE:
-        _pool.append(core)
 
 
 def pool_size() -> int:

@@ -55,6 +55,7 @@ _U8 = np.dtype(np.uint8)
 _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 _KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
+_SMALL_RESET = 8
 
 
 def _kernels() -> Any:
@@ -85,12 +86,25 @@ class _Core:
         """Back to the state of a fresh core, at a cost that follows what was touched."""
         arena, table = self.arena, self.table
         released = arena.bump >= config.RESET_RELEASE_BYTES and arena.release_span()
-        _k.reset_table(table.array, arena.data, table.used, not released)
+        if table.used <= _SMALL_RESET:
+            # a few rows are cheaper to clear here than through a kernel call
+            data = arena.data
+            mv_o, mv_s, mv_e, mv_m = table.mv_offset, table.mv_size, table.mv_epoch, table.mv_meta
+            for s in range(table.used):
+                if mv_e[s] and not released:
+                    data[mv_o[s]:mv_o[s] + mv_s[s]] = 0
+                mv_o[s] = mv_s[s] = mv_e[s] = mv_m[s] = 0
+        else:
+            _k.reset_table(table.array, arena.data, table.used, not released)
         table.clear()
         arena.clear()
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf = LogBuffer()
         self.lsn = self.deltas = self.bytes_written = 0
+
+
+# Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
+_pool: list[_Core] = []
 
 
 def _check_options(log: Any, sync: Any, gpu: Any) -> None:
@@ -212,9 +226,9 @@ class State:
 
     def close(self) -> None:
         """Close the state; its resources go back to the pool. Closing twice is harmless."""
-        from .pool import _release
-
-        _release(self._detach())
+        core = self._detach()
+        if core is not None and len(_pool) < config.POOL_SIZE:
+            _pool.append(core)
 
     def __enter__(self) -> State:
         return self
