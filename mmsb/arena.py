@@ -95,7 +95,7 @@ class Arena:
 
     def allocate(self, size: int) -> int:
         """Byte offset of a free slot for a page of ``size`` bytes (zero-filled)."""
-        cls = slot_class(size)
+        cls = (size - 1).bit_length() if size > MIN_SLOT else 3
         free = self.free.get(cls)
         if free:
             return free.pop()
@@ -197,11 +197,10 @@ class PageTable:
             self._grow(self.used + fresh)
 
     def take(self) -> int:
-        """A slot for a new page (the most recently freed first)."""
+        """A slot for a new page (the most recently freed first); room was reserved."""
         if self.free:
             return self.free.pop()
         s = self.used
-        self.reserve(1)
         self.used = s + 1
         return s
 

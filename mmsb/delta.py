@@ -36,30 +36,51 @@ def _page_id(page: Any) -> int:
     return int(pid)
 
 
+_U8 = np.dtype(np.uint8)
+_I64 = np.dtype(np.int64)
+
+
 def as_uint8(values: Any, what: str) -> np.ndarray:
     """``values`` as a 1-d uint8 array; integers must already lie in 0..255."""
+    if type(values) is np.ndarray and values.dtype is _U8 and values.ndim == 1:
+        return values
     if isinstance(values, (bytes, bytearray, memoryview)):
         return np.frombuffer(values, dtype=np.uint8)
-    arr = np.asarray(values)
+    if isinstance(values, (list, tuple)):
+        try:  # NumPy refuses Python ints outside 0..255 here, instead of wrapping them
+            arr = np.array(values, dtype=np.uint8)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise InvalidDeltaError(f"{what} must be bytes (integers in 0..255): {exc}") from None
+    else:
+        arr = np.asarray(values)
+        if arr.dtype != np.uint8 and arr.size:
+            if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
+                raise InvalidDeltaError(
+                    f"{what} must be bytes (uint8, or integers in 0..255), got dtype {arr.dtype}"
+                )
+        arr = arr.astype(np.uint8, copy=False)
     if arr.ndim != 1:
         raise InvalidDeltaError(f"{what} must be 1-d, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.size == 0:
-        return arr.astype(np.uint8)
-    if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
-        raise InvalidDeltaError(f"{what} must be bytes (uint8, or integers in 0..255), got dtype {arr.dtype}")
-    return arr.astype(np.uint8)
+    return np.ascontiguousarray(arr)
 
 
 def as_indices(indices: Any) -> np.ndarray:
-    arr = np.asarray(indices)
+    """``indices`` as a 1-d int64 array (their range is checked against the page on apply)."""
+    if type(indices) is np.ndarray and indices.dtype is _I64 and indices.ndim == 1:
+        return np.ascontiguousarray(indices)
+    if isinstance(indices, (list, tuple)):
+        try:
+            arr = np.array(indices, dtype=np.int64)
+        except (OverflowError, ValueError, TypeError) as exc:
+            raise InvalidDeltaError(f"indices must be integers: {exc}") from None
+    else:
+        arr = np.asarray(indices)
+        if arr.size and arr.dtype.kind not in "iu":
+            raise InvalidDeltaError(f"indices must be integers, got dtype {arr.dtype}")
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise InvalidDeltaError("indices exceed the largest page size")
     if arr.ndim != 1:
         raise InvalidDeltaError(f"indices must be 1-d, got shape {arr.shape}")
-    if arr.size and arr.dtype.kind not in "iu":
-        raise InvalidDeltaError(f"indices must be integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-        raise InvalidDeltaError("indices exceed the largest page size")
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -97,8 +118,6 @@ class Delta:
         vals = as_uint8(values, "values")
         if idx.size != vals.size:
             raise InvalidDeltaError(f"indices and values differ in length: {idx.size} != {vals.size}")
-        if idx.size and idx.min() < 0:
-            raise InvalidDeltaError(f"negative index {int(idx.min())} in a sparse delta")
         size = getattr(page, "size", None)
         return cls._new(pid, "sparse", size, idx, vals, None, page=page if size is not None else None)
 

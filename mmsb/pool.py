@@ -22,7 +22,8 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     same). ``gpu``: "auto" or False; True raises
     :class:`mmsb.DeviceUnavailableError` as this version has no device support.
     """
-    _check_options(log, sync, gpu)
+    if log is not None or sync != "commit" or gpu != "auto":
+        _check_options(log, sync, gpu)
     try:
         core = _pool.pop()
     except IndexError:
@@ -32,7 +33,7 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
 
 def stop(state: State) -> None:
     """Close ``state`` and return its resources to the pool. Stopping twice is harmless."""
-    if not isinstance(state, State):
+    if type(state) is not State and not isinstance(state, State):
         from .errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"mmsb.stop takes a State, got {type(state).__name__}")

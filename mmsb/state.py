@@ -305,20 +305,23 @@ class State:
         :class:`mmsb.DeviceUnavailableError` for ``location="gpu"``, and
         :class:`mmsb.CapacityError` when the arena is full.
         """
-        c = self._core()
-        size = _check_size(size)
-        loc = _check_location(location)
+        c = self._c
+        if c is None:
+            raise StateClosedError("the state was stopped or closed")
+        if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
+            size = _check_size(size)
+        loc = LOC_CPU if location == "cpu" else _check_location(location)
         with c.lock:
             table = c.table
-            if not table.free and table.used >= table.array.shape[1]:
+            if not table.free:
                 table.reserve(1)
             off = c.arena.allocate(size)
             slot = table.take()
             gen = table.mv_meta[slot] & META_GEN_MASK
             table.mv_offset[slot] = off
             table.mv_size[slot] = size
-            table.mv_meta[slot] = make_meta(gen, loc)
-            pid = slot | (gen << ID_SLOT_BITS)
+            table.mv_meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
+            pid = slot | gen << ID_SLOT_BITS
             self._log.append_create(pid, 1, size, loc, c.lsn)
         return Page(self, pid, slot, size)
 
@@ -395,15 +398,18 @@ class State:
         result is None. Raises :class:`mmsb.InvalidDeltaError`,
         :class:`mmsb.PageNotFoundError`.
         """
-        c = self._core()
+        c = self._c
+        if c is None:
+            raise StateClosedError("the state was stopped or closed")
         with c.lock:
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
-            arr = _page_bytes(data, size)
+            if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
+                data = _page_bytes(data, size)
             log = self._log
             buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
             pos = log.used
-            end = _k.update_page(c.table.array, c.arena.data, slot, arr, buf, pos, c.lsn + 1)
+            end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
             if end == pos:
                 return None
             return self._committed(c, log, pos, end)
@@ -435,12 +441,12 @@ class State:
             log = self._log
             pos = log.used
             if delta.kind == "sparse":
-                if a.size and int(a.max()) >= size:
-                    raise InvalidDeltaError(
-                        f"index {int(a.max())} is out of range for page {delta.page_id} of {size} bytes"
-                    )
                 buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
                 end = _k.apply_sparse(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
+                if end < 0:
+                    raise InvalidDeltaError(
+                        f"index {int(a[-1 - end])} is out of range for page {delta.page_id} of {size} bytes"
+                    )
             else:
                 if a.size != size:
                     raise InvalidDeltaError(

@@ -82,10 +82,15 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
 
 @njit(**_JIT)
 def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
-    """Apply one sparse delta (offsets checked by the caller) as LSN ``lsn``.
+    """Apply one sparse delta as LSN ``lsn``.
 
-    Returns the new log end, equal to ``pos`` when the delta changed nothing.
+    Returns the new log end, equal to ``pos`` when the delta changed nothing,
+    or -1 - k when offset k lies outside the page (then nothing changed).
     """
+    n = np.int64(table[T_SIZE, slot])
+    for k in range(indices.size):
+        if indices[k] < 0 or indices[k] >= n:
+            return -1 - k
     off = np.int64(table[T_OFFSET, slot])
     scratch = np.empty(2 * indices.size, np.uint8)
     if not _write_entries(arena, off, indices, values, 0, indices.size, scratch):
