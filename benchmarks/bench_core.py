@@ -19,7 +19,8 @@ import mmsb
 
 from .common import (
     BATCH_PAGES, BATCH_WIDTH, BIG_PAGES, CREATE_COUNTS, INNER, PAGE_SIZE, WRITE_CHUNK,
-    median_rate, pretouch, resident_bytes, sparse_batch, touch_batch, update_buffers,
+    median_rate, numpy_update, pretouch, resident_bytes, sparse_batch, touch_batch, unit,
+    update_buffers,
 )
 
 LOGS = {"memory": None, "off": False}      # param name -> mmsb.start(log=...)
@@ -142,24 +143,6 @@ class UpdatePage:
             update(pg, b)
 
 
-def _numpy_update(pages, epochs, log, pid, data):
-    """The peer's update_page: diff, write, count an epoch, log (id, indices, values)."""
-    page = pages[pid]
-    if log is None:                      # no log: no need for the changed offsets
-        if np.array_equal(page, data):
-            return False
-        page[:] = data
-    else:
-        changed = np.flatnonzero(page != data)
-        if changed.size == 0:
-            return False
-        values = data[changed]
-        page[changed] = values
-        log.append((pid, changed, values))
-    epochs[pid] += 1
-    return True
-
-
 class NumpyUpdatePage:
     """Peer of UpdatePage (same params, same buffers)."""
 
@@ -170,13 +153,13 @@ class NumpyUpdatePage:
         self.a, self.b = update_buffers(content)
         self.pages, self.epochs = {0: np.zeros(PAGE_SIZE, np.uint8)}, {0: 0}
         self.log = [] if log == "memory" else None
-        _numpy_update(self.pages, self.epochs, self.log, 0, self.b)
+        numpy_update(self.pages, self.epochs, self.log, 0, self.b)
 
     def time_1000_updates(self, content, log):
         pages, epochs, lg, a, b = self.pages, self.epochs, self.log, self.a, self.b
         for _ in range(INNER // 2):
-            _numpy_update(pages, epochs, lg, 0, a)
-            _numpy_update(pages, epochs, lg, 0, b)
+            numpy_update(pages, epochs, lg, 0, a)
+            numpy_update(pages, epochs, lg, 0, b)
 
 
 class ApplyBatch:
@@ -204,11 +187,10 @@ class ApplyBatch:
     def time_apply_batch(self, log):
         self.st.apply_batch(self.batch_a)
 
+    @unit("deltas/s")
     def track_deltas_per_second(self, log):
         apply, turn = self.st.apply_batch, itertools.cycle([self.batch_a, self.batch_b])
         return median_rate(lambda: apply(next(turn)), BATCH_PAGES)
-
-    track_deltas_per_second.unit = "deltas/s"
 
 
 class NumpyApplyBatch:
@@ -251,11 +233,10 @@ class NumpyApplyBatch:
         if self.log is not None:
             self.log.append((self.flat_index, self.values_a))
 
+    @unit("deltas/s")
     def track_deltas_per_second(self, log):
         turn = itertools.cycle([self.deltas_a, self.deltas_b])
         return median_rate(lambda: self._apply(next(turn)), BATCH_PAGES)
-
-    track_deltas_per_second.unit = "deltas/s"
 
 
 def _write_every_page(st, ids):
@@ -291,6 +272,7 @@ class PageMemory:
     def peakmem_1m_pages_written(self):
         mmsb.stop(_big_written_state())
 
+    @unit("bytes/page")
     def track_resident_bytes_per_page(self):
         before = resident_bytes()
         st = _big_written_state()
@@ -298,16 +280,13 @@ class PageMemory:
         mmsb.stop(st)
         return grown / BIG_PAGES
 
-    track_resident_bytes_per_page.unit = "bytes/page"
-
+    @unit("bytes/page")
     def track_arena_bytes_per_page(self):
         st = _big_written_state()
         stats = st.stats()
         mmsb.stop(st)
         # api_spec names "arena_bytes"; the first implementation says "arena_used_bytes"
         return stats.get("arena_bytes", stats.get("arena_used_bytes")) / BIG_PAGES
-
-    track_arena_bytes_per_page.unit = "bytes/page"
 
 
 class NumpyPageMemory:
@@ -320,14 +299,14 @@ class NumpyPageMemory:
         arena = np.zeros((BIG_PAGES, PAGE_SIZE), np.uint8)
         arena[:, 0] = 1
 
+    @unit("bytes/page")
     def track_resident_bytes_per_page(self):
         before = resident_bytes()
         arena = np.zeros((BIG_PAGES, PAGE_SIZE), np.uint8)
         arena[:, 0] = 1
         return (resident_bytes() - before) / BIG_PAGES
 
-    track_resident_bytes_per_page.unit = "bytes/page"
-
+    @unit("bytes/page")
     def track_dict_resident_bytes_per_page(self):
         before = resident_bytes()
         pages = {}
@@ -335,8 +314,6 @@ class NumpyPageMemory:
             page = pages[i] = np.zeros(PAGE_SIZE, np.uint8)
             page[0] = 1
         return (resident_bytes() - before) / BIG_PAGES
-
-    track_dict_resident_bytes_per_page.unit = "bytes/page"
 
 
 class Counters:
@@ -351,44 +328,43 @@ class Counters:
     def teardown(self):
         mmsb.stop(self.st)
 
+    @unit("bytes/delta")
     def track_log_bytes_per_10_byte_update(self):
         before = self.st.log.nbytes
         self.st.update_page(self.pg, self.b)
         return self.st.log.nbytes - before
 
-    track_log_bytes_per_10_byte_update.unit = "bytes/delta"
-
-    def _apply_sparse_batch(self):
+    def _sparse_batch(self):
+        # pages are made here, before the caller's "before": their create record is not a delta's
         starts, indices, values, _ = sparse_batch()
         ids = self.st.create_pages(BATCH_PAGES, PAGE_SIZE)
-        self.st.apply_batch(mmsb.DeltaBatch.from_sparse(ids, starts, indices, values))
+        return mmsb.DeltaBatch.from_sparse(ids, starts, indices, values)
 
+    @unit("LSNs/batch")
     def track_lsns_per_batch(self):
         """LSNs a 4096-delta batch consumes (one per delta that changed bytes: 4096)."""
+        batch = self._sparse_batch()
         before = self.st.lsn
-        self._apply_sparse_batch()
+        self.st.apply_batch(batch)
         return self.st.lsn - before
 
-    track_lsns_per_batch.unit = "LSNs/batch"
-
+    @unit("bytes/delta")
     def track_log_bytes_per_8_byte_delta(self):
+        batch = self._sparse_batch()
         before = self.st.log.nbytes
-        self._apply_sparse_batch()
+        self.st.apply_batch(batch)
         return (self.st.log.nbytes - before) / BATCH_PAGES
-
-    track_log_bytes_per_8_byte_delta.unit = "bytes/delta"
 
 
 class NumpyCounters:
     """Peer of Counters: Python memory of one (id, indices, values) log record."""
 
+    @unit("bytes/delta")
     def track_log_bytes_per_10_byte_update(self):
         a, b = update_buffers("10 bytes changed")
         pages, epochs, log = {0: a.copy()}, {0: 0}, []
-        _numpy_update(pages, epochs, log, 0, b)
+        numpy_update(pages, epochs, log, 0, b)
         return sum(sys.getsizeof(x) for x in (log[0], *log[0]))
-
-    track_log_bytes_per_10_byte_update.unit = "bytes/delta"
 
 
 _FIRST_UPDATE_SETUP = """

@@ -1,4 +1,4 @@
-"""Shared seeds, size grids and data builders for the mmsb asv suite.
+"""Shared seeds, size grids, data builders and peer helpers for the mmsb asv suite.
 
 Everything here is deterministic (one seed) so mmsb and its NumPy peer see the same bytes.
 Nothing here runs work at import: the suite is imported once per benchmark process.
@@ -100,3 +100,29 @@ def median_rate(fn, items, repeats=RATE_REPEATS):
         fn()
         samples.append(time.perf_counter() - t0)
     return items / float(np.median(samples))
+
+
+def numpy_update(pages, epochs, log, pid, data):
+    """The peer's update_page: diff, write, count an epoch, log (id, indices, values)."""
+    page = pages[pid]
+    if log is None:                      # no log: no need for the changed offsets
+        if np.array_equal(page, data):
+            return False
+        page[:] = data
+    else:
+        changed = np.flatnonzero(page != data)
+        if changed.size == 0:
+            return False
+        values = data[changed]
+        page[changed] = values
+        log.append((pid, changed, values))
+    epochs[pid] += 1
+    return True
+
+
+def unit(name):
+    """Decorator: the unit asv shows for a track_ benchmark."""
+    def mark(fn):
+        fn.unit = name
+        return fn
+    return mark

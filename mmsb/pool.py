@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import config
 from .state import State, _check_options, _Core, _pool
 
 
@@ -28,6 +29,10 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
         core = _pool.pop()
     except IndexError:
         core = _Core()
+    else:
+        if core.reserve_asked != config.ARENA_RESERVE_BYTES:
+            _pool.clear()  # made under another config: a fresh state would differ
+            core = _Core()
     return State._from_core(core, log, sync, gpu)
 
 

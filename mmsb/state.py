@@ -58,6 +58,10 @@ _SYNC = ("commit", "group", "none")
 _SMALL_RESET = 8
 
 
+def _closed() -> StateClosedError:
+    return StateClosedError("the state was stopped or closed")
+
+
 def _kernels() -> Any:
     global _k
     if _k is None:
@@ -70,17 +74,18 @@ def _kernels() -> Any:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "bytes_written")
+    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked")
 
     def __init__(self) -> None:
         _kernels()
-        self.arena = Arena()
+        # pooled resources must be those a fresh state would get under today's config
+        self.reserve_asked = config.ARENA_RESERVE_BYTES
+        self.arena = Arena(self.reserve_asked)
         self.table = PageTable()
         self.logbuf = LogBuffer()
         self.lock = threading.RLock()
         self.lsn = 0
         self.deltas = 0
-        self.bytes_written = 0
 
     def reset(self) -> None:
         """Back to the state of a fresh core, at a cost that follows what was touched."""
@@ -100,7 +105,7 @@ class _Core:
         arena.clear()
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf = LogBuffer()
-        self.lsn = self.deltas = self.bytes_written = 0
+        self.lsn = self.deltas = 0
 
 
 # Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
@@ -241,7 +246,7 @@ class State:
     def _core(self) -> _Core:
         c = self._c
         if c is None:
-            raise StateClosedError("the state was stopped or closed")
+            raise _closed()
         return c
 
     def _slot(self, c: _Core, page: Any) -> int:
@@ -274,12 +279,16 @@ class State:
         """The handle of a live page. Raises :class:`mmsb.PageNotFoundError`."""
         c = self._core()
         slot = self._slot(c, page_id)
+        if type(page_id) is Page:
+            return page_id
         return Page(self, int(page_id), slot, c.table.mv_size[slot])
 
     def page_ids(self) -> np.ndarray:
         """Ids of the live pages, ascending (int64)."""
         c = self._core()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             meta = c.table.array[T_META, : c.table.used]
             slots = np.flatnonzero(meta & np.uint64(_LIVE_BIT))
             gens = (meta[slots] & np.uint64(META_GEN_MASK)).astype(np.int64)
@@ -307,11 +316,13 @@ class State:
         """
         c = self._c
         if c is None:
-            raise StateClosedError("the state was stopped or closed")
+            raise _closed()
         if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
             size = _check_size(size)
         loc = LOC_CPU if location == "cpu" else _check_location(location)
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             table = c.table
             if not table.free:
                 table.reserve(1)
@@ -337,6 +348,8 @@ class State:
         size = _check_size(size)
         loc = _check_location(location)
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             table = c.table
             table.reserve(max(0, count - len(table.free)))
             offs = c.arena.allocate_many(count, size)
@@ -354,6 +367,8 @@ class State:
         """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
         c = self._core()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             slot = self._slot(c, page)
             table = c.table
             pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)
@@ -368,6 +383,8 @@ class State:
         """A copy of the page's bytes (uint8)."""
         c = self._core()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             slot = self._slot(c, page)
             off = c.table.mv_offset[slot]
             return c.arena.data[off:off + c.table.mv_size[slot]].copy()
@@ -400,8 +417,10 @@ class State:
         """
         c = self._c
         if c is None:
-            raise StateClosedError("the state was stopped or closed")
+            raise _closed()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
             if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
@@ -435,6 +454,8 @@ class State:
             raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
         a, b = delta._arrays()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             page = delta._page if delta._page is not None else delta.page_id
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
@@ -472,6 +493,8 @@ class State:
             raise PageNotFoundError("the batch names pages of another state")
         ids = batch.pages
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             table = c.table
             slots = ids & ID_SLOT_MASK
             bad = slots >= table.used
@@ -513,6 +536,8 @@ class State:
         c = self._core()
         h = hashlib.blake2b(digest_size=32)
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             ids = self.page_ids()
             slots = ids & ID_SLOT_MASK
             a = c.table.array
@@ -529,6 +554,8 @@ class State:
         """Counters: live pages, their bytes, deltas applied, the LSN, log and arena bytes."""
         c = self._core()
         with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
             meta = c.table.array[T_META, : c.table.used]
             live = (meta & np.uint64(_LIVE_BIT)) != 0
             return {

@@ -183,3 +183,23 @@ def test_public_errors_share_one_base(name):
     err = getattr(mmsb, name)
     assert isinstance(err, type) and issubclass(err, mmsb.MMSBError) and err is not mmsb.MMSBError
     assert issubclass(mmsb.MMSBError, Exception)
+
+
+@pytest.mark.parametrize("call", [lambda st: st.create_page(3 << 20),
+                                  lambda st: st.create_pages(5, 1 << 20)], ids=["one", "many"])
+def test_full_arena_refuses_and_changes_nothing(call):
+    mmsb.config.set(ARENA_RESERVE_BYTES=4 << 20)
+    try:
+        st = mmsb.State()
+    finally:
+        mmsb.config.reset()
+    try:
+        st.update_page(st.create_page(1 << 20), np.full(1 << 20, 3, U8))
+        before = snapshot(st)
+        with pytest.raises(mmsb.CapacityError) as info:
+            call(st)
+        assert any(w in str(info.value).lower() for w in ("arena", "full", "capacity", "reserve"))
+        assert snapshot(st) == before
+        assert st.create_page(8).id == 1  # no slot was used up by the refused call
+    finally:
+        del st  # not closed: a closed state's small arena would go back to the pool

@@ -3,24 +3,20 @@
 A state handed out by mmsb.start() after another was stopped must be indistinguishable from a
 fresh mmsb.State(): same ids, epochs, LSNs, bytes, hash and log for the same operations.
 """
+import sys
 import threading
 
 import numpy as np
+import pytest
 import hypothesis.strategies as hs
 from hypothesis import HealthCheck, given, settings
 
 import mmsb
 from naive import NaiveState
 
+I64, U8 = (lambda x: np.asarray(x, np.int64)), (lambda x: np.asarray(x, np.uint8))
+
 SIZES = hs.one_of(hs.just(1), hs.integers(1, 200), hs.sampled_from([7, 9, 65, 257]))
-def I64(x):
-    return np.asarray(x, np.int64)
-
-
-def U8(x):
-    return np.asarray(x, np.uint8)
-
-
 K = hs.integers(0, 1000)  # which live page, modulo how many there are
 PAIRS = hs.lists(hs.tuples(hs.integers(0, 10**6), hs.integers(0, 255)), max_size=8)
 OP = hs.one_of(
@@ -33,8 +29,10 @@ OP = hs.one_of(
     hs.tuples(hs.just("dense"), K, hs.integers(0, 2**32 - 1)),
     hs.tuples(hs.just("batch"), hs.lists(hs.tuples(K, PAIRS), min_size=1, max_size=4)),
 )
-# Junk also grows the arena, and makes calls that are refused.
-JUNK = hs.one_of(OP, hs.tuples(hs.just("big"), hs.sampled_from([4096, 65536, 1 << 20])),
+# Junk also grows the arena (past the size where a reset hands memory back to the OS) and the
+# page table (past its first 1024 rows), and makes calls that are refused.
+JUNK = hs.one_of(OP, hs.tuples(hs.just("big"), hs.sampled_from([4096, 65536, 1 << 20, 3 << 20])),
+                 hs.tuples(hs.just("many"), hs.sampled_from([1100, 2100])),
                  hs.tuples(hs.just("bad"), K))
 
 
@@ -51,17 +49,17 @@ def run_ops(st, ops, model=None):
     for op in ops:
         live = st.page_ids().tolist()
         name = op[0]
-        if name in ("create", "big"):
-            trace.append(st.create_page(op[1]).id)
+        creates = {"create": (1, op[1]), "big": (1, op[1]), "many": (op[1], 8),
+                   "create_many": op[1:]}
+        if name in creates:
+            count, size = creates[name]
+            ids = ([st.create_page(size).id] if name in ("create", "big")
+                   else st.create_pages(count, size).tolist())
+            trace.append(tuple(ids))
             if model:
-                assert trace[-1] == model.create_page(op[1])
-            if name == "big":
-                st.update_page(trace[-1], np.full(op[1], 0xFF, np.uint8))
-            continue
-        if name == "create_many":
-            trace.append(tuple(st.create_pages(op[1], op[2]).tolist()))
-            if model:
-                assert list(trace[-1]) == model.create_pages(op[1], op[2])
+                assert ids == model.create_pages(count, size)
+            if name in ("big", "many"):
+                st.update_page(ids[-1], np.full(size, 0xEE, np.uint8))
             continue
         if not live:
             trace.append("skip")
@@ -121,7 +119,7 @@ def run_ops(st, ops, model=None):
 def snapshot(st):
     ids = st.page_ids().tolist()
     stats = {k: v for k, v in st.stats().items()
-             if not any(w in k for w in ("arena", "capacity", "pool", "time"))}
+             if not any(w in k for w in ("arena", "capacity", "rows", "reserved", "pool", "time"))}
     return {
         "ids": ids,
         "bytes": {p: bytes(st.query_page(p)) for p in ids},
@@ -161,7 +159,10 @@ def test_pooled_state_is_indistinguishable_from_fresh(a, b, n_junk):
     for st in reversed(junk):
         mmsb.stop(st)
 
+    pooled = pool_size()
     st = mmsb.start()
+    # Without this the test could pass by never exercising a reused state.
+    assert pooled is None or (pooled >= 1 and pool_size() == pooled - 1)
     try:
         assert st.page_ids().tolist() == [] and st.lsn == 0 and len(st.log) == 0
         assert run_ops(st, a) == want_trace
@@ -170,21 +171,21 @@ def test_pooled_state_is_indistinguishable_from_fresh(a, b, n_junk):
         mmsb.stop(st)
 
 
-CLOSED_CALLS = {
-    "create_page": lambda st, pg: st.create_page(8),
-    "create_pages": lambda st, pg: st.create_pages(2, 8),
-    "page": lambda st, pg: st.page(0),
-    "delete_page": lambda st, pg: st.delete_page(0),
-    "query_page": lambda st, pg: st.query_page(0),
-    "view": lambda st, pg: st.view(0),
-    "update_page": lambda st, pg: st.update_page(0, bytes(8)),
+def pool_size():  # where mmsb says how many stopped states it keeps (None where it does not)
+    f = getattr(getattr(mmsb, "pool", None), "pool_size", None)
+    return f() if f else None
+
+
+CLOSED_CALLS = {  # every public method, and a live attribute of an old handle
+    "create_page": lambda st, pg: st.create_page(8), "page": lambda st, pg: st.page(0),
+    "create_pages": lambda st, pg: st.create_pages(2, 8), "view": lambda st, pg: st.view(0),
+    "delete_page": lambda st, pg: st.delete_page(0), "query_page": lambda st, pg: st.query_page(0),
+    "update_page": lambda st, pg: st.update_page(0, bytes(8)), "stats": lambda st, pg: st.stats(),
     "apply_delta": lambda st, pg: st.apply_delta(mmsb.Delta.sparse(0, I64([1]), U8([1]))),
     "apply_batch": lambda st, pg: st.apply_batch(
         mmsb.DeltaBatch.from_sparse(I64([0]), I64([0, 1]), I64([1]), U8([1]))),
-    "state_hash": lambda st, pg: st.state_hash(),
-    "stats": lambda st, pg: st.stats(),
-    "page_ids": lambda st, pg: st.page_ids(),
-    "handle.epoch": lambda st, pg: pg.epoch,
+    "state_hash": lambda st, pg: st.state_hash(), "page_ids": lambda st, pg: st.page_ids(),
+    "handle.epoch": lambda st, pg: pg.epoch, "lsn": lambda st, pg: st.lsn,
 }
 
 
@@ -231,6 +232,8 @@ def test_stopping_many_states_never_blocks_and_pool_hands_out_clean_states():
     t = threading.Thread(target=stop_all, daemon=True)
     t.start()
     assert done.wait(60), "mmsb.stop blocked with 100 states returned to the pool"
+    if pool_size() is not None:
+        assert pool_size() <= mmsb.config.POOL_SIZE < 100
     again = [mmsb.start() for _ in range(100)]
     try:
         for st in again:
@@ -240,3 +243,94 @@ def test_stopping_many_states_never_blocks_and_pool_hands_out_clean_states():
     finally:
         for st in again:
             mmsb.stop(st)
+
+
+def test_pooled_state_follows_the_current_config():
+    """Resources pooled under an old mmsb.config must not make start() differ from State()."""
+    drained = [mmsb.start() for _ in range(pool_size() or 0)]  # so the next close is pooled
+    mmsb.config.set(ARENA_RESERVE_BYTES=4 << 20)
+    try:
+        small = mmsb.State()
+    finally:
+        mmsb.config.reset()
+    small.close()
+    st = mmsb.start()  # most likely the small state's resources
+    try:
+        fresh = mmsb.State()
+        assert fresh.create_page(8 << 20).size == 8 << 20
+        fresh.close()
+        assert st.create_page(8 << 20).size == 8 << 20
+    finally:
+        del st  # never stopped, so whatever it holds leaves the pool for good
+        for d in drained:
+            mmsb.stop(d)
+
+
+@pytest.mark.parametrize("log", [None, False])
+@pytest.mark.parametrize("call", ["create_page", "create_pages"])
+def test_create_racing_stop_leaks_nothing_into_the_pool(log, call):
+    """A create that checked the state was open just before another thread stopped it.
+
+    The int subclass pauses the creating thread inside size validation, i.e. after it found the
+    state open and before it took the lock; plain ints hit the same window by preemption (see
+    the next test). The stopped state's resources must reach the pool clean.
+    """
+    st = mmsb.start(log=log)
+    reached, proceed, result = threading.Event(), threading.Event(), []
+
+    class PausingSize(int):
+        def __int__(self):
+            reached.set()
+            proceed.wait(10)
+            return 8
+
+    def create():
+        try:
+            result.append(getattr(st, call)(PausingSize(8)) if call == "create_page"
+                          else st.create_pages(2, PausingSize(8)))
+        except mmsb.MMSBError as exc:
+            result.append(exc)
+
+    t = threading.Thread(target=create, daemon=True)
+    t.start()
+    assert reached.wait(10)
+    mmsb.stop(st)
+    proceed.set()
+    t.join(10)
+    assert isinstance(result[0], mmsb.StateClosedError), f"create on a stopped state gave {result[0]!r}"
+    nxt = mmsb.start(log=log)
+    try:
+        assert nxt.page_ids().tolist() == [] and nxt.stats()["pages"] == 0
+        assert nxt.create_page(8).id == 0
+    finally:
+        mmsb.stop(nxt)
+
+
+def test_create_racing_stop_natural_preemption():
+    """The same race with plain ints: about 1 try in 200 hits it, so try 2000."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often
+    try:
+        for trial in range(2000):
+            st = mmsb.start(log=(None, False)[trial % 2])
+            go = threading.Event()
+
+            def hammer():
+                go.set()
+                try:
+                    while True:
+                        st.create_pages(1, 8)
+                except mmsb.MMSBError:  # closed; any other refusal also ends it
+                    pass
+
+            t = threading.Thread(target=hammer, daemon=True)
+            t.start()
+            go.wait()
+            mmsb.stop(st)
+            t.join(10)
+            nxt = mmsb.start()
+            leaked = nxt.page_ids().tolist()
+            mmsb.stop(nxt)
+            assert leaked == [], f"trial {trial}: a fresh start() holds pages {leaked[:5]}"
+    finally:
+        sys.setswitchinterval(old)

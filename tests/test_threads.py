@@ -163,3 +163,28 @@ def test_shared_page_full_writes_are_atomic():
         assert np.array_equal(st.query_page(pid), page)
     finally:
         st.close()
+
+
+def test_concurrent_creates_grow_the_table_without_losing_pages():
+    """Creates on all threads push the page table past its first rows while others write."""
+    st = mmsb.State()
+    try:
+        per = 400  # N * per > 1024 initial table rows
+
+        def work(t):
+            mine = []
+            for k in range(per):
+                pg = st.create_page(1 + (t + k) % 20) if k % 2 else st.page(int(st.create_pages(1, 9)[0]))
+                st.apply_delta(sparse(pg, 0, t + 1))
+                mine.append((pg.id, t + 1))
+            return mine
+
+        made = [x for per_thread in run_threads(work) for x in per_thread]
+        assert sorted(pid for pid, _ in made) == list(range(N * per))
+        assert st.page_ids().tolist() == list(range(N * per))
+        for pid, v in made:
+            assert st.page(pid).epoch == 1 and st.query_page(pid)[0] == v
+            assert not st.query_page(pid)[1:].any()
+        assert st.lsn == N * per and [d.lsn for d in st.log] == list(range(1, N * per + 1))
+    finally:
+        st.close()

@@ -24,37 +24,41 @@ def page_id(table, slot):
 @njit(inline="always", **_JIT)
 def _distinct(indices, lo, hi):
     """Whether offsets [lo, hi) are pairwise distinct (False may mean unknown)."""
-    if hi - lo <= 16:
-        for j in range(lo + 1, hi):
-            for i in range(lo, j):
-                if indices[i] == indices[j]:
-                    return False
-        return True
     for j in range(lo + 1, hi):
         if indices[j] <= indices[j - 1]:
-            return False
+            break
+    else:
+        return True  # increasing: the common case, settled in one pass
+    if hi - lo > 16:
+        return False
+    for j in range(lo + 1, hi):
+        for i in range(lo, j):
+            if indices[i] == indices[j]:
+                return False
     return True
 
 
-@njit(**_JIT)
-def _write_entries(arena, off, indices, values, lo, hi, scratch):
-    """Write entries [lo, hi) in order; return whether the page's bytes changed.
+@njit(inline="always", **_JIT)
+def _write_distinct(arena, off, indices, values, lo, hi):
+    # writing unconditionally and comparing after runs branch-free; the store
+    # needs the cache line either way
+    changed = False
+    for j in range(lo, hi):
+        p = off + indices[j]
+        old = arena[p]
+        arena[p] = values[j]
+        changed |= old != values[j]
+    return changed
 
-    Distinct offsets touch each byte once, so a write that finds its value
-    already there changes nothing. Otherwise an offset may repeat, and only the
-    net effect counts (5 then back to the old value is no change): undo to the
-    original bytes, compare with the final ones, redo. ``scratch`` holds at
-    least 2 * (hi - lo) bytes.
+
+@njit(**_JIT)
+def _write_repeated(arena, off, indices, values, lo, hi, scratch):
+    """Write entries [lo, hi), where offsets may repeat; whether the bytes changed.
+
+    Only the net effect counts (5 then back to the old value is no change):
+    undo to the original bytes, compare with the final ones, redo.
+    ``scratch`` holds at least 2 * (hi - lo) bytes.
     """
-    if _distinct(indices, lo, hi):
-        changed = False
-        for j in range(lo, hi):
-            p = off + indices[j]
-            v = values[j]
-            if arena[p] != v:
-                arena[p] = v
-                changed = True
-        return changed
     n = hi - lo
     wrote = False
     for j in range(n):
@@ -78,6 +82,14 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
         for j in range(n):
             arena[off + indices[lo + j]] = scratch[n + j]
     return changed
+
+
+@njit(inline="always", **_JIT)
+def _write_entries(arena, off, indices, values, lo, hi, scratch):
+    """Write entries [lo, hi) in order; return whether the page's bytes changed."""
+    if _distinct(indices, lo, hi):
+        return _write_distinct(arena, off, indices, values, lo, hi)
+    return _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
 @njit(**_JIT)
