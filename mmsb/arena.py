@@ -164,7 +164,7 @@ class PageTable:
     ``free`` the LIFO stack of slots of deleted pages.
     """
 
-    __slots__ = ("array", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
+    __slots__ = ("array", "capacity", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
 
     def __init__(self, rows: int | None = None) -> None:
         self.array = np.zeros((TABLE_ROWS, max(1, rows or config.TABLE_INITIAL_ROWS)), dtype=np.uint64)
@@ -175,6 +175,7 @@ class PageTable:
     def _views(self) -> None:
         # memoryviews read and write single entries ~2x faster than NumPy indexing
         a = self.array
+        self.capacity = a.shape[1]
         self.mv_offset = memoryview(a[T_OFFSET])
         self.mv_size = memoryview(a[T_SIZE])
         self.mv_epoch = memoryview(a[T_EPOCH])
@@ -195,14 +196,6 @@ class PageTable:
         """Make room for ``fresh`` more never-used slots (growth is invisible outside)."""
         if self.used + fresh > self.array.shape[1]:
             self._grow(self.used + fresh)
-
-    def take(self) -> int:
-        """A slot for a new page (the most recently freed first); room was reserved."""
-        if self.free:
-            return self.free.pop()
-        s = self.used
-        self.used = s + 1
-        return s
 
     def take_many(self, count: int) -> np.ndarray:
         k = min(count, len(self.free))

@@ -167,11 +167,13 @@ class Page:
     same state. Every state call takes a handle or a bare id.
     """
 
-    __slots__ = ("_state", "id", "_slot", "_key", "size")
+    __slots__ = ("_state", "id", "_slot", "size")
 
     def __init__(self, state: State, page_id: int, slot: int, size: int) -> None:
-        self._state, self.id, self._slot, self.size = state, page_id, slot, size
-        self._key = _LIVE_BIT | page_id >> ID_SLOT_BITS
+        self._state = state
+        self.id = page_id
+        self._slot = slot
+        self.size = size
 
     @property
     def epoch(self) -> int:
@@ -254,7 +256,7 @@ class State:
         if type(page) is Page and page._state is self:
             # a handle knows its slot and generation: one table read checks both
             slot = page._slot
-            if c.table.mv_meta[slot] & _KEY_MASK == page._key:
+            if c.table.mv_meta[slot] & _KEY_MASK == _LIVE_BIT | page.id >> ID_SLOT_BITS:
                 return slot
             raise PageNotFoundError(f"page {page.id} was deleted")
         if type(page) is Page:
@@ -324,10 +326,14 @@ class State:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             table = c.table
-            if not table.free:
-                table.reserve(1)
-            off = c.arena.allocate(size)
-            slot = table.take()
+            off = c.arena.allocate(size)  # first: it is the step that may refuse
+            if table.free:
+                slot = table.free.pop()
+            else:
+                slot = table.used
+                if slot >= table.capacity:
+                    table.reserve(1)
+                table.used = slot + 1
             gen = table.mv_meta[slot] & META_GEN_MASK
             table.mv_offset[slot] = off
             table.mv_size[slot] = size

@@ -66,8 +66,11 @@ class MemoryLog:
         self.deltas += deltas
 
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
-        buf = self.reserve(REC_HEADER)
-        _HEADER.pack_into(buf, self.used, REC_HEADER | (rtype << 32), lsn, page_id, w3, w4, w5)
+        buf = self._buf
+        if buf is None or self.used + REC_HEADER > buf.array.size:
+            self.reserve(REC_HEADER)
+            buf = self._buf
+        _HEADER.pack_into(buf.mv, self.used, REC_HEADER | (rtype << 32), lsn, page_id, w3, w4, w5)
         self.used += REC_HEADER
 
     def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
