@@ -143,8 +143,15 @@ class Delta:
     def _from_record(cls, rec: bytes) -> Delta:
         """An applied delta decoded lazily from its log record."""
         w0, lsn, pid, epoch, _count, size = _HEADER.unpack_from(rec)
-        kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
-        return cls._new(pid, kind, int(size), None, None, rec, lsn, epoch)
+        d = object.__new__(cls)
+        d.page_id = pid
+        d.lsn = lsn
+        d.epoch = epoch
+        d.kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
+        d._size = size
+        d._rec = rec
+        d._a = d._b = d._page = None
+        return d
 
     def _decode(self) -> None:
         rec = self._rec

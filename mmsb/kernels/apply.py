@@ -3,35 +3,36 @@
 A delta that changes no byte of its page (judged against the page's bytes at
 the moment it applies) is dropped: it moves no epoch, takes no LSN and writes
 no record. Kernels return the new end of the log buffer; the caller has
-already made sure the buffer has room for the worst case.
+already made sure the buffer has room for the worst case. Inside, positions
+are unsigned (see ``records``); offsets were checked to be in range first.
 """
 
 import numpy as np
 from numba import njit
 
 from .._layout import ID_SLOT_BITS, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE
-from .records import write_dense, write_sparse
+from .records import U, write_dense, write_sparse
 
 _JIT = dict(cache=True, nogil=True)
 
 
 @njit(inline="always", **_JIT)
 def page_id(table, slot):
-    gen = table[T_META, slot] & np.uint64(META_GEN_MASK)
-    return np.uint64(slot) | (gen << np.uint64(ID_SLOT_BITS))
+    gen = table[T_META, slot] & U(META_GEN_MASK)
+    return U(slot) | (gen << U(ID_SLOT_BITS))
 
 
 @njit(inline="always", **_JIT)
 def _distinct(indices, lo, hi):
     """Whether offsets [lo, hi) are pairwise distinct (False may mean unknown)."""
-    for j in range(lo + 1, hi):
-        if indices[j] <= indices[j - 1]:
+    for j in range(lo + U(1), hi):
+        if indices[j] <= indices[j - U(1)]:
             break
     else:
         return True  # increasing: the common case, settled in one pass
-    if hi - lo > 16:
+    if hi - lo > U(16):
         return False
-    for j in range(lo + 1, hi):
+    for j in range(lo + U(1), hi):
         for i in range(lo, j):
             if indices[i] == indices[j]:
                 return False
@@ -44,7 +45,7 @@ def _write_distinct(arena, off, indices, values, lo, hi):
     # needs the cache line either way
     changed = False
     for j in range(lo, hi):
-        p = off + indices[j]
+        p = off + U(indices[j])
         old = arena[p]
         arena[p] = values[j]
         changed |= old != values[j]
@@ -62,7 +63,7 @@ def _write_repeated(arena, off, indices, values, lo, hi, scratch):
     n = hi - lo
     wrote = False
     for j in range(n):
-        p = off + indices[lo + j]
+        p = off + U(indices[lo + j])
         scratch[j] = arena[p]
         if scratch[j] != values[lo + j]:
             arena[p] = values[lo + j]
@@ -70,17 +71,18 @@ def _write_repeated(arena, off, indices, values, lo, hi, scratch):
     if not wrote:
         return False
     for j in range(n):
-        scratch[n + j] = arena[off + indices[lo + j]]
-    for j in range(n - 1, -1, -1):
-        arena[off + indices[lo + j]] = scratch[j]
+        scratch[n + j] = arena[off + U(indices[lo + j])]
+    for k in range(n):
+        j = n - U(1) - k
+        arena[off + U(indices[lo + j])] = scratch[j]
     changed = False
     for j in range(n):
-        if arena[off + indices[lo + j]] != scratch[n + j]:
+        if arena[off + U(indices[lo + j])] != scratch[n + j]:
             changed = True
             break
     if changed:
         for j in range(n):
-            arena[off + indices[lo + j]] = scratch[n + j]
+            arena[off + U(indices[lo + j])] = scratch[n + j]
     return changed
 
 
@@ -103,23 +105,24 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     for k in range(indices.size):
         if indices[k] < 0 or indices[k] >= n:
             return -1 - k
-    off = np.int64(table[T_OFFSET, slot])
+    off = table[T_OFFSET, slot]
     scratch = np.empty(2 * indices.size, np.uint8)
-    if not _write_entries(arena, off, indices, values, 0, indices.size, scratch):
+    if not _write_entries(arena, off, indices, values, U(0), U(indices.size), scratch):
         return pos
-    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
-    return write_sparse(
-        buf, buf.view(np.uint32), buf.view(np.uint64), pos, lsn,
-        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, 0, indices.size,
+    end = write_sparse(
+        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
+        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
     )
+    return np.int64(end)
 
 
 @njit(**_JIT)
 def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
     """Apply one dense delta (lengths checked by the caller) as LSN ``lsn``."""
-    off = np.int64(table[T_OFFSET, slot])
-    n = np.int64(table[T_SIZE, slot])
+    off = table[T_OFFSET, slot]
+    n = table[T_SIZE, slot]
     changed = False
     for j in range(n):
         if mask[j] and arena[off + j] != payload[j]:
@@ -127,9 +130,10 @@ def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
             changed = True
     if not changed:
         return pos
-    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
-    return write_dense(buf, buf.view(np.uint64), pos, lsn, page_id(table, slot), epoch, mask, payload, n)
+    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload, n)
+    return np.int64(end)
 
 
 @njit(**_JIT)
@@ -156,19 +160,19 @@ def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, l
     for i in range(slots.size):
         longest = max(longest, starts[i + 1] - starts[i])
     scratch = np.empty(2 * longest, np.uint8)
+    end = U(pos)
     for i in range(slots.size):
-        s = slots[i]
-        lo = starts[i]
-        hi = starts[i + 1]
-        off = np.int64(table[T_OFFSET, s])
-        if lo < hi and _write_entries(arena, off, indices, values, lo, hi, scratch):
+        s = U(slots[i])
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
+        if lo < hi and _write_entries(arena, table[T_OFFSET, s], indices, values, lo, hi, scratch):
             lsn += 1
-            epoch = table[T_EPOCH, s] + np.uint64(1)
+            epoch = table[T_EPOCH, s] + U(1)
             table[T_EPOCH, s] = epoch
-            pos = write_sparse(
-                buf, buf32, buf64, pos, lsn, page_id(table, s), epoch, table[T_SIZE, s], indices, values, lo, hi
+            end = write_sparse(
+                buf, buf32, buf64, end, lsn, page_id(table, s), epoch, table[T_SIZE, s], indices, values, lo, hi
             )
             out[i] = lsn
         else:
             out[i] = 0
-    return pos, lsn
+    return np.int64(end), lsn

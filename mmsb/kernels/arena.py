@@ -8,13 +8,19 @@ from .._layout import T_EPOCH, T_OFFSET, T_SIZE, TABLE_ROWS
 _JIT = dict(cache=True, nogil=True)
 
 
+U = np.uint64
+
+
 @njit(**_JIT)
 def zero_bytes(arena, off, n):
-    nw = n >> 3
-    a64 = arena[off:off + nw * 8].view(np.uint64)
+    """Zero ``n`` bytes from the 8-aligned ``off``."""
+    off = U(off)
+    n = U(n)
+    nw = n >> U(3)
+    a64 = arena[off:off + nw * U(8)].view(np.uint64)
     for w in range(nw):
         a64[w] = 0
-    for j in range(off + nw * 8, off + n):
+    for j in range(off + nw * U(8), off + n):
         arena[j] = 0
 
 
@@ -28,6 +34,6 @@ def reset_table(table, arena, used_rows, zero_pages):
     """
     for s in range(used_rows):
         if zero_pages and table[T_EPOCH, s] != 0:
-            zero_bytes(arena, np.int64(table[T_OFFSET, s]), np.int64(table[T_SIZE, s]))
+            zero_bytes(arena, table[T_OFFSET, s], table[T_SIZE, s])
         for r in range(TABLE_ROWS):
             table[r, s] = 0

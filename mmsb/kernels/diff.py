@@ -11,7 +11,7 @@ from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
-from .records import pad8, write_header, zero_tail
+from .records import _HEADER, U, pad8, write_header, zero_tail
 
 _JIT = dict(cache=True, nogil=True)
 _LOW = np.uint64(0x0101010101010101)
@@ -37,78 +37,80 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
     encoding (5 bytes per changed byte) when it is smaller than the dense one
     (1 bit per page byte plus the changed bytes).
     """
-    off = np.int64(table[T_OFFSET, slot])
-    n = np.int64(table[T_SIZE, slot])
-    nw = n >> 3
+    off = table[T_OFFSET, slot]
+    n = table[T_SIZE, slot]
+    nw = n >> U(3)
+    tail = nw * U(8)
     page = arena[off:off + n]
-    p64 = page[: nw * 8].view(np.uint64)
-    d64 = data[: nw * 8].view(np.uint64)
-    changed = 0
+    p64 = page[:tail].view(np.uint64)
+    d64 = data[:tail].view(np.uint64)
+    changed = U(0)
     for w in range(nw):
         x = p64[w] ^ d64[w]
         if x:
-            changed += (_byte_flags(x) * _LOW) >> np.uint64(56)
-    for j in range(nw * 8, n):
+            changed += (_byte_flags(x) * _LOW) >> U(56)
+    for j in range(tail, n):
         if page[j] != data[j]:
-            changed += 1
+            changed += U(1)
     if changed == 0:
         return pos
-    epoch = table[T_EPOCH, slot] + np.uint64(1)
+    epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
     pid = page_id(table, slot)
     buf64 = buf.view(np.uint64)
-    nmask = (n + 7) >> 3
-    if 4 * changed < nmask:
-        body = REC_HEADER + 5 * changed
-        write_header(buf64, pos, pad8(body), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
+    start = U(pos)
+    nmask = (n + U(7)) >> U(3)
+    if U(4) * changed < nmask:
+        body = _HEADER + U(5) * changed
+        write_header(buf64, start, pad8(body), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
         buf32 = buf.view(np.uint32)
-        ib = (pos + REC_HEADER) >> 2
-        vb = pos + REC_HEADER + 4 * changed
-        k = 0
+        ib = (start + _HEADER) >> U(2)
+        vb = start + _HEADER + U(4) * changed
+        k = U(0)
         for w in range(nw):
             if p64[w] != d64[w]:
-                for j in range(8 * w, 8 * w + 8):
+                for j in range(U(8) * w, U(8) * w + U(8)):
                     if page[j] != data[j]:
                         buf32[ib + k] = j
                         buf[vb + k] = data[j]
-                        k += 1
-        for j in range(nw * 8, n):
+                        k += U(1)
+        for j in range(tail, n):
             if page[j] != data[j]:
                 buf32[ib + k] = j
                 buf[vb + k] = data[j]
-                k += 1
+                k += U(1)
     else:
-        mb = pos + REC_HEADER
+        mb = start + _HEADER
         pb = mb + nmask
-        k = 0
+        k = U(0)
         for w in range(nw):
             flags = _byte_flags(p64[w] ^ d64[w])
             if flags == 0:
                 buf[mb + w] = 0
             elif flags == _LOW:
                 buf[mb + w] = 0xFF
-                for j in range(8 * w, 8 * w + 8):
+                for j in range(U(8) * w, U(8) * w + U(8)):
                     buf[pb + k] = data[j]
-                    k += 1
+                    k += U(1)
             else:
-                buf[mb + w] = np.uint8((flags * _GATHER) >> np.uint64(56))
-                for j in range(8 * w, 8 * w + 8):
+                buf[mb + w] = np.uint8((flags * _GATHER) >> U(56))
+                for j in range(U(8) * w, U(8) * w + U(8)):
                     if page[j] != data[j]:
                         buf[pb + k] = data[j]
-                        k += 1
+                        k += U(1)
         if nw < nmask:
             bits = 0
-            for j in range(nw * 8, n):
+            for j in range(tail, n):
                 if page[j] != data[j]:
-                    bits |= 1 << (j - nw * 8)
+                    bits |= 1 << (j - tail)
                     buf[pb + k] = data[j]
-                    k += 1
+                    k += U(1)
             buf[mb + nw] = bits
-        body = REC_HEADER + nmask + changed
-        write_header(buf64, pos, pad8(body), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
-    zero_tail(buf, pos + body, pos + pad8(body))
+        body = _HEADER + nmask + changed
+        write_header(buf64, start, pad8(body), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
+    zero_tail(buf, start + body, start + pad8(body))
     for w in range(nw):
         p64[w] = d64[w]
-    for j in range(nw * 8, n):
+    for j in range(tail, n):
         page[j] = data[j]
-    return pos + pad8(body)
+    return np.int64(start + pad8(body))

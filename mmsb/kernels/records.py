@@ -1,4 +1,9 @@
-"""Writing log records into a byte buffer (layout in ``mmsb._layout``)."""
+"""Writing log records into a byte buffer (layout in ``mmsb._layout``).
+
+Positions inside kernels are unsigned: numba checks every signed index for
+wrap-around (``a[-1]``), and that check alone kept these copy loops from
+vectorizing (3-5x slower).
+"""
 
 import numpy as np
 from numba import njit
@@ -6,24 +11,24 @@ from numba import njit
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER
 
 _JIT = dict(cache=True, nogil=True)
+U = np.uint64
+_HEADER = U(REC_HEADER)
 
 
 @njit(inline="always", **_JIT)
 def pad8(n):
-    return (n + 7) & ~7
+    return (n + U(7)) & ~U(7)
 
 
 @njit(inline="always", **_JIT)
 def write_header(buf64, pos, length, rtype, encoding, lsn, page_id, epoch, count, size):
-    w = pos >> 3
-    buf64[w] = np.uint64(length) | (np.uint64(rtype) << np.uint64(32)) | (
-        np.uint64(encoding) << np.uint64(40)
-    )
-    buf64[w + 1] = np.uint64(lsn)
-    buf64[w + 2] = np.uint64(page_id)
-    buf64[w + 3] = np.uint64(epoch)
-    buf64[w + 4] = np.uint64(count)
-    buf64[w + 5] = np.uint64(size)
+    w = pos >> U(3)
+    buf64[w] = U(length) | (U(rtype) << U(32)) | (U(encoding) << U(40))
+    buf64[w + U(1)] = U(lsn)
+    buf64[w + U(2)] = U(page_id)
+    buf64[w + U(3)] = U(epoch)
+    buf64[w + U(4)] = U(count)
+    buf64[w + U(5)] = U(size)
 
 
 @njit(inline="always", **_JIT)
@@ -32,40 +37,40 @@ def zero_tail(buf, start, end):
         buf[k] = 0
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def write_sparse(buf, buf32, buf64, pos, lsn, page_id, epoch, size, indices, values, lo, hi):
-    """Append a sparse delta record of entries [lo, hi); return the new end."""
+    """Append a sparse delta record of entries [lo, hi); return the new end (all uint64)."""
     n = hi - lo
-    body = REC_HEADER + 5 * n
+    body = _HEADER + U(5) * n
     length = pad8(body)
     write_header(buf64, pos, length, REC_DELTA, ENC_SPARSE, lsn, page_id, epoch, n, size)
-    base32 = (pos + REC_HEADER) >> 2
+    base32 = (pos + _HEADER) >> U(2)
     for j in range(n):
         buf32[base32 + j] = indices[lo + j]
-    vb = pos + REC_HEADER + 4 * n
+    vb = pos + _HEADER + U(4) * n
     for j in range(n):
         buf[vb + j] = values[lo + j]
     zero_tail(buf, pos + body, pos + length)
     return pos + length
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
     """Append a dense delta record (bitmask + masked payload); return the new end."""
-    nmask = (n + 7) >> 3
-    mb = pos + REC_HEADER
+    nmask = (n + U(7)) >> U(3)
+    mb = pos + _HEADER
     pb = mb + nmask
-    m = 0
+    m = U(0)
     for k in range(nmask):
         bits = 0
         for b in range(8):
-            j = 8 * k + b
+            j = U(8) * k + U(b)
             if j < n and mask[j]:
                 bits |= 1 << b
                 buf[pb + m] = payload[j]
-                m += 1
+                m += U(1)
         buf[mb + k] = bits
-    body = REC_HEADER + nmask + m
+    body = _HEADER + nmask + m
     length = pad8(body)
     write_header(buf64, pos, length, REC_DELTA, ENC_DENSE, lsn, page_id, epoch, n, n)
     zero_tail(buf, pos + body, pos + length)
