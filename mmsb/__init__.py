@@ -19,6 +19,7 @@ from .errors import (
     LogCorruptError,
     MMSBError,
     PageNotFoundError,
+    RecomputeError,
     StateClosedError,
 )
 from .pool import start, stop
@@ -43,4 +44,5 @@ __all__ = [
     "LogCorruptError",
     "DeviceUnavailableError",
     "StateClosedError",
+    "RecomputeError",
 ]

@@ -48,3 +48,21 @@ REC_CREATE = 2
 REC_DELETE = 3
 ENC_SPARSE = 0
 ENC_DENSE = 1
+
+# Recompute ops (the plan's per-page op code; 0: not bound)
+OP_PASSTHROUGH = 1
+OP_SUM = 2
+OP_MIN = 3
+OP_MAX = 4
+OP_AND = 5
+OP_OR = 6
+OP_XOR = 7
+OP_MINPLUS = 8
+OP_ORAND = 9
+OP_PYTHON = 100  # a Python callable: the cascade kernel steps out and Python recomputes
+OPS = {
+    "passthrough": OP_PASSTHROUGH, "sum": OP_SUM, "min": OP_MIN, "max": OP_MAX,
+    "and": OP_AND, "or": OP_OR, "xor": OP_XOR, "minplus": OP_MINPLUS, "orand": OP_ORAND,
+}
+# dtypes a built-in op can view pages as, by code
+DTYPE_NAMES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64")

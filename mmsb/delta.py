@@ -93,7 +93,7 @@ class Delta:
     kinds) and ``mask``/``payload`` (one entry per page byte).
     """
 
-    __slots__ = ("page_id", "lsn", "epoch", "kind", "_size", "_a", "_b", "_rec", "_page")
+    __slots__ = ("page_id", "lsn", "epoch", "kind", "_size", "_a", "_b", "_rec", "_raw", "_page")
 
     def __init__(self) -> None:  # pragma: no cover - use the constructors
         raise TypeError("build deltas with Delta.sparse(...) or Delta.dense(...)")
@@ -102,7 +102,7 @@ class Delta:
     def _new(cls, page_id, kind, size, a, b, rec, lsn=None, epoch=None, page=None) -> Delta:
         d = object.__new__(cls)
         d.page_id, d.kind, d._size, d._a, d._b, d._rec = page_id, kind, size, a, b, rec
-        d.lsn, d.epoch, d._page = lsn, epoch, page
+        d.lsn, d.epoch, d._page, d._raw = lsn, epoch, page, rec
         return d
 
     @classmethod
@@ -149,7 +149,7 @@ class Delta:
         d.epoch = epoch
         d.kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
         d._size = size
-        d._rec = rec
+        d._rec = d._raw = rec
         d._a = d._b = d._page = None
         return d
 
@@ -204,6 +204,17 @@ class Delta:
         p = np.zeros(self._known_size(), np.uint8)
         p[a] = b
         return p
+
+    @property
+    def causes(self) -> tuple[int, ...]:
+        """LSNs of the parent deltas that caused this one (a cascade's delta); () otherwise."""
+        rec = self._raw
+        if rec is None:
+            return ()
+        w0 = _HEADER.unpack_from(rec)[0]
+        n = w0 >> 48
+        length = w0 & 0xFFFFFFFF
+        return struct.unpack_from(f"<{n}Q", rec, length - 8 * n) if n else ()
 
     @property
     def nbytes(self) -> int:
@@ -284,6 +295,17 @@ class DeltaBatch:
 
     def __len__(self) -> int:
         return int(self.pages.size)
+
+    @property
+    def causes(self) -> tuple[int, ...]:
+        """LSNs of the parent deltas that caused this one (a cascade's delta); () otherwise."""
+        rec = self._raw
+        if rec is None:
+            return ()
+        w0 = _HEADER.unpack_from(rec)[0]
+        n = w0 >> 48
+        length = w0 & 0xFFFFFFFF
+        return struct.unpack_from(f"<{n}Q", rec, length - 8 * n) if n else ()
 
     @property
     def nbytes(self) -> int:

@@ -21,6 +21,7 @@ __all__ = [
     "LogCorruptError",
     "DeviceUnavailableError",
     "StateClosedError",
+    "RecomputeError",
 ]
 
 
@@ -70,3 +71,14 @@ class DeviceUnavailableError(MMSBError, RuntimeError):
 
 class StateClosedError(MMSBError, RuntimeError):
     """The state (or a page handle of it) was used after ``mmsb.stop`` or ``State.close``."""
+
+
+class RecomputeError(MMSBError):
+    """A recompute bound by the user raised or returned bytes that do not fit its page.
+
+    ``.page_id`` names the page; the original exception is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, page_id: int | None = None) -> None:
+        super().__init__(message)
+        self.page_id = page_id

@@ -20,6 +20,9 @@ import numpy as np
 
 from . import config
 from ._layout import (
+    DTYPE_NAMES,
+    OP_PASSTHROUGH,
+    OP_PYTHON,
     FLAG_LIVE,
     ID_SLOT_BITS,
     ID_SLOT_MASK,
@@ -39,13 +42,17 @@ from .arena import Arena, PageTable, make_meta
 from .delta import Delta, DeltaBatch
 from .errors import (
     DeviceUnavailableError,
+    GraphCycleError,
     InvalidArgumentError,
     InvalidDeltaError,
     InvalidPageError,
     PageNotFoundError,
     StateClosedError,
 )
+from .events import Events
+from .graph import KIND_CONTROL, KIND_SYNC
 from .log import MemoryLog, NullLog
+from .propagation import Binding, Propagation, check_op
 from .log.memory import LogBuffer
 
 __all__ = ["Page", "State"]
@@ -56,6 +63,8 @@ _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 _KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
 _SMALL_RESET = 8
+_EMPTY = np.zeros(0, np.int64)
+_EMPTY2 = np.zeros((0, 2), np.int64)
 
 
 def _closed() -> StateClosedError:
@@ -74,7 +83,7 @@ def _kernels() -> Any:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked")
+    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop")
 
     def __init__(self) -> None:
         _kernels()
@@ -83,6 +92,7 @@ class _Core:
         self.arena = Arena(self.reserve_asked)
         self.table = PageTable()
         self.logbuf = LogBuffer()
+        self.prop = Propagation()
         self.lock = threading.RLock()
         self.lsn = 0
         self.deltas = 0
@@ -103,6 +113,8 @@ class _Core:
             _k.reset_table(table.array, arena.data, table.used, not released)
         table.clear()
         arena.clear()
+        if self.prop.graph.num_nodes or self.prop.bindings:
+            self.prop.clear()
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf = LogBuffer()
         self.lsn = self.deltas = 0
@@ -205,7 +217,7 @@ class State:
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
     """
 
-    __slots__ = ("_c", "_log", "sync", "gpu", "__weakref__")
+    __slots__ = ("_c", "_log", "_events", "sync", "gpu", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
         _check_options(log, sync, gpu)
@@ -220,6 +232,7 @@ class State:
     def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
         self._c = core
         self._log = NullLog(core.logbuf) if log is False else MemoryLog(core.logbuf)
+        self._events = None
         self.sync, self.gpu = sync, gpu
 
     def _detach(self) -> _Core | None:
@@ -384,6 +397,8 @@ class State:
             c.arena.release(off, size)
             table.retire(slot)
             self._log.append_delete(pid, c.lsn)
+            if slot < c.prop.graph.num_nodes:
+                self._forget_node(c, slot)
 
     def query_page(self, page: Any) -> np.ndarray:
         """A copy of the page's bytes (uint8)."""
@@ -437,7 +452,10 @@ class State:
             end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
             if end == pos:
                 return None
-            return self._committed(c, log, pos, end)
+            delta = self._committed(c, log, pos, end)
+            if c.prop.graph.num_edges or self._events is not None:
+                self._propagate(c, np.array([slot]), np.array([delta.lsn]))
+            return delta
 
     def _committed(self, c: _Core, log: MemoryLog, pos: int, end: int) -> Delta:
         c.lsn += 1
@@ -483,7 +501,10 @@ class State:
                 end = _k.apply_dense(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
             if end == pos:
                 return None
-            return self._committed(c, log, pos, end)
+            delta = self._committed(c, log, pos, end)
+            if c.prop.graph.num_edges or self._events is not None:
+                self._propagate(c, np.array([slot]), np.array([delta.lsn]))
+            return delta
 
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
         """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
@@ -529,7 +550,220 @@ class State:
             c.lsn = lsn
             c.deltas += applied
             log.commit(end, applied)
+            if applied and (c.prop.graph.num_edges or self._events is not None):
+                hit = out != 0
+                self._propagate(c, slots[hit], out[hit])
         return out
+
+    # -- dependencies, recomputes, events ---------------------------------------
+
+    def _id_of(self, slot: int) -> int:
+        return slot | (self._c.table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS
+
+    def _cycle(self, err: GraphCycleError) -> GraphCycleError:
+        ids = [self._id_of(s) for s in err.path]
+        return GraphCycleError(f"the edge {ids[-2]} -> {ids[-1]} would close the cycle {ids}", ids)
+
+    def add_dependency(self, parent: Any, child: Any, kind: str = "data") -> None:
+        """Add the edge ``parent -> child`` of ``kind``.
+
+        Kinds: ``"data"`` (the child's binding recomputes it), ``"control"``
+        (the child is reported stale: event ``page_stale``), ``"sync"``
+        (behaves as control until device pages exist), or any other name (an
+        event of that name fires). A data edge into a bound child adds the
+        parent to its binding and brings the child up to date at once (a
+        passthrough takes exactly one parent). Raises
+        :class:`mmsb.GraphCycleError` (``.path`` lists the page ids around the
+        cycle, the new edge last) and :class:`mmsb.InvalidArgumentError`.
+        """
+        c = self._core()
+        if not isinstance(kind, str) or not kind:
+            raise InvalidArgumentError(f"an edge kind is a non-empty name, got {kind!r}")
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            p, ch = self._slot(c, parent), self._slot(c, child)
+            prop = c.prop
+            b = prop.bindings.get(ch)
+            if b is not None and kind == "data":
+                self._check_bindable(c, ch, [*b.parents, p], b.op, b.dtype)
+            try:
+                added = prop.graph.add_edge(p, ch, kind)
+            except GraphCycleError as err:
+                raise self._cycle(err) from None
+            if not added:
+                return
+            prop.changed()
+            if b is not None and kind == "data":
+                b.parents.append(p)
+                b.weights.append(0.0)
+                self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def remove_dependency(self, parent: Any, child: Any) -> None:
+        """Remove the edge ``parent -> child``. A bound child drops that parent from its
+        binding (and is unbound when none is left; its bytes stay)."""
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            p, ch = self._slot(c, parent), self._slot(c, child)
+            prop = c.prop
+            prop.graph.remove_edge(p, ch)
+            prop.changed()
+            b = prop.bindings.get(ch)
+            if b is not None and p in b.parents:
+                i = b.parents.index(p)
+                del b.parents[i], b.weights[i]
+                if not b.parents:
+                    del prop.bindings[ch]
+                else:
+                    self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def register_passthrough(self, child: Any, parent: Any) -> None:
+        """Bind ``child`` to be a copy of ``parent`` (same size); see :meth:`register_recompute`."""
+        self.register_recompute(child, [parent], "passthrough")
+
+    def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = np.uint8,
+                           weights: Any = None) -> None:
+        """Bind ``child``'s bytes to a function of ``parents``' bytes, and bring it up to date.
+
+        ``op`` is a built-in name, run inside the cascade kernel element-wise
+        over the pages viewed as ``dtype`` (integers wrap around):
+        ``"passthrough"`` (one parent), ``"sum"``, ``"min"``, ``"max"``,
+        ``"and"``, ``"or"``, ``"xor"``, and the semiring ops ``"minplus"``
+        (``min_p(parent_p + weights[p])``) and ``"orand"`` (``any_p(parent_p
+        != 0 and weights[p] != 0)``, giving 0/1). Every page must have the
+        child's size, a multiple of the dtype's size. Or ``op`` is a Python
+        callable (an ``@njit`` function counts as one here): it gets the
+        parents' bytes as read-only uint8 arrays, in order, and returns the
+        child's bytes (any array of the child's size in bytes); it runs
+        between kernel segments, in the same topological order.
+
+        Data edges ``parent -> child`` are added where missing; the child may
+        have no other data parents. The child is recomputed at once, as a
+        commit of its own. Raises :class:`mmsb.InvalidArgumentError`,
+        :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
+        """
+        c = self._core()
+        code, dt, fn = check_op(op, dtype)
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            ch = self._slot(c, child)
+            if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
+                parents = [parents]
+            ps = [self._slot(c, p) for p in parents]
+            if weights is None:
+                ws = [0.0] * len(ps)
+            else:
+                ws = [float(w) for w in weights]
+                if len(ws) != len(ps):
+                    raise InvalidArgumentError(f"{len(ws)} weights for {len(ps)} parents")
+            self._check_bindable(c, ch, ps, code, dt)
+            prop = c.prop
+            g = prop.graph
+            others = set(g.parents(ch, "data").tolist()) - set(ps) if ch < g.num_nodes else set()
+            if others:
+                raise InvalidArgumentError(
+                    f"page {self._id_of(ch)} has data parents {sorted(self._id_of(s) for s in others)} "
+                    "that the binding does not name"
+                )
+            added = []
+            try:
+                for p in ps:
+                    if g.add_edge(p, ch, "data"):
+                        added.append(p)
+            except GraphCycleError as err:
+                for p in added:
+                    g.remove_edge(p, ch)
+                raise self._cycle(err) from None
+            prop.bindings[ch] = Binding(code, dt, ps, ws, fn)
+            prop.changed()
+            self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def _check_bindable(self, c: _Core, child: int, parents: list[int], op: int, dtype: int) -> None:
+        mv_size = c.table.mv_size
+        size = mv_size[child]
+        if not parents:
+            raise InvalidArgumentError("a recompute needs at least one parent")
+        if len(set(parents)) != len(parents) or child in parents:
+            raise InvalidArgumentError("a recompute's parents must be distinct pages other than the child")
+        if op == OP_PASSTHROUGH and len(parents) != 1:
+            raise InvalidArgumentError(f"a passthrough takes exactly one parent, got {len(parents)}")
+        if op != OP_PYTHON:
+            item = np.dtype(DTYPE_NAMES[dtype]).itemsize
+            bad = [self._id_of(p) for p in parents if mv_size[p] != size]
+            if bad:
+                raise InvalidArgumentError(
+                    f"pages {bad} differ in size from page {self._id_of(child)} ({size} bytes)"
+                )
+            if size % item:
+                raise InvalidArgumentError(f"a page of {size} bytes is not a whole number of {item}-byte elements")
+        c.prop.ensure(c.table.capacity, size, len(parents))
+
+    def _forget_node(self, c: _Core, slot: int) -> None:
+        """A deleted page leaves the graph; bindings that read it drop it."""
+        prop = c.prop
+        children = prop.graph.children(slot, "data").tolist()
+        prop.graph.remove_node(slot)
+        prop.bindings.pop(slot, None)
+        for ch in children:
+            b = prop.bindings.get(ch)
+            if b is not None and slot in b.parents:
+                i = b.parents.index(slot)
+                del b.parents[i], b.weights[i]
+                if not b.parents:
+                    del prop.bindings[ch]
+        prop.changed()
+
+    def _propagate(self, c: _Core, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1) -> None:
+        """The cascade of a commit whose written pages are ``seeds``, then its events."""
+        first = c.lsn - seeds.size + 1 if seeds.size else c.lsn + 1
+        if seeds.size > 1:
+            # one seed per page, carrying its last LSN in this commit (provenance)
+            rev = seeds[::-1]
+            _, keep = np.unique(rev, return_index=True)
+            keep = np.sort(seeds.size - 1 - keep)
+            seeds, lsns = seeds[keep], lsns[keep]
+        changed, other = (_EMPTY, _EMPTY2)
+        if c.prop.graph.num_edges or dirty >= 0:
+            changed, other = c.prop.cascade(self, c, self._log, seeds.astype(np.int64), lsns.astype(np.int64),
+                                            dirty)
+        ev = self._events
+        if ev is None:
+            return
+        ids = lambda slots: np.array([self._id_of(int(s)) for s in slots], np.int64)  # noqa: E731
+        if ev.wants("page_changed") and (seeds.size or changed.size):
+            ev.emit("page_changed", ids(np.concatenate([seeds, changed])))
+        if ev.wants("delta_applied") and c.lsn >= first:
+            ev.emit("delta_applied", first, c.lsn)
+        if other.size:
+            g = c.prop.graph
+            for code in np.unique(other[:, 1]).tolist():
+                name = "page_stale" if code in (KIND_CONTROL, KIND_SYNC) else g.kind_name(code)
+                if ev.wants(name):
+                    ev.emit(name, ids(other[other[:, 1] == code, 0]))
+        if ev.wants("cascade_done"):
+            ev.emit("cascade_done", {"seeds": int(seeds.size), "recomputed": int(changed.size), "lsn": c.lsn})
+
+    def subscribe(self, event: str, fn: Any) -> None:
+        """Call ``fn`` after each commit with something to say about ``event`` (see :mod:`mmsb.events`).
+
+        Subscriptions belong to the state and end with it (``stop`` clears them).
+        """
+        self._core()
+        if not callable(fn):
+            raise InvalidArgumentError(f"a handler must be callable, got {fn!r}")
+        if not isinstance(event, str) or not event:
+            raise InvalidArgumentError(f"an event is a non-empty name, got {event!r}")
+        if self._events is None:
+            self._events = Events()
+        self._events.add(event, fn)
+
+    def unsubscribe(self, event: str, fn: Any) -> bool:
+        """Stop calling ``fn`` for ``event``; whether it was subscribed."""
+        self._core()
+        return self._events is not None and self._events.remove(event, fn)
 
     # -- whole-state views -----------------------------------------------------
 

@@ -15,6 +15,7 @@ from .records import _HEADER, U, pad8, write_header, zero_tail
 
 _JIT = dict(cache=True, nogil=True)
 _LOW = np.uint64(0x0101010101010101)
+_NO_CAUSES = np.zeros(0, np.int64)
 # multiplying the low bits of eight bytes by this gathers them, byte k's bit
 # landing on bit 56 + k
 _GATHER = np.uint64(0x0102040810204080)
@@ -37,6 +38,12 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
     encoding (5 bytes per changed byte) when it is smaller than the dense one
     (1 bit per page byte plus the changed bytes).
     """
+    return commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+
+
+@njit(inline="always", **_JIT)
+def commit_bytes(table, arena, slot, data, buf, pos, lsn, causes, ncauses):
+    """:func:`update_page`, recording ``causes[:ncauses]``: LSNs that caused this delta."""
     off = table[T_OFFSET, slot]
     n = table[T_SIZE, slot]
     nw = n >> U(3)
@@ -62,7 +69,7 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
     nmask = (n + U(7)) >> U(3)
     if U(4) * changed < nmask:
         body = _HEADER + U(5) * changed
-        write_header(buf64, start, pad8(body), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
+        write_header(buf64, start, pad8(body) + U(8 * ncauses), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
         buf32 = buf.view(np.uint32)
         ib = (start + _HEADER) >> U(2)
         vb = start + _HEADER + U(4) * changed
@@ -107,10 +114,15 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
                     k += U(1)
             buf[mb + nw] = bits
         body = _HEADER + nmask + changed
-        write_header(buf64, start, pad8(body), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
+        write_header(buf64, start, pad8(body) + U(8 * ncauses), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
     zero_tail(buf, start + body, start + pad8(body))
+    cw = (start + pad8(body)) >> U(3)
+    for k in range(ncauses):
+        buf64[cw + U(k)] = U(causes[k])
+    if ncauses:
+        buf64[start >> U(3)] |= U(ncauses) << U(48)
     for w in range(nw):
         p64[w] = d64[w]
     for j in range(tail, n):
         page[j] = data[j]
-    return np.int64(start + pad8(body))
+    return np.int64(start + pad8(body) + U(8 * ncauses))

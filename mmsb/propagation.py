@@ -1,0 +1,219 @@
+"""Recompute bindings and the cascade driver.
+
+A *binding* says how a derived page follows from its parents: a built-in op
+over a dtype view (run inside the cascade kernel) or a Python callable (run by
+Python between kernel segments, in the same topological order). The cascade
+of a commit runs in :mod:`mmsb.kernels.cascade`; this module keeps the graph
+and the bindings, builds the kernel's plan array when either changes, and
+drives the kernel, stepping out for Python recomputes and for log space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ._layout import DTYPE_NAMES, OP_PYTHON, OPS
+from .errors import InvalidArgumentError, RecomputeError
+from .graph import KIND_DATA, Graph
+
+_k: Any = None  # mmsb.kernels.cascade
+
+
+def _kernels() -> None:
+    global _k
+    if _k is None:
+        from .kernels import cascade
+
+        _k = cascade
+
+
+@dataclass
+class Binding:
+    """How one derived page is computed: op code, dtype code, parents (slots), weights."""
+
+    op: int
+    dtype: int
+    parents: list[int]
+    weights: list[float]
+    fn: Callable[..., Any] | None = None
+
+
+class Propagation:
+    """The graph, the bindings and the cascade's work arrays of one state (pooled)."""
+
+    def __init__(self) -> None:
+        _kernels()
+        self.graph = Graph()
+        self.bindings: dict[int, Binding] = {}
+        self._plan: np.ndarray | None = None
+        self.sig = np.zeros(1024, np.uint64)
+        self.work = np.zeros((2048, _k.W_COLS), np.int64)
+        self.ctl = np.zeros(_k.C_WORDS, np.int64)
+        self.scratch = np.zeros(64, np.uint8)
+        self.causes = np.zeros(64, np.int64)
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def active(self) -> bool:
+        return self.graph.num_edges > 0
+
+    def changed(self) -> None:
+        """The graph or a binding changed: the plan is rebuilt before the next cascade."""
+        self._plan = None
+
+    def ensure(self, slots: int, page_size: int = 0, parents: int = 0) -> None:
+        """Room in the work arrays for ``slots`` slots, pages of ``page_size``, ``parents`` parents."""
+        if self.sig.size < slots:
+            sig = np.zeros(max(slots, 2 * self.sig.size), np.uint64)
+            sig[: self.sig.size] = self.sig
+            self.sig = sig
+        if self.work.shape[0] < 2 * slots:
+            work = np.zeros((max(2 * slots, 2 * self.work.shape[0]), _k.W_COLS), np.int64)
+            work[: self.work.shape[0]] = self.work
+            self.work = work
+        if self.scratch.size < page_size + 8:
+            self.scratch = np.zeros(max(page_size + 8, 2 * self.scratch.size), np.uint8)
+        if self.causes.size < parents:
+            self.causes = np.zeros(max(parents, 2 * self.causes.size), np.int64)
+
+    def plan(self) -> np.ndarray:
+        if self._plan is None:
+            self._plan = self._build_plan()
+        return self._plan
+
+    def _build_plan(self) -> np.ndarray:
+        g = self.graph
+        n = g.num_nodes
+        fptr, fidx, fkind = g.csr()
+        rank = g.topo_rank()
+        ops = np.zeros(n, np.int64)
+        dts = np.zeros(n, np.int64)
+        counts = np.zeros(n + 1, np.int64)
+        slots = np.fromiter(self.bindings.keys(), np.int64, len(self.bindings))
+        order = np.argsort(slots)
+        bound = [self.bindings[int(s)] for s in slots[order]]
+        slots = slots[order]
+        if slots.size:
+            ops[slots] = [b.op for b in bound]
+            dts[slots] = [b.dtype for b in bound]
+            counts[slots + 1] = [len(b.parents) for b in bound]
+        bptr = np.cumsum(counts)
+        bpar = np.array([p for b in bound for p in b.parents], np.int64)
+        bw = np.array([w for b in bound for w in b.weights], np.float64).view(np.int64)
+        parts = [fptr, fidx, fkind.astype(np.int64), rank, ops, dts, bptr, bpar, bw]
+        plan = np.zeros(_k.P_HEADER + sum(p.size for p in parts), np.int64)
+        plan[_k.P_N] = n
+        at = _k.P_HEADER
+        for slot, part in zip(range(_k.P_FPTR, _k.P_HEADER), parts):
+            plan[slot] = at
+            plan[at:at + part.size] = part
+            at += part.size
+        return plan
+
+    def clear(self) -> None:
+        """Back to a fresh state's graph and bindings (cost: what was used)."""
+        self.graph.clear()
+        self.bindings.clear()
+        self._plan = None
+        self.sig[:] = 0
+        self.ctl[:] = 0
+
+    # -- the cascade ---------------------------------------------------------------
+
+    def cascade(self, state: Any, c: Any, log: Any, seeds: np.ndarray, seed_lsns: np.ndarray,
+                dirty: int = -1) -> tuple[np.ndarray, np.ndarray]:
+        """Run the cascade of a commit whose written pages are ``seeds``.
+
+        ``dirty`` queues one page for a recompute whatever its signature (a new
+        binding). Returns the slots the cascade changed, in order, and the
+        (slot, kind) pairs reached through other edges. Raises what a Python
+        recompute raises, with the page named.
+        """
+        table, arena = c.table, c.arena.data
+        self.ensure(table.capacity)
+        plan, work, ctl = self.plan(), self.work, self.ctl
+        _k.seed(plan, work, ctl, seeds, seed_lsns)
+        if dirty >= 0:
+            self.sig[dirty] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            _k.mark_dirty(plan, work, ctl, dirty)
+        try:
+            while True:
+                buf = log.reserve(1 << 12)
+                end, lsn = _k.run(table.array, arena, plan, self.sig, work, ctl, self.scratch, self.causes,
+                                  buf, log.used, c.lsn)
+                self._committed(c, log, end, lsn)
+                status = ctl[_k.C_STATUS]
+                if status == _k.ST_DONE:
+                    break
+                if status == _k.ST_SPACE:
+                    log.reserve(int(ctl[_k.C_SLOT]) + (1 << 12))
+                    continue
+                self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
+            changed = work[: ctl[_k.C_OUT], _k.W_OUT].copy()
+            other = work[: ctl[_k.C_STALE], _k.W_STALE:_k.W_KIND + 1].copy()
+        except BaseException:
+            # drop what is still queued so the next commit starts clean
+            while ctl[_k.C_HEAP]:
+                ctl[_k.C_HEAP] -= 1
+                work[work[ctl[_k.C_HEAP], _k.W_HEAP], _k.W_MARK] = 0
+            raise
+        finally:
+            _k.finish(work, ctl)
+        return changed, other
+
+    @staticmethod
+    def _committed(c: Any, log: Any, end: int, lsn: int) -> None:
+        if lsn != c.lsn:
+            c.deltas += lsn - c.lsn
+            log.commit(end, lsn - c.lsn)
+            c.lsn = lsn
+
+    def _python_recompute(self, state: Any, c: Any, log: Any, slot: int) -> None:
+        b = self.bindings[slot]
+        table, arena = c.table, c.arena.data
+        views = []
+        for p in b.parents:
+            off, size = table.mv_offset[p], table.mv_size[p]
+            v = arena[off:off + size]
+            v.flags.writeable = False
+            views.append(v)
+        size = table.mv_size[slot]
+        pid = state._id_of(slot)
+        try:
+            out = b.fn(*views)
+        except Exception as exc:
+            raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
+        data = np.ascontiguousarray(out)
+        if data.dtype != np.uint8 and data.nbytes == size:
+            data = data.reshape(-1).view(np.uint8)
+        if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:
+            raise RecomputeError(
+                f"recompute of page {pid} returned {data.nbytes} bytes of {data.dtype}; the page holds {size}",
+                pid,
+            )
+        buf = log.reserve(64 + 2 * size + 8 * len(b.parents))
+        end = _k.commit_derived(table.array, arena, self.plan(), self.work, self.ctl, self.causes, slot, data,
+                                buf, log.used, c.lsn + 1)
+        if end != log.used:
+            self._committed(c, log, end, c.lsn + 1)
+
+
+def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:
+    """(op code, dtype code, callable) for a binding, or InvalidArgumentError."""
+    try:
+        code = DTYPE_NAMES.index(np.dtype(dtype).name)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"dtype {dtype!r} is not one mmsb recomputes in; use one of {DTYPE_NAMES}") from None
+    if isinstance(op, str):
+        if op not in OPS:
+            raise InvalidArgumentError(f"unknown recompute op {op!r}; built-in: {sorted(OPS)}")
+        return OPS[op], code, None
+    if callable(op):
+        return OP_PYTHON, code, op
+    raise InvalidArgumentError(f"a recompute op is a built-in name or a callable, got {op!r}")
+
+
+__all__ = ["Binding", "Propagation", "check_op", "KIND_DATA"]
