@@ -64,13 +64,14 @@ class Graph:
 
     def __init__(self, capacity: int = 1024, edge_capacity: int = 1024) -> None:
         k = _kernels()
-        cap = max(1, int(capacity))
-        self._nodes = np.empty((k.N_ROWS, 0), np.int64)
-        self._grow_nodes(cap)
-        self._edges = np.empty((k.E_ROWS, max(1, int(edge_capacity))), np.int64)
-        self._table = np.full((2, 1 << max(3, (2 * self._edges.shape[1] - 1).bit_length())), -1, np.int64)
-        self._meta = np.zeros(k.M_SIZE, np.int64)
-        self._meta[k.M_FREE] = -1
+        self._nodes = np.empty((0, k.N_COLS), np.int64)
+        self._scratch = np.zeros((k.S_ROWS, 0), np.int64)
+        self._cap = 0
+        self._grow_nodes(max(k.M_SIZE, int(capacity)))
+        self._scratch[k.S_META, k.M_FREE] = -1
+        self._ecap = max(1, int(edge_capacity))
+        self._edges = np.empty((self._ecap, k.E_COLS), np.int64)
+        self._table = np.full((1 << (2 * self._ecap - 1).bit_length(), 2), -1, np.int64)
         self._n = 0  # slots below this may have been used; all others are untouched
         self._ne = 0
         self._csr = None
@@ -79,8 +80,6 @@ class Graph:
     def __setstate__(self, state):  # an unpickled Graph never ran __init__
         _kernels()
         self.__dict__.update(state)
-
-    # -- kinds -----------------------------------------------------------------
 
     def _reset_kinds(self) -> None:
         self._kinds = dict(_BUILTIN)
@@ -122,41 +121,38 @@ class Graph:
             raise InvalidArgumentError(f"no edge kind has code {code}")
         return code
 
-    # -- growth ----------------------------------------------------------------
-
     def _grow_nodes(self, need: int) -> None:
-        old = self._nodes
-        cap = max(old.shape[1], 1)
+        old, cap, k = self._cap, max(self._cap, 1), _k
         while cap < need:
             cap *= 2
-        k = _k
-        nodes = np.zeros((k.N_ROWS, cap), np.int64)
-        nodes[:, : old.shape[1]] = old
-        fresh = np.arange(old.shape[1], cap, dtype=np.int64)
-        # untouched slots sit at their own position, so the order needs no
-        # renumbering when slots are added
-        nodes[k.N_ORD, old.shape[1]:] = fresh
-        nodes[k.N_AT, old.shape[1]:] = fresh
-        nodes[k.N_OUT, old.shape[1]:] = -1
-        nodes[k.N_IN, old.shape[1]:] = -1
-        self._nodes = nodes
+        nodes = np.empty((cap, k.N_COLS), np.int64)
+        nodes[:old] = self._nodes
+        scratch = np.zeros((k.S_ROWS, cap), np.int64)
+        scratch[:, :old] = self._scratch
+        # a slot no edge has touched sits at its own position, so the order
+        # takes in new slots without renumbering
+        fresh = np.arange(old, cap, dtype=np.int64)
+        nodes[old:, k.N_ORD] = fresh
+        scratch[k.S_AT, old:] = fresh
+        nodes[old:, k.N_OUT] = -1
+        nodes[old:, k.N_IN] = -1
+        nodes[old:, k.N_MARK] = 0
+        self._nodes, self._scratch, self._cap = nodes, scratch, cap
 
     def _grow_edges(self) -> None:
-        old = self._edges
-        self._edges = np.empty((old.shape[0], 2 * old.shape[1]), np.int64)
-        self._edges[:, : old.shape[1]] = old
-        if 2 * self._edges.shape[1] > self._table.shape[1]:  # load factor stays <= 1/2
-            self._table = np.full((2, 2 * self._table.shape[1]), -1, np.int64)
-            _k.rehash(self._edges, self._meta, self._table)
+        edges = np.empty((2 * self._ecap, self._edges.shape[1]), np.int64)
+        edges[: self._ecap] = self._edges
+        self._edges, self._ecap = edges, 2 * self._ecap
+        if 2 * self._ecap > self._table.shape[0]:  # the load factor stays <= 1/2
+            self._table = np.full((2 * self._table.shape[0], 2), -1, np.int64)
+            _k.rehash(self._scratch, self._edges, self._table)
 
     def reserve(self, num_nodes: int = 0, num_edges: int = 0) -> None:
         """Make room for slots below ``num_nodes`` and ``num_edges`` edges; changes nothing else."""
-        if num_nodes > self._nodes.shape[1]:
+        if num_nodes > self._cap:
             self._grow_nodes(int(num_nodes))
-        while num_edges > self._edges.shape[1]:
+        while num_edges > self._ecap:
             self._grow_edges()
-
-    # -- edges -----------------------------------------------------------------
 
     def add_edge(self, parent: int, child: int, kind: int | str = KIND_DATA) -> bool:
         """Add the edge ``parent -> child`` of ``kind`` (a code or a name); True when added.
@@ -168,15 +164,19 @@ class Graph:
         edge (the last one the refused edge), ``[p, p]`` for a self-loop. On a
         raise the graph is as it was.
         """
-        p, c = _slot(parent), _slot(child)
+        # the common case (plain ints, a known code) stays inline: each Python
+        # call here costs about as much as the kernel's own work
+        p = parent if type(parent) is int else _slot(parent)
+        c = child if type(child) is int else _slot(child)
+        if not (0 <= p <= MAX_SLOT and 0 <= c <= MAX_SLOT):
+            _slot(p), _slot(c)
         if type(kind) is not int or kind not in self._names:
             kind = self._kind(kind)
-        if p >= self._n or c >= self._n:
-            if max(p, c) >= self._nodes.shape[1]:
-                self._grow_nodes(max(p, c) + 1)
-        if self._ne == self._edges.shape[1]:
+        if p >= self._cap or c >= self._cap:
+            self._grow_nodes(max(p, c) + 1)
+        if self._ne == self._ecap:
             self._grow_edges()
-        r = _k.add_edge(self._nodes, self._edges, self._table, self._meta, p, c, kind)
+        r = _k.add_edge(self._nodes, self._scratch, self._edges, self._table, p, c, kind)
         if r == 1:
             self._ne += 1
             self._csr = None
@@ -185,18 +185,52 @@ class Graph:
             return True
         if r == 0:
             return False
-        if r == -1:
-            raise InvalidArgumentError(
-                f"edge {p} -> {c} exists with kind {self.kind_name(self.edge_kind(p, c))!r}"
-            )
-        path = self._nodes[_k.N_STACK, : self._meta[_k.M_PATH]].tolist() + [c]
+        self._refuse(p, c, r)
+
+    def _refuse(self, p: int, c: int, code: int):
+        if code == _k.KIND_CLASH:
+            old = self.kind_name(self.edge_kind(p, c))
+            raise InvalidArgumentError(f"edge {p} -> {c} exists with kind {old!r}")
+        path = self._scratch[_k.S_STACK, : self._scratch[_k.S_META, _k.M_PATH]].tolist() + [c]
         raise GraphCycleError(f"edge {p} -> {c} would close the cycle {path}", path)
+
+    def add_edges(self, parents, children, kind: int | str = KIND_DATA) -> int:
+        """Add the edges ``parents[i] -> children[i]`` of ``kind``, in order, in one kernel
+        call; how many were new (an edge already there with that kind is skipped).
+
+        All or nothing: at the first edge :meth:`add_edge` would refuse, the
+        edges this call added are removed again and the same error is raised
+        (a cycle's path may run through edges given earlier in the call).
+        Afterwards the order may differ and ``num_nodes`` may cover the slots
+        given before the refused edge; the edges are as they were.
+        """
+        p, c = np.asarray(parents), np.asarray(children)
+        if p.ndim != 1 or p.shape != c.shape or p.size and not (p.dtype.kind in "iu" and c.dtype.kind in "iu"):
+            raise InvalidArgumentError("parents and children must be 1-d integer arrays of one length")
+        kind = self._kind(kind)
+        if p.size == 0:
+            return 0
+        p, c = p.astype(np.int64), c.astype(np.int64)
+        hi = int(max(p.max(), c.max()))
+        if min(p.min(), c.min()) < 0 or hi > MAX_SLOT:
+            raise InvalidArgumentError(f"node slots must lie in 0 .. {MAX_SLOT}")
+        self.reserve(hi + 1, self._ne + p.size)
+        added, bad, code = _k.add_edges(self._nodes, self._scratch, self._edges, self._table, p, c, kind)
+        if bad < 0:
+            self._ne += added
+            self._csr = None if added else self._csr
+            self._n = max(self._n, hi + 1)
+            return int(added)
+        if bad:  # reorders may have moved these slots: num_nodes must cover them
+            self._n = max(self._n, int(p[:bad].max()) + 1, int(c[:bad].max()) + 1)
+            self._csr = None
+        self._refuse(int(p[bad]), int(c[bad]), code)
 
     def remove_edge(self, parent: int, child: int) -> None:
         """Remove the edge ``parent -> child``; InvalidArgumentError if there is none."""
         p, c = _slot(parent), _slot(child)
         if p >= self._n or c >= self._n or not _k.remove_edge(
-            self._nodes, self._edges, self._table, self._meta, p, c
+            self._nodes, self._scratch, self._edges, self._table, p, c
         ):
             raise InvalidArgumentError(f"no edge {p} -> {c}")
         self._ne -= 1
@@ -207,7 +241,7 @@ class Graph:
         s = _slot(slot)
         if s >= self._n:
             return 0
-        n = _k.remove_node(self._nodes, self._edges, self._table, self._meta, s)
+        n = _k.remove_node(self._nodes, self._scratch, self._edges, self._table, s)
         if n:
             self._ne -= n
             self._csr = None
@@ -223,14 +257,14 @@ class Graph:
         if p >= self._n or c >= self._n:
             return None
         e = _k.find_edge(self._table, p, c)
-        return None if e < 0 else int(self._edges[_k.E_KIND, e])
+        return None if e < 0 else int(self._edges[e, _k.E_KIND])
 
     def _neighbours(self, slot, outward, kind) -> np.ndarray:
         s = _slot(slot)
         code = -1 if kind is None else self._kind(kind)
         if s >= self._n:
             return np.empty(0, np.int64)
-        return _k.neighbours(self._nodes, self._edges, s, outward, code)
+        return _k.neighbours(self._nodes, self._scratch, self._edges, s, outward, code)
 
     def children(self, slot: int, kind: int | str | None = None) -> np.ndarray:
         """The children of ``slot`` (only through edges of ``kind`` if given), ascending int64."""
@@ -255,11 +289,9 @@ class Graph:
         parents = np.repeat(np.arange(self._n, dtype=np.int64), np.diff(indptr))
         return zip(parents.tolist(), indices.tolist(), kinds.tolist())
 
-    # -- arrays for kernels ------------------------------------------------------
-
     def _build(self):
         if self._csr is None:
-            arrays = _k.build_csr(self._edges, self._meta, self._n)
+            arrays = _k.build_csr(self._scratch, self._edges, self._n)
             for a in arrays:
                 a.setflags(write=False)
             self._csr = (arrays[:3], arrays[3:])
@@ -283,24 +315,22 @@ class Graph:
 
         The maintained order, copied (O(num_nodes)); slots without edges are in it too.
         """
-        return self._nodes[_k.N_AT, : self._n].copy()
+        return self._scratch[_k.S_AT, : self._n].copy()
 
     def topo_rank(self) -> np.ndarray:
         """Per slot in [0, num_nodes), its position in :meth:`topo_order` (to sort any subset)."""
-        return self._nodes[_k.N_ORD, : self._n].copy()
+        return self._nodes[: self._n, _k.N_ORD].copy()
 
     def levels(self) -> np.ndarray:
         """Per slot in [0, num_nodes), the length of the longest edge path ending at it."""
-        return _k.levels(self._nodes, self._edges, self._n)
-
-    # -- reuse -----------------------------------------------------------------
+        return _k.levels(self._nodes, self._scratch, self._edges, self._n)
 
     def clear(self) -> None:
         """Drop every edge and named kind: afterwards the graph answers every call as a new one.
 
         Costs O(slots and edges used since the last clear); capacities are kept.
         """
-        _k.clear(self._nodes, self._edges, self._table, self._meta, self._n)
+        _k.clear(self._nodes, self._scratch, self._edges, self._table, self._n)
         self._n = 0
         self._ne = 0
         self._csr = None

@@ -54,6 +54,9 @@ class Propagation:
         self.ctl = np.zeros(_k.C_WORDS, np.int64)
         self.scratch = np.zeros(64, np.uint8)
         self.causes = np.zeros(64, np.int64)
+        self.undo = np.zeros(1 << 12, np.uint8)
+        self.undo_index = np.zeros((64, 4), np.int64)
+        self._python_bound: bool | None = False
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -63,6 +66,14 @@ class Propagation:
     def changed(self) -> None:
         """The graph or a binding changed: the plan is rebuilt before the next cascade."""
         self._plan = None
+        self._python_bound = None
+
+    @property
+    def python_bound(self) -> bool:
+        """Whether a page is bound to a Python callable (then a cascade can fail midway)."""
+        if self._python_bound is None:
+            self._python_bound = any(b.fn is not None for b in self.bindings.values())
+        return self._python_bound
 
     def ensure(self, slots: int, page_size: int = 0, parents: int = 0) -> None:
         """Room in the work arrays for ``slots`` slots, pages of ``page_size``, ``parents`` parents."""
@@ -113,10 +124,49 @@ class Propagation:
             at += part.size
         return plan
 
+    # -- undo: before-images that let a failed commit or transaction roll back ----
+
+    def begin_undo(self) -> None:
+        ctl = self.ctl
+        ctl[_k.C_UNDO], ctl[_k.C_UNDO_N], ctl[_k.C_UNDO_POS] = 1, 0, 0
+
+    def end_undo(self) -> None:
+        ctl = self.ctl
+        ctl[_k.C_UNDO], ctl[_k.C_UNDO_N], ctl[_k.C_UNDO_POS] = 0, 0, 0
+
+    def undo_room(self, nbytes: int, entries: int) -> None:
+        ctl = self.ctl
+        pos, n = int(ctl[_k.C_UNDO_POS]), int(ctl[_k.C_UNDO_N])
+        if pos + nbytes > self.undo.size:
+            undo = np.empty(max(pos + nbytes, 2 * self.undo.size), np.uint8)
+            undo[:pos] = self.undo[:pos]
+            self.undo = undo
+        if n + entries > self.undo_index.shape[0]:
+            index = np.empty((max(n + entries, 2 * self.undo_index.shape[0]), 4), np.int64)
+            index[:n] = self.undo_index[:n]
+            self.undo_index = index
+
+    def save(self, c: Any, slots: np.ndarray, saved: set[int]) -> None:
+        """Save the before-images of ``slots`` not in ``saved`` (and add them to it)."""
+        fresh = [s for s in dict.fromkeys(slots.tolist()) if s not in saved]
+        if not fresh:
+            return
+        arr = np.array(fresh, np.int64)
+        self.undo_room(int(c.table.array[1, arr].sum()), arr.size)
+        _k.save_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index, arr)
+        saved.update(fresh)
+
+    def rollback(self, c: Any) -> None:
+        """Restore every saved page; signatures are forgotten, so pages recompute when next reached."""
+        _k.restore_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index)
+        self.sig[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+
     def clear(self) -> None:
         """Back to a fresh state's graph and bindings (cost: what was used)."""
         self.graph.clear()
         self.bindings.clear()
+        self._python_bound = False
+        self.end_undo()
         self._plan = None
         self.sig[:] = 0
         self.ctl[:] = 0
@@ -143,13 +193,15 @@ class Propagation:
             while True:
                 buf = log.reserve(1 << 12)
                 end, lsn = _k.run(table.array, arena, plan, self.sig, work, ctl, self.scratch, self.causes,
-                                  buf, log.used, c.lsn)
+                                  self.undo, self.undo_index, buf, log.used, c.lsn)
                 self._committed(c, log, end, lsn)
                 status = ctl[_k.C_STATUS]
                 if status == _k.ST_DONE:
                     break
                 if status == _k.ST_SPACE:
                     log.reserve(int(ctl[_k.C_SLOT]) + (1 << 12))
+                    if ctl[_k.C_UNDO]:
+                        self.undo_room(int(ctl[_k.C_UNDO_NEED]), 1)
                     continue
                 self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
             changed = work[: ctl[_k.C_OUT], _k.W_OUT].copy()
@@ -195,8 +247,10 @@ class Propagation:
                 pid,
             )
         buf = log.reserve(64 + 2 * size + 8 * len(b.parents))
-        end = _k.commit_derived(table.array, arena, self.plan(), self.work, self.ctl, self.causes, slot, data,
-                                buf, log.used, c.lsn + 1)
+        if self.ctl[_k.C_UNDO]:
+            self.undo_room(size, 1)
+        end = _k.commit_derived(table.array, arena, self.plan(), self.work, self.ctl, self.causes, self.undo,
+                                self.undo_index, slot, data, buf, log.used, c.lsn + 1)
         if end != log.used:
             self._committed(c, log, end, c.lsn + 1)
 

@@ -12,9 +12,10 @@ memory without the lock: read it while no other thread writes that page.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -71,6 +72,10 @@ def _closed() -> StateClosedError:
     return StateClosedError("the state was stopped or closed")
 
 
+def _in_transaction(what: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{what} is not allowed inside a transaction: only page writes are")
+
+
 def _kernels() -> Any:
     global _k
     if _k is None:
@@ -118,6 +123,25 @@ class _Core:
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf = LogBuffer()
         self.lsn = self.deltas = 0
+
+
+class _Savepoint:
+    """Where a commit or transaction started: enough to put the state back."""
+
+    __slots__ = ("lsn", "deltas", "log_used", "log_deltas", "saved", "seeds", "lsns")
+
+    def __init__(self, c: _Core, log: MemoryLog) -> None:
+        self.lsn, self.deltas = c.lsn, c.deltas
+        self.log_used, self.log_deltas = log.used, log.deltas
+        self.saved: set[int] = set()
+        self.seeds: list[np.ndarray] = []
+        self.lsns: list[np.ndarray] = []
+        c.prop.begin_undo()
+
+    def rollback(self, c: _Core, log: MemoryLog) -> None:
+        c.prop.rollback(c)
+        c.lsn, c.deltas = self.lsn, self.deltas
+        log.rollback(self.log_used, self.log_deltas)
 
 
 # Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
@@ -217,7 +241,7 @@ class State:
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
     """
 
-    __slots__ = ("_c", "_log", "_events", "sync", "gpu", "__weakref__")
+    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
         _check_options(log, sync, gpu)
@@ -233,6 +257,7 @@ class State:
         self._c = core
         self._log = NullLog(core.logbuf) if log is False else MemoryLog(core.logbuf)
         self._events = None
+        self._txn: _Savepoint | None = None
         self.sync, self.gpu = sync, gpu
 
     def _detach(self) -> _Core | None:
@@ -330,6 +355,8 @@ class State:
         :class:`mmsb.CapacityError` when the arena is full.
         """
         c = self._c
+        if self._txn is not None:
+            raise _in_transaction("create_page")
         if c is None:
             raise _closed()
         if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
@@ -361,6 +388,8 @@ class State:
         The ids are those ``count`` calls of :meth:`create_page` would give.
         """
         c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("create_pages")
         if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
             raise InvalidPageError(f"page count must be a positive integer, got {count!r}")
         count = int(count)
@@ -385,6 +414,8 @@ class State:
     def delete_page(self, page: Any) -> None:
         """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
         c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("delete_page")
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
@@ -449,12 +480,14 @@ class State:
             log = self._log
             buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
             pos = log.used
+            sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
             end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
             if end == pos:
+                self._end_write(c, sp)
                 return None
             delta = self._committed(c, log, pos, end)
-            if c.prop.graph.num_edges or self._events is not None:
-                self._propagate(c, np.array([slot]), np.array([delta.lsn]))
+            if c.prop.graph.num_edges or self._events is not None or sp is not None:
+                self._after_write(c, sp, np.array([slot]), np.array([delta.lsn]))
             return delta
 
     def _committed(self, c: _Core, log: MemoryLog, pos: int, end: int) -> Delta:
@@ -485,25 +518,29 @@ class State:
             size = c.table.mv_size[slot]
             log = self._log
             pos = log.used
+            sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
             if delta.kind == "sparse":
                 buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
                 end = _k.apply_sparse(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
                 if end < 0:
+                    self._end_write(c, sp)
                     raise InvalidDeltaError(
                         f"index {int(a[-1 - end])} is out of range for page {delta.page_id} of {size} bytes"
                     )
             else:
                 if a.size != size:
+                    self._end_write(c, sp)
                     raise InvalidDeltaError(
                         f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes"
                     )
                 buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
                 end = _k.apply_dense(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
             if end == pos:
+                self._end_write(c, sp)
                 return None
             delta = self._committed(c, log, pos, end)
-            if c.prop.graph.num_edges or self._events is not None:
-                self._propagate(c, np.array([slot]), np.array([delta.lsn]))
+            if c.prop.graph.num_edges or self._events is not None or sp is not None:
+                self._after_write(c, sp, np.array([slot]), np.array([delta.lsn]))
             return delta
 
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
@@ -543,6 +580,7 @@ class State:
             log = self._log
             buf = log.reserve(len(batch) * (REC_HEADER + 8) + 5 * batch.indices.size)
             out = np.empty(len(batch), dtype=np.int64)
+            sp = self._begin_write(c, slots) if c.prop.graph.num_edges or self._txn is not None else None
             end, lsn = _k.apply_sparse_batch(
                 a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out
             )
@@ -550,9 +588,11 @@ class State:
             c.lsn = lsn
             c.deltas += applied
             log.commit(end, applied)
-            if applied and (c.prop.graph.num_edges or self._events is not None):
+            if not applied:
+                self._end_write(c, sp)
+            elif c.prop.graph.num_edges or self._events is not None or sp is not None:
                 hit = out != 0
-                self._propagate(c, slots[hit], out[hit])
+                self._after_write(c, sp, slots[hit], out[hit])
         return out
 
     # -- dependencies, recomputes, events ---------------------------------------
@@ -577,6 +617,8 @@ class State:
         cycle, the new edge last) and :class:`mmsb.InvalidArgumentError`.
         """
         c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("add_dependency")
         if not isinstance(kind, str) or not kind:
             raise InvalidArgumentError(f"an edge kind is a non-empty name, got {kind!r}")
         with c.lock:
@@ -603,6 +645,8 @@ class State:
         """Remove the edge ``parent -> child``. A bound child drops that parent from its
         binding (and is unbound when none is left; its bytes stay)."""
         c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("remove_dependency")
         with c.lock:
             if self._c is not c:
                 raise _closed()
@@ -645,6 +689,8 @@ class State:
         :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
         """
         c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("register_recompute")
         code, dt, fn = check_op(op, dtype)
         with c.lock:
             if self._c is not c:
@@ -716,9 +762,14 @@ class State:
                     del prop.bindings[ch]
         prop.changed()
 
-    def _propagate(self, c: _Core, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1) -> None:
-        """The cascade of a commit whose written pages are ``seeds``, then its events."""
-        first = c.lsn - seeds.size + 1 if seeds.size else c.lsn + 1
+    def _propagate(self, c: _Core, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1,
+                   first: int | None = None) -> None:
+        """The cascade of a commit whose written pages are ``seeds``, then its events.
+
+        ``first`` is the commit's first LSN (default: one per seed before now).
+        """
+        if first is None:
+            first = c.lsn - seeds.size + 1 if seeds.size else c.lsn + 1
         if seeds.size > 1:
             # one seed per page, carrying its last LSN in this commit (provenance)
             rev = seeds[::-1]
@@ -745,6 +796,77 @@ class State:
                     ev.emit(name, ids(other[other[:, 1] == code, 0]))
         if ev.wants("cascade_done"):
             ev.emit("cascade_done", {"seeds": int(seeds.size), "recomputed": int(changed.size), "lsn": c.lsn})
+
+    # -- commits that may fail midway, and transactions ---------------------------
+
+    def _begin_write(self, c: _Core, slots: Any) -> _Savepoint | None:
+        """Before a write: save what a rollback would need, when one may be needed."""
+        txn = self._txn
+        if txn is not None:
+            c.prop.save(c, np.atleast_1d(slots), txn.saved)
+            return None
+        if not c.prop.python_bound:
+            return None
+        sp = _Savepoint(c, self._log)
+        c.prop.save(c, np.atleast_1d(slots), sp.saved)
+        return sp
+
+    def _end_write(self, c: _Core, sp: _Savepoint | None) -> None:
+        if sp is not None:
+            c.prop.end_undo()
+
+    def _after_write(self, c: _Core, sp: _Savepoint | None, seeds: np.ndarray, lsns: np.ndarray) -> None:
+        """After a write: queue it in the open transaction, or run its cascade now."""
+        txn = self._txn
+        if txn is not None:
+            txn.seeds.append(seeds)
+            txn.lsns.append(lsns)
+            return
+        if sp is None:
+            self._propagate(c, seeds, lsns)
+            return
+        try:
+            self._propagate(c, seeds, lsns)
+        except BaseException:
+            sp.rollback(c, self._log)
+            raise
+        finally:
+            c.prop.end_undo()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[State]:
+        """Group writes into one commit: one cascade, all or nothing.
+
+        Inside, ``update_page``, ``apply_delta`` and ``apply_batch`` apply at
+        once (later writes in the block see them) with consecutive LSNs, but
+        no recompute runs and no event fires until the block ends; then one
+        cascade runs for every page written. If the block raises, or a
+        recompute fails, every page, epoch, the LSN and the log go back to
+        where they were and the error propagates. Creating or deleting pages,
+        dependencies and bindings is refused inside. The state's lock is held
+        for the whole block; a nested ``transaction()`` joins the outer one.
+        """
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            if self._txn is not None:
+                yield self
+                return
+            txn = self._txn = _Savepoint(c, self._log)
+            try:
+                yield self
+                self._txn = None
+                if txn.seeds and (c.prop.graph.num_edges or self._events is not None):
+                    self._propagate(c, np.concatenate(txn.seeds), np.concatenate(txn.lsns), first=txn.lsn + 1)
+            except BaseException:
+                self._txn = None
+                if self._c is c:
+                    txn.rollback(c, self._log)
+                raise
+            finally:
+                self._txn = None
+                c.prop.end_undo()
 
     def subscribe(self, event: str, fn: Any) -> None:
         """Call ``fn`` after each commit with something to say about ``event`` (see :mod:`mmsb.events`).

@@ -48,7 +48,11 @@ W_KIND = 5  # the kind of edge that reached them first
 W_TOUCH = 6  # pages whose W_LSN is set
 W_COLS = 7
 C_HEAP, C_OUT, C_STALE, C_TOUCH, C_STATUS, C_SLOT = 0, 1, 2, 3, 4, 5
-C_WORDS = 8
+# undo: while C_UNDO is set, a page's bytes and epoch are saved before a commit
+# first changes it, so a failed commit or transaction can be rolled back
+C_UNDO, C_UNDO_N, C_UNDO_POS, C_UNDO_NEED = 6, 7, 8, 9
+C_WORDS = 12
+U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
 ST_DONE, ST_PYTHON, ST_SPACE = 0, 1, 2
 M_HEAP, M_DATA, M_OTHER = 1, 2, 4
 
@@ -123,6 +127,42 @@ def _record_change(plan, work, ctl, s, lsn):
     ctl[C_TOUCH] = i + 1
 
 
+@njit(inline="always", **_JIT)
+def _save_image(table, arena, ctl, undo, index, s):
+    i = ctl[C_UNDO_N]
+    at = ctl[C_UNDO_POS]
+    off = table[T_OFFSET, s]
+    n = np.int64(table[T_SIZE, s])
+    undo[at:at + n] = arena[off:off + n]
+    index[i, U_SLOT] = s
+    index[i, U_START] = at
+    index[i, U_SIZE] = n
+    index[i, U_EPOCH] = np.int64(table[T_EPOCH, s])
+    ctl[C_UNDO_N] = i + 1
+    ctl[C_UNDO_POS] = at + n
+
+
+@njit(**_JIT)
+def save_images(table, arena, ctl, undo, index, slots):
+    """Save the bytes and epochs of ``slots`` (room was made by the caller)."""
+    for i in range(slots.size):
+        _save_image(table, arena, ctl, undo, index, slots[i])
+
+
+@njit(**_JIT)
+def restore_images(table, arena, ctl, undo, index):
+    """Put every saved page back, newest save first, and forget the saves."""
+    for k in range(ctl[C_UNDO_N] - 1, -1, -1):
+        s = index[k, U_SLOT]
+        off = table[T_OFFSET, s]
+        at = index[k, U_START]
+        n = index[k, U_SIZE]
+        arena[off:off + n] = undo[at:at + n]
+        table[T_EPOCH, s] = U(index[k, U_EPOCH])
+    ctl[C_UNDO_N] = 0
+    ctl[C_UNDO_POS] = 0
+
+
 @njit(**_JIT)
 def seed(plan, work, ctl, seeds, lsns):
     """Start a cascade from pages written by the commit (with their LSNs)."""
@@ -155,8 +195,13 @@ def _causes(plan, work, ctl, s, causes):
 
 
 @njit(**_JIT)
-def commit_derived(table, arena, plan, work, ctl, causes, s, data, buf, pos, lsn):
-    """Commit recomputed bytes ``data`` of page ``s`` (from Python); returns the log end."""
+def commit_derived(table, arena, plan, work, ctl, causes, undo, index, s, data, buf, pos, lsn):
+    """Commit recomputed bytes ``data`` of page ``s`` (from Python); returns the log end.
+
+    With undo on, the caller made room for one more saved image of ``s``.
+    """
+    if ctl[C_UNDO]:
+        _save_image(table, arena, ctl, undo, index, s)
     nc = _causes(plan, work, ctl, s, causes)
     end = commit_bytes(table, arena, s, data, buf, pos, lsn, causes, nc)
     if end != pos:
@@ -177,13 +222,14 @@ def _signature(table, bpar, lo, hi):
 
 
 @njit(**_JIT)
-def run(table, arena, plan, sig, work, ctl, scratch, causes, buf, pos, lsn):
+def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn):
     """Run the queued cascade; returns (log end, last LSN).
 
     Stops early with ``ctl[C_STATUS]`` = ST_PYTHON (page ``ctl[C_SLOT]`` is
     bound to a Python callable: Python recomputes it and calls
     :func:`commit_derived`, then ``run`` again) or ST_SPACE (the log buffer
-    needs ``ctl[C_SLOT]`` more bytes; the page stays queued).
+    needs ``ctl[C_SLOT]`` more bytes, or the undo space ``ctl[C_UNDO_NEED]``
+    more bytes and one more entry; the page stays queued).
     """
     rank = plan[plan[P_RANK]:]
     ops = plan[plan[P_OP]:]
@@ -208,9 +254,13 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, buf, pos, lsn):
         n = np.int64(table[T_SIZE, s])
         if op != 0 and op != OP_PYTHON:
             need = REC_HEADER + 16 + n + ((n + 7) >> 3) + 8 * (hi - lo)
-            if end + need > buf.size:
+            short_undo = ctl[C_UNDO] != 0 and (
+                ctl[C_UNDO_POS] + n > undo.size or ctl[C_UNDO_N] >= index.shape[0]
+            )
+            if end + need > buf.size or short_undo:
                 ctl[C_STATUS] = ST_SPACE
                 ctl[C_SLOT] = need
+                ctl[C_UNDO_NEED] = n
                 return end, lsn
         _heap_pop(work, ctl, rank)
         work[s, W_MARK] = 0
@@ -224,7 +274,8 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, buf, pos, lsn):
         for j in range(lo, hi):
             offsets[j - lo] = table[T_OFFSET, bpar[j]]
         recompute(op, dts[s], scratch, arena, offsets[: hi - lo], weights[lo:hi], n)
-        new_end = commit_derived(table, arena, plan, work, ctl, causes, s, scratch[:n], buf, end, lsn + 1)
+        new_end = commit_derived(table, arena, plan, work, ctl, causes, undo, index, s, scratch[:n], buf, end,
+                                 lsn + 1)
         if new_end != end:
             lsn += 1
             end = new_end

@@ -65,6 +65,10 @@ class MemoryLog:
         self.used = end
         self.deltas += deltas
 
+    def rollback(self, used: int, deltas: int) -> None:
+        """Forget the records after ``used`` (a commit that did not complete)."""
+        self.used, self.deltas = used, deltas
+
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
         buf = self._buf
         if buf is None or self.used + REC_HEADER > buf.array.size:
@@ -121,6 +125,10 @@ class NullLog(MemoryLog):
 
     def commit(self, end: int, deltas: int) -> None:
         self.used = 0
+
+    def rollback(self, used: int, deltas: int) -> None:
+        """Forget the records after ``used`` (a commit that did not complete)."""
+        self.used, self.deltas = used, deltas
 
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
         pass
