@@ -58,8 +58,10 @@ class Graph:
 
     ``capacity`` and ``edge_capacity`` are initial sizes only: both double as
     needed. Every method either does what it says or raises and changes
-    nothing. Arrays returned are the caller's own, except the CSR arrays,
-    which are read-only and shared until the next change.
+    nothing (:meth:`add_edges` says what it may leave moved). Arrays returned
+    are the caller's own, except the CSR arrays, which are read-only and
+    shared until the next change. One thread at a time: the kernels share
+    scratch rows.
     """
 
     def __init__(self, capacity: int = 1024, edge_capacity: int = 1024) -> None:
@@ -192,7 +194,8 @@ class Graph:
             old = self.kind_name(self.edge_kind(p, c))
             raise InvalidArgumentError(f"edge {p} -> {c} exists with kind {old!r}")
         path = self._scratch[_k.S_STACK, : self._scratch[_k.S_META, _k.M_PATH]].tolist() + [c]
-        raise GraphCycleError(f"edge {p} -> {c} would close the cycle {path}", path)
+        shown = " -> ".join(map(str, path if len(path) <= 12 else path[:6] + ["..."] + path[-5:]))
+        raise GraphCycleError(f"edge {p} -> {c} would close a cycle of {len(path) - 1}: {shown}", path)
 
     def add_edges(self, parents, children, kind: int | str = KIND_DATA) -> int:
         """Add the edges ``parents[i] -> children[i]`` of ``kind``, in order, in one kernel
@@ -205,7 +208,8 @@ class Graph:
         given before the refused edge; the edges are as they were.
         """
         p, c = np.asarray(parents), np.asarray(children)
-        if p.ndim != 1 or p.shape != c.shape or p.size and not (p.dtype.kind in "iu" and c.dtype.kind in "iu"):
+        ints = p.dtype.kind in "iu" and c.dtype.kind in "iu"
+        if p.ndim != 1 or p.shape != c.shape or (p.size and not ints):
             raise InvalidArgumentError("parents and children must be 1-d integer arrays of one length")
         kind = self._kind(kind)
         if p.size == 0:
@@ -215,7 +219,8 @@ class Graph:
         if min(p.min(), c.min()) < 0 or hi > MAX_SLOT:
             raise InvalidArgumentError(f"node slots must lie in 0 .. {MAX_SLOT}")
         self.reserve(hi + 1, self._ne + p.size)
-        added, bad, code = _k.add_edges(self._nodes, self._scratch, self._edges, self._table, p, c, kind)
+        args = self._nodes, self._scratch, self._edges, self._table
+        added, bad, code = _k.add_edges(*args, p, c, kind)
         if bad < 0:
             self._ne += added
             self._csr = None if added else self._csr

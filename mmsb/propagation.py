@@ -20,6 +20,7 @@ from .errors import InvalidArgumentError, RecomputeError
 from .graph import KIND_DATA, Graph
 
 _k: Any = None  # mmsb.kernels.cascade
+_NONE = np.zeros(0, np.int64)
 
 
 def _kernels() -> None:
@@ -174,38 +175,49 @@ class Propagation:
     # -- the cascade ---------------------------------------------------------------
 
     def cascade(self, state: Any, c: Any, log: Any, seeds: np.ndarray, seed_lsns: np.ndarray,
-                dirty: int = -1) -> tuple[np.ndarray, np.ndarray]:
+                dirty: int = -1, lists: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Run the cascade of a commit whose written pages are ``seeds``.
 
         ``dirty`` queues one page for a recompute whatever its signature (a new
-        binding). Returns the slots the cascade changed, in order, and the
-        (slot, kind) pairs reached through other edges. Raises what a Python
-        recompute raises, with the page named.
+        binding). With ``lists``, returns the slots the cascade changed, in
+        order, and the (slot, kind) pairs reached through other edges (for
+        events). Raises what a Python recompute raises, with the page named.
         """
-        table, arena = c.table, c.arena.data
-        self.ensure(table.capacity)
-        plan, work, ctl = self.plan(), self.work, self.ctl
-        _k.seed(plan, work, ctl, seeds, seed_lsns)
+        table = c.table
+        if self.sig.size < table.capacity:
+            self.ensure(table.capacity)
+        plan = self._plan if self._plan is not None else self.plan()
+        work, ctl = self.work, self.ctl
         if dirty >= 0:
             self.sig[dirty] = np.uint64(0xFFFFFFFFFFFFFFFF)
-            _k.mark_dirty(plan, work, ctl, dirty)
+        buf = log.reserve(1 << 12)
+        # the common case, built-in ops only, is this one kernel call
+        end, lsn = _k.cascade(table.array, c.arena.data, plan, self.sig, work, ctl, self.scratch, self.causes,
+                              self.undo, self.undo_index, buf, log.used, c.lsn, seeds, seed_lsns, dirty)
+        if lsn != c.lsn:
+            self._committed(c, log, end, lsn)
+        if ctl[_k.C_STATUS] != _k.ST_DONE:
+            self._finish_slowly(state, c, log)
+        if not lists:
+            return _NONE, _NONE
+        return (work[: ctl[_k.C_OUT], _k.W_OUT].copy(), work[: ctl[_k.C_STALE], _k.W_STALE:_k.W_KIND + 1].copy())
+
+    def _finish_slowly(self, state: Any, c: Any, log: Any) -> None:
+        """Go on with a cascade that stepped out for a Python recompute or for space."""
+        work, ctl = self.work, self.ctl
         try:
-            while True:
-                buf = log.reserve(1 << 12)
-                end, lsn = _k.run(table.array, arena, plan, self.sig, work, ctl, self.scratch, self.causes,
-                                  self.undo, self.undo_index, buf, log.used, c.lsn)
-                self._committed(c, log, end, lsn)
-                status = ctl[_k.C_STATUS]
-                if status == _k.ST_DONE:
-                    break
-                if status == _k.ST_SPACE:
+            while ctl[_k.C_STATUS] != _k.ST_DONE:
+                if ctl[_k.C_STATUS] == _k.ST_SPACE:
                     log.reserve(int(ctl[_k.C_SLOT]) + (1 << 12))
                     if ctl[_k.C_UNDO]:
                         self.undo_room(int(ctl[_k.C_UNDO_NEED]), 1)
-                    continue
-                self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
-            changed = work[: ctl[_k.C_OUT], _k.W_OUT].copy()
-            other = work[: ctl[_k.C_STALE], _k.W_STALE:_k.W_KIND + 1].copy()
+                else:
+                    self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
+                buf = log.reserve(1 << 12)
+                end, lsn = _k.run(c.table.array, c.arena.data, self.plan(), self.sig, work, ctl, self.scratch,
+                                  self.causes, self.undo, self.undo_index, buf, log.used, c.lsn)
+                if lsn != c.lsn:
+                    self._committed(c, log, end, lsn)
         except BaseException:
             # drop what is still queued so the next commit starts clean
             while ctl[_k.C_HEAP]:
@@ -214,7 +226,6 @@ class Propagation:
             raise
         finally:
             _k.finish(work, ctl)
-        return changed, other
 
     @staticmethod
     def _committed(c: Any, log: Any, end: int, lsn: int) -> None:

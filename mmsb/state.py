@@ -487,7 +487,7 @@ class State:
                 return None
             delta = self._committed(c, log, pos, end)
             if c.prop.graph.num_edges or self._events is not None or sp is not None:
-                self._after_write(c, sp, np.array([slot]), np.array([delta.lsn]))
+                self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
             return delta
 
     def _committed(self, c: _Core, log: MemoryLog, pos: int, end: int) -> Delta:
@@ -540,7 +540,7 @@ class State:
                 return None
             delta = self._committed(c, log, pos, end)
             if c.prop.graph.num_edges or self._events is not None or sp is not None:
-                self._after_write(c, sp, np.array([slot]), np.array([delta.lsn]))
+                self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
             return delta
 
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
@@ -592,7 +592,7 @@ class State:
                 self._end_write(c, sp)
             elif c.prop.graph.num_edges or self._events is not None or sp is not None:
                 hit = out != 0
-                self._after_write(c, sp, slots[hit], out[hit])
+                self._after_write(c, sp, slots[hit].astype(np.int64), out[hit])
         return out
 
     # -- dependencies, recomputes, events ---------------------------------------
@@ -776,11 +776,10 @@ class State:
             _, keep = np.unique(rev, return_index=True)
             keep = np.sort(seeds.size - 1 - keep)
             seeds, lsns = seeds[keep], lsns[keep]
-        changed, other = (_EMPTY, _EMPTY2)
-        if c.prop.graph.num_edges or dirty >= 0:
-            changed, other = c.prop.cascade(self, c, self._log, seeds.astype(np.int64), lsns.astype(np.int64),
-                                            dirty)
         ev = self._events
+        changed, other = _EMPTY, _EMPTY2
+        if c.prop.graph.num_edges or dirty >= 0:
+            changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
         if ev is None:
             return
         ids = lambda slots: np.array([self._id_of(int(s)) for s in slots], np.int64)  # noqa: E731

@@ -17,7 +17,7 @@ and does not push its children.
 import numpy as np
 from numba import njit
 
-from .._layout import OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .._layout import OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
 from .diff import commit_bytes
 from .ops import recompute
 from .records import U
@@ -96,11 +96,18 @@ def _heap_pop(work, ctl, rank):
 
 
 @njit(inline="always", **_JIT)
-def _push_children(plan, work, ctl, s):
-    fptr = plan[plan[P_FPTR]:]
-    fidx = plan[plan[P_FIDX]:]
-    fkind = plan[plan[P_FKIND]:]
-    rank = plan[plan[P_RANK]:]
+def _parts(plan):
+    """The plan's arrays, sliced once per kernel call: every slice costs a
+    reference-count round trip, too much to pay per page."""
+    return (
+        plan[plan[P_FPTR]:], plan[plan[P_FIDX]:], plan[plan[P_FKIND]:], plan[plan[P_RANK]:],
+        plan[plan[P_OP]:], plan[plan[P_DT]:], plan[plan[P_BPTR]:], plan[plan[P_BPAR]:],
+        plan[plan[P_BW]:].view(np.float64),
+    )
+
+
+@njit(inline="always", **_JIT)
+def _push_children(fptr, fidx, fkind, rank, work, ctl, s):
     for e in range(fptr[s], fptr[s + 1]):
         c = fidx[e]
         k = fkind[e]
@@ -120,7 +127,7 @@ def _push_children(plan, work, ctl, s):
 
 
 @njit(inline="always", **_JIT)
-def _record_change(plan, work, ctl, s, lsn):
+def _record_change(work, ctl, s, lsn):
     work[s, W_LSN] = lsn
     i = ctl[C_TOUCH]
     work[i, W_TOUCH] = s
@@ -166,11 +173,12 @@ def restore_images(table, arena, ctl, undo, index):
 @njit(**_JIT)
 def seed(plan, work, ctl, seeds, lsns):
     """Start a cascade from pages written by the commit (with their LSNs)."""
+    fptr, fidx, fkind, rank, _, _, _, _, _ = _parts(plan)
     for i in range(seeds.size):
         s = seeds[i]
-        _record_change(plan, work, ctl, s, lsns[i])
+        _record_change(work, ctl, s, lsns[i])
         if s < plan[P_N]:
-            _push_children(plan, work, ctl, s)
+            _push_children(fptr, fidx, fkind, rank, work, ctl, s)
 
 
 @njit(**_JIT)
@@ -182,9 +190,7 @@ def mark_dirty(plan, work, ctl, s):
 
 
 @njit(inline="always", **_JIT)
-def _causes(plan, work, ctl, s, causes):
-    bptr = plan[plan[P_BPTR]:]
-    bpar = plan[plan[P_BPAR]:]
+def _causes(bptr, bpar, work, s, causes):
     nc = 0
     for j in range(bptr[s], bptr[s + 1]):
         lsn = work[bpar[j], W_LSN]
@@ -194,23 +200,29 @@ def _causes(plan, work, ctl, s, causes):
     return nc
 
 
+@njit(inline="always", **_JIT)
+def _commit_derived(table, arena, parts, work, ctl, causes, undo, index, s, data, buf, pos, lsn):
+    fptr, fidx, fkind, rank, _, _, bptr, bpar, _ = parts
+    if ctl[C_UNDO]:
+        _save_image(table, arena, ctl, undo, index, s)
+    nc = _causes(bptr, bpar, work, s, causes)
+    end = commit_bytes(table, arena, s, data, buf, pos, lsn, causes, nc)
+    if end != pos:
+        _record_change(work, ctl, s, lsn)
+        i = ctl[C_OUT]
+        work[i, W_OUT] = s
+        ctl[C_OUT] = i + 1
+        _push_children(fptr, fidx, fkind, rank, work, ctl, s)
+    return end
+
+
 @njit(**_JIT)
 def commit_derived(table, arena, plan, work, ctl, causes, undo, index, s, data, buf, pos, lsn):
     """Commit recomputed bytes ``data`` of page ``s`` (from Python); returns the log end.
 
     With undo on, the caller made room for one more saved image of ``s``.
     """
-    if ctl[C_UNDO]:
-        _save_image(table, arena, ctl, undo, index, s)
-    nc = _causes(plan, work, ctl, s, causes)
-    end = commit_bytes(table, arena, s, data, buf, pos, lsn, causes, nc)
-    if end != pos:
-        _record_change(plan, work, ctl, s, lsn)
-        i = ctl[C_OUT]
-        work[i, W_OUT] = s
-        ctl[C_OUT] = i + 1
-        _push_children(plan, work, ctl, s)
-    return end
+    return _commit_derived(table, arena, _parts(plan), work, ctl, causes, undo, index, s, data, buf, pos, lsn)
 
 
 @njit(inline="always", **_JIT)
@@ -231,12 +243,8 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, p
     needs ``ctl[C_SLOT]`` more bytes, or the undo space ``ctl[C_UNDO_NEED]``
     more bytes and one more entry; the page stays queued).
     """
-    rank = plan[plan[P_RANK]:]
-    ops = plan[plan[P_OP]:]
-    dts = plan[plan[P_DT]:]
-    bptr = plan[plan[P_BPTR]:]
-    bpar = plan[plan[P_BPAR]:]
-    weights = plan[plan[P_BW]:].view(np.float64)
+    parts = _parts(plan)
+    _, _, _, rank, ops, dts, bptr, bpar, weights = parts
     offsets = np.empty(bpar.size, np.uint64)
     end = pos
     ctl[C_STATUS] = ST_DONE
@@ -271,20 +279,50 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, p
             ctl[C_STATUS] = ST_PYTHON
             ctl[C_SLOT] = s
             return end, lsn
-        for j in range(lo, hi):
-            offsets[j - lo] = table[T_OFFSET, bpar[j]]
-        recompute(op, dts[s], scratch, arena, offsets[: hi - lo], weights[lo:hi], n)
-        new_end = commit_derived(table, arena, plan, work, ctl, causes, undo, index, s, scratch[:n], buf, end,
-                                 lsn + 1)
+        if op == OP_PASSTHROUGH:
+            # the parent's bytes are the result: diff them straight into the child
+            src = table[T_OFFSET, bpar[lo]]
+            data = arena[src:src + U(n)]
+        else:
+            for j in range(lo, hi):
+                offsets[j - lo] = table[T_OFFSET, bpar[j]]
+            recompute(op, dts[s], scratch, arena, offsets[: hi - lo], weights[lo:hi], n)
+            data = scratch[:n]
+        new_end = _commit_derived(table, arena, parts, work, ctl, causes, undo, index, s, data, buf, end, lsn + 1)
         if new_end != end:
             lsn += 1
             end = new_end
     return end, lsn
 
 
-@njit(**_JIT)
-def finish(work, ctl):
-    """Forget this commit's LSN marks (cost: pages the commit changed)."""
+@njit(inline="always", **_JIT)
+def _finish(work, ctl):
     for i in range(ctl[C_TOUCH]):
         work[work[i, W_TOUCH], W_LSN] = 0
-    ctl[C_OUT] = ctl[C_STALE] = ctl[C_TOUCH] = 0
+    ctl[C_TOUCH] = 0
+
+
+@njit(**_JIT)
+def finish(work, ctl):
+    """Forget this commit's LSN marks (cost: pages the commit changed).
+
+    The lists of changed and stale pages stay readable until the next cascade.
+    """
+    _finish(work, ctl)
+
+
+@njit(**_JIT)
+def cascade(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn, seeds, lsns, dirty):
+    """Seed, run and finish the cascade of a commit in one call; see :func:`run`.
+
+    When :func:`run` stops early (``ctl[C_STATUS]``), the caller goes on with
+    ``run`` and calls :func:`finish` itself.
+    """
+    ctl[C_OUT] = ctl[C_STALE] = 0
+    seed(plan, work, ctl, seeds, lsns)
+    if dirty >= 0:
+        mark_dirty(plan, work, ctl, dirty)
+    end, lsn = run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn)
+    if ctl[C_STATUS] == ST_DONE:
+        _finish(work, ctl)
+    return end, lsn

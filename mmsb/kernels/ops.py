@@ -10,53 +10,64 @@ import numpy as np
 from numba import njit
 
 _JIT = dict(cache=True, nogil=True)
+U = np.uint64
 
 from .._layout import OP_AND, OP_MAX, OP_MIN, OP_MINPLUS, OP_OR, OP_ORAND, OP_PASSTHROUGH, OP_SUM, OP_XOR
 
 
 @njit(inline="always", **_JIT)
+def _copy(acc, x):
+    for j in range(U(acc.size)):
+        acc[j] = x[j]
+
+
+@njit(inline="always", **_JIT)
 def _fold(op, acc, x, w, first):
-    """One parent folded into the accumulator, element-wise (typed views)."""
+    """One parent folded into the accumulator, element-wise (typed views).
+
+    Loops run over unsigned indices: numba's wrap-around check on signed ones
+    keeps them from vectorizing.
+    """
+    n = U(acc.size)
     if op == OP_PASSTHROUGH:
-        acc[:] = x
+        _copy(acc, x)
     elif op == OP_MINPLUS:
-        for j in range(acc.size):
+        for j in range(n):
             v = x[j] + w
             if first or v < acc[j]:
                 acc[j] = v
     elif first:
         if op == OP_ORAND:
-            for j in range(acc.size):
+            for j in range(n):
                 acc[j] = 1 if (x[j] != 0 and w != 0) else 0
         else:
-            acc[:] = x
+            _copy(acc, x)
     elif op == OP_SUM:
-        for j in range(acc.size):
+        for j in range(n):
             acc[j] = acc[j] + x[j]
     elif op == OP_MIN:
-        for j in range(acc.size):
-            if x[j] < acc[j]:
-                acc[j] = x[j]
+        for j in range(n):
+            acc[j] = min(acc[j], x[j])
     elif op == OP_MAX:
-        for j in range(acc.size):
-            if x[j] > acc[j]:
-                acc[j] = x[j]
+        for j in range(n):
+            acc[j] = max(acc[j], x[j])
     else:  # OP_ORAND
-        for j in range(acc.size):
-            if x[j] != 0 and w != 0:
-                acc[j] = 1
+        if w != 0:
+            for j in range(n):
+                acc[j] = 1 if (acc[j] != 0 or x[j] != 0) else 0
 
 
 @njit(inline="always", **_JIT)
 def _fold_bits(op, acc, x):
+    n = U(acc.size)
     if op == OP_AND:
-        for j in range(acc.size):
+        for j in range(n):
             acc[j] &= x[j]
     elif op == OP_OR:
-        for j in range(acc.size):
+        for j in range(n):
             acc[j] |= x[j]
     else:
-        for j in range(acc.size):
+        for j in range(n):
             acc[j] ^= x[j]
 
 
@@ -65,29 +76,34 @@ def _typed(op, dtype, out, arena, offsets, weights, n):
     acc = out[:n].view(dtype)
     for p in range(offsets.size):
         o = offsets[p]
-        x = arena[o:o + n].view(dtype)
+        x = arena[o:o + U(n)].view(dtype)
         _fold(op, acc, x, dtype(weights[p]), p == 0)
 
 
 @njit(inline="always", **_JIT)
 def _bitwise(op, out, arena, offsets, n):
-    # bitwise ops act on the raw bytes, whatever the declared dtype
-    acc = out[:n]
+    # bitwise ops and copies act on raw bytes whatever the dtype: 8 at a time
+    words = n >> 3
+    acc = out[: words * 8].view(np.uint64)
+    tail = out[words * 8:n]
     for p in range(offsets.size):
         o = offsets[p]
-        x = arena[o:o + n]
-        if p == 0:
-            acc[:] = x
+        x = arena[o:o + U(words * 8)].view(np.uint64)
+        xt = arena[o + U(words * 8):o + U(n)]
+        if p == 0 or op == OP_PASSTHROUGH:
+            _copy(acc, x)
+            _copy(tail, xt)
         else:
             _fold_bits(op, acc, x)
+            _fold_bits(op, tail, xt)
 
 
 @njit(**_JIT)
 def recompute(op, dtype_code, out, arena, offsets, weights, n):
     """Write into ``out[:n]`` the op over the parents at arena ``offsets`` (all n bytes)."""
-    if op == OP_AND or op == OP_OR or op == OP_XOR:
+    if op == OP_AND or op == OP_OR or op == OP_XOR or op == OP_PASSTHROUGH:
         _bitwise(op, out, arena, offsets, n)
-    elif op == OP_PASSTHROUGH or dtype_code == 0:
+    elif dtype_code == 0:
         _typed(op, np.uint8, out, arena, offsets, weights, n)
     elif dtype_code == 1:
         _typed(op, np.int8, out, arena, offsets, weights, n)
