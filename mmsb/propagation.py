@@ -43,30 +43,34 @@ class Binding:
 
 
 class Propagation:
-    """The graph, the bindings and the cascade's work arrays of one state (pooled)."""
+    """The graph, the bindings and the cascade's work arrays of one state (pooled).
+
+    Bindings live twice: as :class:`Binding` objects (what Python needs: the
+    callable, the parent list) and as arrays for the kernel, updated in place
+    by every change: ``binds`` (a row per slot: op, dtype, where its parents
+    start in ``pool`` and how many, its signature) and ``pool`` (rows of
+    parent slot and weight bits). A rebinding appends to the pool; the pool is
+    compacted when more than half of it is dead.
+    """
 
     def __init__(self) -> None:
         _kernels()
         self.graph = Graph()
         self.bindings: dict[int, Binding] = {}
-        self._plan: np.ndarray | None = None
-        self.sig = np.zeros(1024, np.uint64)
+        self.binds = np.zeros((1024, _k.B_COLS), np.int64)
+        self.pool = np.zeros((1024, 2), np.int64)
+        self.pool_used = 0
         self.work = np.zeros((2048, _k.W_COLS), np.int64)
         self.ctl = np.zeros(_k.C_WORDS, np.int64)
         self.scratch = np.zeros(64, np.uint8)
-        self.causes = np.zeros(64, np.int64)
         self.undo = np.zeros(1 << 12, np.uint8)
         self.undo_index = np.zeros((64, 4), np.int64)
         self._python_bound: bool | None = False
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def active(self) -> bool:
-        return self.graph.num_edges > 0
-
     def changed(self) -> None:
-        """The graph or a binding changed: the plan is rebuilt before the next cascade."""
-        self._plan = None
+        """A binding changed (Python-side facts are recomputed when next asked)."""
         self._python_bound = None
 
     @property
@@ -76,54 +80,51 @@ class Propagation:
             self._python_bound = any(b.fn is not None for b in self.bindings.values())
         return self._python_bound
 
-    def ensure(self, slots: int, page_size: int = 0, parents: int = 0) -> None:
-        """Room in the work arrays for ``slots`` slots, pages of ``page_size``, ``parents`` parents."""
-        if self.sig.size < slots:
-            sig = np.zeros(max(slots, 2 * self.sig.size), np.uint64)
-            sig[: self.sig.size] = self.sig
-            self.sig = sig
+    def ensure(self, slots: int, page_size: int = 0) -> None:
+        """Room in the arrays for ``slots`` slots and pages of ``page_size`` bytes."""
+        slots = max(slots, self.graph._cap)
+        if self.binds.shape[0] < slots:
+            binds = np.zeros((max(slots, 2 * self.binds.shape[0]), _k.B_COLS), np.int64)
+            binds[: self.binds.shape[0]] = self.binds
+            self.binds = binds
         if self.work.shape[0] < 2 * slots:
             work = np.zeros((max(2 * slots, 2 * self.work.shape[0]), _k.W_COLS), np.int64)
             work[: self.work.shape[0]] = self.work
             self.work = work
         if self.scratch.size < page_size + 8:
             self.scratch = np.zeros(max(page_size + 8, 2 * self.scratch.size), np.uint8)
-        if self.causes.size < parents:
-            self.causes = np.zeros(max(parents, 2 * self.causes.size), np.int64)
 
-    def plan(self) -> np.ndarray:
-        if self._plan is None:
-            self._plan = self._build_plan()
-        return self._plan
+    def bind(self, slot: int, binding: Binding | None) -> None:
+        """Set (or with None, drop) the binding of ``slot``, in both forms."""
+        if binding is None:
+            self.bindings.pop(slot, None)
+            self.binds[slot, _k.B_OP] = 0
+            self.changed()
+            return
+        self.bindings[slot] = binding
+        k = len(binding.parents)
+        live = sum(len(b.parents) for b in self.bindings.values()) if self.pool_used + k > self.pool.shape[0] else 0
+        if live and 2 * live < self.pool.shape[0]:
+            self._compact()
+        if self.pool_used + k > self.pool.shape[0]:
+            pool = np.zeros((max(self.pool_used + k, 2 * self.pool.shape[0]), 2), np.int64)
+            pool[: self.pool_used] = self.pool[: self.pool_used]
+            self.pool = pool
+        at = self.pool_used
+        self.pool[at:at + k, 0] = binding.parents
+        self.pool[at:at + k, 1] = np.array(binding.weights, np.float64).view(np.int64)
+        self.pool_used = at + k
+        self.binds[slot] = (binding.op, binding.dtype, at, k, -1)
+        self.changed()
 
-    def _build_plan(self) -> np.ndarray:
-        g = self.graph
-        n = g.num_nodes
-        fptr, fidx, fkind = g.csr()
-        rank = g.topo_rank()
-        ops = np.zeros(n, np.int64)
-        dts = np.zeros(n, np.int64)
-        counts = np.zeros(n + 1, np.int64)
-        slots = np.fromiter(self.bindings.keys(), np.int64, len(self.bindings))
-        order = np.argsort(slots)
-        bound = [self.bindings[int(s)] for s in slots[order]]
-        slots = slots[order]
-        if slots.size:
-            ops[slots] = [b.op for b in bound]
-            dts[slots] = [b.dtype for b in bound]
-            counts[slots + 1] = [len(b.parents) for b in bound]
-        bptr = np.cumsum(counts)
-        bpar = np.array([p for b in bound for p in b.parents], np.int64)
-        bw = np.array([w for b in bound for w in b.weights], np.float64).view(np.int64)
-        parts = [fptr, fidx, fkind.astype(np.int64), rank, ops, dts, bptr, bpar, bw]
-        plan = np.zeros(_k.P_HEADER + sum(p.size for p in parts), np.int64)
-        plan[_k.P_N] = n
-        at = _k.P_HEADER
-        for slot, part in zip(range(_k.P_FPTR, _k.P_HEADER), parts):
-            plan[slot] = at
-            plan[at:at + part.size] = part
-            at += part.size
-        return plan
+    def _compact(self) -> None:
+        self.pool_used = 0
+        for slot, b in self.bindings.items():
+            k = len(b.parents)
+            self.pool[self.pool_used:self.pool_used + k, 0] = b.parents
+            self.pool[self.pool_used:self.pool_used + k, 1] = np.array(b.weights, np.float64).view(np.int64)
+            self.binds[slot, _k.B_START] = self.pool_used
+            self.pool_used += k
 
     # -- undo: before-images that let a failed commit or transaction roll back ----
 
@@ -160,19 +161,24 @@ class Propagation:
     def rollback(self, c: Any) -> None:
         """Restore every saved page; signatures are forgotten, so pages recompute when next reached."""
         _k.restore_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index)
-        self.sig[:] = np.uint64(0xFFFFFFFFFFFFFFFF)
+        self.binds[:, _k.B_SIG] = -1
 
     def clear(self) -> None:
         """Back to a fresh state's graph and bindings (cost: what was used)."""
+        n = max(self.graph.num_nodes, max(self.bindings, default=-1) + 1)
         self.graph.clear()
         self.bindings.clear()
+        self.binds[:n] = 0
+        self.pool_used = 0
         self._python_bound = False
         self.end_undo()
-        self._plan = None
-        self.sig[:] = 0
-        self.ctl[:] = 0
 
     # -- the cascade ---------------------------------------------------------------
+
+    def _arrays(self, c: Any) -> tuple:
+        g = self.graph
+        return (c.table.array, c.arena.data, g._nodes, g._edges, self.binds, self.pool, self.work, self.ctl,
+                self.scratch, self.undo, self.undo_index)
 
     def cascade(self, state: Any, c: Any, log: Any, seeds: np.ndarray, seed_lsns: np.ndarray,
                 dirty: int = -1, lists: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -183,24 +189,31 @@ class Propagation:
         order, and the (slot, kind) pairs reached through other edges (for
         events). Raises what a Python recompute raises, with the page named.
         """
-        table = c.table
-        if self.sig.size < table.capacity:
-            self.ensure(table.capacity)
-        plan = self._plan if self._plan is not None else self.plan()
+        if self.work.shape[0] < 2 * c.table.capacity or self.binds.shape[0] < self.graph._cap:
+            self.ensure(c.table.capacity)
         work, ctl = self.work, self.ctl
-        if dirty >= 0:
-            self.sig[dirty] = np.uint64(0xFFFFFFFFFFFFFFFF)
         buf = log.reserve(1 << 12)
         # the common case, built-in ops only, is this one kernel call
-        end, lsn = _k.cascade(table.array, c.arena.data, plan, self.sig, work, ctl, self.scratch, self.causes,
-                              self.undo, self.undo_index, buf, log.used, c.lsn, seeds, seed_lsns, dirty)
+        end, lsn = _k.cascade(*self._arrays(c), buf, log.used, c.lsn, seeds, seed_lsns, dirty)
         if lsn != c.lsn:
             self._committed(c, log, end, lsn)
         if ctl[_k.C_STATUS] != _k.ST_DONE:
             self._finish_slowly(state, c, log)
         if not lists:
             return _NONE, _NONE
-        return (work[: ctl[_k.C_OUT], _k.W_OUT].copy(), work[: ctl[_k.C_STALE], _k.W_STALE:_k.W_KIND + 1].copy())
+        changed = work[: ctl[_k.C_OUT], _k.W_OUT].copy()
+        if ctl[_k.C_STALE] <= work.shape[0]:
+            other = work[: ctl[_k.C_STALE], _k.W_STALE:_k.W_KIND + 1].copy()
+        else:  # more (page, kind) pairs than the list holds: walk the changed pages' edges
+            other = self._other_edges(np.concatenate([seeds, changed]))
+        return changed, other
+
+    def _other_edges(self, slots: np.ndarray) -> np.ndarray:
+        g = self.graph
+        pairs = [(child, kind) for s in slots.tolist() if s < g.num_nodes
+                 for child, kind in zip(g.children(s).tolist(), [g.edge_kind(s, ch) for ch in g.children(s).tolist()])
+                 if kind != KIND_DATA]
+        return np.array(pairs, np.int64).reshape(-1, 2)
 
     def _finish_slowly(self, state: Any, c: Any, log: Any) -> None:
         """Go on with a cascade that stepped out for a Python recompute or for space."""
@@ -214,8 +227,7 @@ class Propagation:
                 else:
                     self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
                 buf = log.reserve(1 << 12)
-                end, lsn = _k.run(c.table.array, c.arena.data, self.plan(), self.sig, work, ctl, self.scratch,
-                                  self.causes, self.undo, self.undo_index, buf, log.used, c.lsn)
+                end, lsn = _k.run(*self._arrays(c), buf, log.used, c.lsn)
                 if lsn != c.lsn:
                     self._committed(c, log, end, lsn)
         except BaseException:
@@ -260,8 +272,9 @@ class Propagation:
         buf = log.reserve(64 + 2 * size + 8 * len(b.parents))
         if self.ctl[_k.C_UNDO]:
             self.undo_room(size, 1)
-        end = _k.commit_derived(table.array, arena, self.plan(), self.work, self.ctl, self.causes, self.undo,
-                                self.undo_index, slot, data, buf, log.used, c.lsn + 1)
+        t, a, nodes, edges, binds, pool, work, ctl, _, undo, index = self._arrays(c)
+        end = _k.commit_derived(t, a, nodes, edges, binds, pool, work, ctl, undo, index, slot, data, buf,
+                                log.used, c.lsn + 1)
         if end != log.used:
             self._committed(c, log, end, c.lsn + 1)
 

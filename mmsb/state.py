@@ -635,10 +635,11 @@ class State:
                 raise self._cycle(err) from None
             if not added:
                 return
-            prop.changed()
+            prop.ensure(c.table.capacity)
             if b is not None and kind == "data":
                 b.parents.append(p)
                 b.weights.append(0.0)
+                prop.bind(ch, b)
                 self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
 
     def remove_dependency(self, parent: Any, child: Any) -> None:
@@ -653,14 +654,14 @@ class State:
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             prop.graph.remove_edge(p, ch)
-            prop.changed()
             b = prop.bindings.get(ch)
             if b is not None and p in b.parents:
                 i = b.parents.index(p)
                 del b.parents[i], b.weights[i]
                 if not b.parents:
-                    del prop.bindings[ch]
+                    prop.bind(ch, None)
                 else:
+                    prop.bind(ch, b)
                     self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
 
     def register_passthrough(self, child: Any, parent: Any) -> None:
@@ -723,8 +724,8 @@ class State:
                 for p in added:
                     g.remove_edge(p, ch)
                 raise self._cycle(err) from None
-            prop.bindings[ch] = Binding(code, dt, ps, ws, fn)
-            prop.changed()
+            prop.ensure(c.table.capacity)
+            prop.bind(ch, Binding(code, dt, ps, ws, fn))
             self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
 
     def _check_bindable(self, c: _Core, child: int, parents: list[int], op: int, dtype: int) -> None:
@@ -745,22 +746,21 @@ class State:
                 )
             if size % item:
                 raise InvalidArgumentError(f"a page of {size} bytes is not a whole number of {item}-byte elements")
-        c.prop.ensure(c.table.capacity, size, len(parents))
+        c.prop.ensure(c.table.capacity, size)
 
     def _forget_node(self, c: _Core, slot: int) -> None:
         """A deleted page leaves the graph; bindings that read it drop it."""
         prop = c.prop
         children = prop.graph.children(slot, "data").tolist()
         prop.graph.remove_node(slot)
-        prop.bindings.pop(slot, None)
+        if slot in prop.bindings:
+            prop.bind(slot, None)
         for ch in children:
             b = prop.bindings.get(ch)
             if b is not None and slot in b.parents:
                 i = b.parents.index(slot)
                 del b.parents[i], b.weights[i]
-                if not b.parents:
-                    del prop.bindings[ch]
-        prop.changed()
+                prop.bind(ch, b if b.parents else None)
 
     def _propagate(self, c: _Core, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1,
                    first: int | None = None) -> None:
@@ -789,10 +789,13 @@ class State:
             ev.emit("delta_applied", first, c.lsn)
         if other.size:
             g = c.prop.graph
-            for code in np.unique(other[:, 1]).tolist():
+            by_event: dict[str, dict[int, None]] = {}
+            for slot, code in other.tolist():
                 name = "page_stale" if code in (KIND_CONTROL, KIND_SYNC) else g.kind_name(code)
+                by_event.setdefault(name, {})[slot] = None
+            for name, slots in by_event.items():
                 if ev.wants(name):
-                    ev.emit(name, ids(other[other[:, 1] == code, 0]))
+                    ev.emit(name, ids(slots))
         if ev.wants("cascade_done"):
             ev.emit("cascade_done", {"seeds": int(seeds.size), "recomputed": int(changed.size), "lsn": c.lsn})
 

@@ -1,9 +1,10 @@
 """The cascade of one commit: every affected page recomputed at most once, in
 topological order, in one kernel call (resumed around Python recomputes).
 
-The graph and the recompute bindings reach the kernel as one int64 *plan*
-array (layout ``P_*``), rebuilt by Python after a change, so a cascade call
-takes few arguments. Pages wait in a binary heap keyed by their topological
+The kernel walks the graph's own arrays (``mmsb.kernels.graph``: per-slot
+topological rank and edge lists) and the bindings' arrays, both kept current
+by every change, so nothing is rebuilt between a change and a cascade and
+binding N pages costs O(N). Pages wait in a binary heap keyed by topological
 rank: a page is pushed only when a parent changed in this commit, and popped
 after every page that can reach it, so each is recomputed once and no
 recursion is needed however deep the graph.
@@ -19,26 +20,17 @@ from numba import njit
 
 from .._layout import OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
 from .diff import commit_bytes
+from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
 from .records import U
 
 _JIT = dict(cache=True, nogil=True)
 
-# plan header: where each array starts in the plan (a P_* slot holds an offset)
-P_N = 0  # number of node slots n
-P_FPTR = 1  # forward CSR indptr (n + 1)
-P_FIDX = 2  # children
-P_FKIND = 3  # edge kinds
-P_RANK = 4  # topological rank per slot (n)
-P_OP = 5  # recompute op per slot (0: not bound)
-P_DT = 6  # dtype code per slot
-P_BPTR = 7  # binding parents indptr (n + 1)
-P_BPAR = 8  # binding parents, in the order given
-P_BW = 9  # per binding parent, its weight (float64 bits)
-P_HEADER = 10
+# bindings: one row per slot, and a pool of (parent slot, weight bits) rows
+B_OP, B_DTYPE, B_START, B_COUNT, B_SIG = range(5)
+B_COLS = 5
 
-
-# work columns (int64, one row per slot) and control words
+# work columns (int64, two rows per slot) and control words
 W_HEAP = 0  # heap storage (slots)
 W_MARK = 1  # why a page is in the heap (M_* bits), 0 when not
 W_LSN = 2  # LSN of the page's delta in this commit, 0 when none
@@ -46,7 +38,8 @@ W_OUT = 3  # pages changed by the cascade, in order
 W_STALE = 4  # pages reached through a non-data edge (once per page)
 W_KIND = 5  # the kind of edge that reached them first
 W_TOUCH = 6  # pages whose W_LSN is set
-W_COLS = 7
+W_CAUSE = 7  # scratch: the causes of one delta
+W_COLS = 8
 C_HEAP, C_OUT, C_STALE, C_TOUCH, C_STATUS, C_SLOT = 0, 1, 2, 3, 4, 5
 # undo: while C_UNDO is set, a page's bytes and epoch are saved before a commit
 # first changes it, so a failed commit or transaction can be rolled back
@@ -58,14 +51,14 @@ M_HEAP, M_DATA, M_OTHER = 1, 2, 4
 
 
 @njit(inline="always", **_JIT)
-def _heap_push(work, ctl, rank, s):
+def _heap_push(work, ctl, nodes, s):
     i = ctl[C_HEAP]
     ctl[C_HEAP] = i + 1
-    r = rank[s]
+    r = nodes[s, N_ORD]
     while i > 0:
         parent = (i - 1) >> 1
         q = work[parent, W_HEAP]
-        if rank[q] <= r:
+        if nodes[q, N_ORD] <= r:
             break
         work[i, W_HEAP] = q
         i = parent
@@ -73,21 +66,21 @@ def _heap_push(work, ctl, rank, s):
 
 
 @njit(inline="always", **_JIT)
-def _heap_pop(work, ctl, rank):
+def _heap_pop(work, ctl, nodes):
     top = work[0, W_HEAP]
     n = ctl[C_HEAP] - 1
     ctl[C_HEAP] = n
     if n > 0:
         last = work[n, W_HEAP]
-        r = rank[last]
+        r = nodes[last, N_ORD]
         i = 0
         while True:
             c = 2 * i + 1
             if c >= n:
                 break
-            if c + 1 < n and rank[work[c + 1, W_HEAP]] < rank[work[c, W_HEAP]]:
+            if c + 1 < n and nodes[work[c + 1, W_HEAP], N_ORD] < nodes[work[c, W_HEAP], N_ORD]:
                 c += 1
-            if rank[work[c, W_HEAP]] >= r:
+            if nodes[work[c, W_HEAP], N_ORD] >= r:
                 break
             work[i, W_HEAP] = work[c, W_HEAP]
             i = c
@@ -96,34 +89,27 @@ def _heap_pop(work, ctl, rank):
 
 
 @njit(inline="always", **_JIT)
-def _parts(plan):
-    """The plan's arrays, sliced once per kernel call: every slice costs a
-    reference-count round trip, too much to pay per page."""
-    return (
-        plan[plan[P_FPTR]:], plan[plan[P_FIDX]:], plan[plan[P_FKIND]:], plan[plan[P_RANK]:],
-        plan[plan[P_OP]:], plan[plan[P_DT]:], plan[plan[P_BPTR]:], plan[plan[P_BPAR]:],
-        plan[plan[P_BW]:].view(np.float64),
-    )
-
-
-@njit(inline="always", **_JIT)
-def _push_children(fptr, fidx, fkind, rank, work, ctl, s):
-    for e in range(fptr[s], fptr[s + 1]):
-        c = fidx[e]
-        k = fkind[e]
+def _push_children(nodes, edges, work, ctl, s):
+    e = nodes[s, N_OUT]
+    while e >= 0:
+        c = edges[e, E_CHILD]
+        k = edges[e, E_KIND]
         m = work[c, W_MARK]
         if m == 0:
-            _heap_push(work, ctl, rank, c)
+            _heap_push(work, ctl, nodes, c)
             m = M_HEAP
         if k == 0:
             m |= M_DATA
-        elif m & M_OTHER == 0:
+        else:
+            # every (page, kind) reached; repeats are merged when events are made
             m |= M_OTHER
             i = ctl[C_STALE]
-            work[i, W_STALE] = c
-            work[i, W_KIND] = k
+            if i < work.shape[0]:
+                work[i, W_STALE] = c
+                work[i, W_KIND] = k
             ctl[C_STALE] = i + 1
         work[c, W_MARK] = m
+        e = edges[e, E_NEXT_OUT]
 
 
 @njit(inline="always", **_JIT)
@@ -170,71 +156,55 @@ def restore_images(table, arena, ctl, undo, index):
     ctl[C_UNDO_POS] = 0
 
 
-@njit(**_JIT)
-def seed(plan, work, ctl, seeds, lsns):
-    """Start a cascade from pages written by the commit (with their LSNs)."""
-    fptr, fidx, fkind, rank, _, _, _, _, _ = _parts(plan)
+@njit(inline="always", **_JIT)
+def _seed(nodes, edges, work, ctl, seeds, lsns):
     for i in range(seeds.size):
         s = seeds[i]
         _record_change(work, ctl, s, lsns[i])
-        if s < plan[P_N]:
-            _push_children(fptr, fidx, fkind, rank, work, ctl, s)
+        if s < nodes.shape[0]:
+            _push_children(nodes, edges, work, ctl, s)
 
 
-@njit(**_JIT)
-def mark_dirty(plan, work, ctl, s):
-    """Queue page ``s`` for a recompute whatever its signature (a new binding)."""
+@njit(inline="always", **_JIT)
+def _mark_dirty(nodes, work, ctl, s):
     if work[s, W_MARK] == 0:
-        _heap_push(work, ctl, plan[plan[P_RANK]:], s)
+        _heap_push(work, ctl, nodes, s)
     work[s, W_MARK] |= M_HEAP | M_DATA
 
 
 @njit(inline="always", **_JIT)
-def _causes(bptr, bpar, work, s, causes):
-    nc = 0
-    for j in range(bptr[s], bptr[s + 1]):
-        lsn = work[bpar[j], W_LSN]
-        if lsn != 0:
-            causes[nc] = lsn
-            nc += 1
-    return nc
-
-
-@njit(inline="always", **_JIT)
-def _commit_derived(table, arena, parts, work, ctl, causes, undo, index, s, data, buf, pos, lsn):
-    fptr, fidx, fkind, rank, _, _, bptr, bpar, _ = parts
+def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn):
     if ctl[C_UNDO]:
         _save_image(table, arena, ctl, undo, index, s)
-    nc = _causes(bptr, bpar, work, s, causes)
-    end = commit_bytes(table, arena, s, data, buf, pos, lsn, causes, nc)
+    nc = 0
+    start = binds[s, B_START]
+    for j in range(start, start + binds[s, B_COUNT]):
+        cause = work[pool[j, 0], W_LSN]
+        if cause != 0:
+            work[nc, W_CAUSE] = cause
+            nc += 1
+    end = commit_bytes(table, arena, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
     if end != pos:
         _record_change(work, ctl, s, lsn)
         i = ctl[C_OUT]
         work[i, W_OUT] = s
         ctl[C_OUT] = i + 1
-        _push_children(fptr, fidx, fkind, rank, work, ctl, s)
+        _push_children(nodes, edges, work, ctl, s)
     return end
 
 
 @njit(**_JIT)
-def commit_derived(table, arena, plan, work, ctl, causes, undo, index, s, data, buf, pos, lsn):
+def commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn):
     """Commit recomputed bytes ``data`` of page ``s`` (from Python); returns the log end.
 
     With undo on, the caller made room for one more saved image of ``s``.
     """
-    return _commit_derived(table, arena, _parts(plan), work, ctl, causes, undo, index, s, data, buf, pos, lsn)
-
-
-@njit(inline="always", **_JIT)
-def _signature(table, bpar, lo, hi):
-    total = U(0)
-    for j in range(lo, hi):
-        total += table[T_EPOCH, bpar[j]]
-    return total
+    return _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos,
+                           lsn)
 
 
 @njit(**_JIT)
-def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn):
+def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn):
     """Run the queued cascade; returns (log end, last LSN).
 
     Stops early with ``ctl[C_STATUS]`` = ST_PYTHON (page ``ctl[C_SLOT]`` is
@@ -243,21 +213,21 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, p
     needs ``ctl[C_SLOT]`` more bytes, or the undo space ``ctl[C_UNDO_NEED]``
     more bytes and one more entry; the page stays queued).
     """
-    parts = _parts(plan)
-    _, _, _, rank, ops, dts, bptr, bpar, weights = parts
-    offsets = np.empty(bpar.size, np.uint64)
+    offsets = np.empty(64, np.uint64)
+    weights = np.empty(64, np.float64)
     end = pos
     ctl[C_STATUS] = ST_DONE
     while ctl[C_HEAP] > 0:
         s = work[0, W_HEAP]
         m = work[s, W_MARK]
-        op = ops[s] if m & M_DATA else 0
-        lo = hi = 0
-        sg = U(0)
+        op = binds[s, B_OP] if m & M_DATA else 0
+        lo = binds[s, B_START]
+        hi = lo + binds[s, B_COUNT]
+        sg = np.int64(0)
         if op != 0:
-            lo, hi = bptr[s], bptr[s + 1]
-            sg = _signature(table, bpar, lo, hi)
-            if sg == sig[s]:
+            for j in range(lo, hi):
+                sg += np.int64(table[T_EPOCH, pool[j, 0]])
+            if sg == binds[s, B_SIG]:
                 op = 0  # cut-off 1: no parent moved since the last recompute
         n = np.int64(table[T_SIZE, s])
         if op != 0 and op != OP_PYTHON:
@@ -270,25 +240,31 @@ def run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, p
                 ctl[C_SLOT] = need
                 ctl[C_UNDO_NEED] = n
                 return end, lsn
-        _heap_pop(work, ctl, rank)
+        _heap_pop(work, ctl, nodes)
         work[s, W_MARK] = 0
         if op == 0:
             continue
-        sig[s] = sg
+        binds[s, B_SIG] = sg
         if op == OP_PYTHON:
             ctl[C_STATUS] = ST_PYTHON
             ctl[C_SLOT] = s
             return end, lsn
         if op == OP_PASSTHROUGH:
             # the parent's bytes are the result: diff them straight into the child
-            src = table[T_OFFSET, bpar[lo]]
+            src = table[T_OFFSET, pool[lo, 0]]
             data = arena[src:src + U(n)]
         else:
-            for j in range(lo, hi):
-                offsets[j - lo] = table[T_OFFSET, bpar[j]]
-            recompute(op, dts[s], scratch, arena, offsets[: hi - lo], weights[lo:hi], n)
+            k = hi - lo
+            if k > offsets.size:
+                offsets = np.empty(2 * k, np.uint64)
+                weights = np.empty(2 * k, np.float64)
+            for j in range(k):
+                offsets[j] = table[T_OFFSET, pool[lo + j, 0]]
+                weights[j] = pool[lo + j, 1:2].view(np.float64)[0]
+            recompute(op, binds[s, B_DTYPE], scratch, arena, offsets[:k], weights[:k], n)
             data = scratch[:n]
-        new_end = _commit_derived(table, arena, parts, work, ctl, causes, undo, index, s, data, buf, end, lsn + 1)
+        new_end = _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf,
+                                  end, lsn + 1)
         if new_end != end:
             lsn += 1
             end = new_end
@@ -312,17 +288,21 @@ def finish(work, ctl):
 
 
 @njit(**_JIT)
-def cascade(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn, seeds, lsns, dirty):
+def cascade(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, seeds, lsns,
+            dirty):
     """Seed, run and finish the cascade of a commit in one call; see :func:`run`.
 
-    When :func:`run` stops early (``ctl[C_STATUS]``), the caller goes on with
-    ``run`` and calls :func:`finish` itself.
+    ``dirty`` (>= 0) also queues that page for a recompute whatever its
+    signature (a new binding). When :func:`run` stops early
+    (``ctl[C_STATUS]``), the caller goes on with ``run`` and calls
+    :func:`finish` itself.
     """
     ctl[C_OUT] = ctl[C_STALE] = 0
-    seed(plan, work, ctl, seeds, lsns)
+    _seed(nodes, edges, work, ctl, seeds, lsns)
     if dirty >= 0:
-        mark_dirty(plan, work, ctl, dirty)
-    end, lsn = run(table, arena, plan, sig, work, ctl, scratch, causes, undo, index, buf, pos, lsn)
+        binds[dirty, B_SIG] = -1
+        _mark_dirty(nodes, work, ctl, dirty)
+    end, lsn = run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn)
     if ctl[C_STATUS] == ST_DONE:
         _finish(work, ctl)
     return end, lsn

@@ -22,7 +22,7 @@ def _copy(acc, x):
 
 
 @njit(inline="always", **_JIT)
-def _fold(op, acc, x, w, first):
+def _fold(op, dtype, acc, x, w, first):
     """One parent folded into the accumulator, element-wise (typed views).
 
     Loops run over unsigned indices: numba's wrap-around check on signed ones
@@ -33,7 +33,7 @@ def _fold(op, acc, x, w, first):
         _copy(acc, x)
     elif op == OP_MINPLUS:
         for j in range(n):
-            v = x[j] + w
+            v = dtype(x[j] + w)  # in the dtype, so integers wrap before comparing
             if first or v < acc[j]:
                 acc[j] = v
     elif first:
@@ -77,7 +77,7 @@ def _typed(op, dtype, out, arena, offsets, weights, n):
     for p in range(offsets.size):
         o = offsets[p]
         x = arena[o:o + U(n)].view(dtype)
-        _fold(op, acc, x, dtype(weights[p]), p == 0)
+        _fold(op, dtype, acc, x, dtype(weights[p]), p == 0)
 
 
 @njit(inline="always", **_JIT)
