@@ -10,9 +10,9 @@ INNER loops (see bench_core): Hops runs INNER (= 1000) updates per timed call, s
 1.00 ms reads as 1.00 µs per update. ChainBatch times one apply_batch per call.
 
 The 100k-page graphs report track_ ns per page (median of several commits). mmsb binds them
-one register_recompute call at a time; setup_cache probes that once, and where binding cannot
-finish within BUILD_DEADLINE_S, setup says so on stderr and skips (asv shows n/a) rather than
-run for hours. DAG_SIZES' small size runs either way.
+one register_recompute call at a time; setup_cache probes that once, and should binding ever
+fail to finish within BUILD_DEADLINE_S, setup says so on stderr and skips (asv shows n/a)
+rather than run for hours.
 """
 
 import functools
@@ -27,8 +27,8 @@ import mmsb
 from .common import INNER, PAGE_SIZE, median_rate, numpy_update, rng, unit, update_buffers
 
 DAG_PAGES = 100_000
-DAG_SIZES = [2_000, DAG_PAGES]     # the small size fits today's O(pages) cost per binding
-BUILD_DEADLINE_S = 20.0
+DAG_SIZES = [2_000, DAG_PAGES]
+BUILD_DEADLINE_S = 60.0
 BATCH_CHAINS = {32: 4, 128: 2}     # chain length -> full-page deltas on the head per batch
 PEER_REPEATS = 5                   # samples behind a peer's 100k-page track_ figure
 

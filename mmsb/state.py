@@ -571,19 +571,21 @@ class State:
                 i = int(np.argmax(bad))
                 raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
             a = table.array
-            i = _k.check_sparse_batch(a, slots, batch.starts, batch.indices)
-            if i >= 0:
-                raise InvalidDeltaError(
-                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
-                    f"of {int(a[T_SIZE, slots[i]])} bytes"
-                )
             log = self._log
             buf = log.reserve(len(batch) * (REC_HEADER + 8) + 5 * batch.indices.size)
             out = np.empty(len(batch), dtype=np.int64)
             sp = self._begin_write(c, slots) if c.prop.graph.num_edges or self._txn is not None else None
+            # one kernel call checks every offset first, then applies
             end, lsn = _k.apply_sparse_batch(
                 a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out
             )
+            if end < 0:
+                self._end_write(c, sp)
+                i = -1 - end
+                raise InvalidDeltaError(
+                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
+                    f"of {int(a[T_SIZE, slots[i]])} bytes"
+                )
             applied = lsn - c.lsn
             c.lsn = lsn
             c.deltas += applied

@@ -151,9 +151,13 @@ def check_sparse_batch(table, slots, starts, indices):
 def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, lsn, out):
     """Apply a columnar batch of sparse deltas in order, as LSNs after ``lsn``.
 
-    ``out[i]`` receives delta i's LSN, or 0 when it changed nothing. Offsets
-    were checked by :func:`check_sparse_batch`. Returns (log end, last LSN).
+    ``out[i]`` receives delta i's LSN, or 0 when it changed nothing. Returns
+    (log end, last LSN), or (-1 - i, lsn) with nothing changed when delta i
+    has an offset outside its page.
     """
+    bad = check_sparse_batch(table, slots, starts, indices)
+    if bad >= 0:
+        return np.int64(-1 - bad), lsn
     buf32 = buf.view(np.uint32)
     buf64 = buf.view(np.uint64)
     longest = 0
