@@ -297,17 +297,6 @@ class DeltaBatch:
         return int(self.pages.size)
 
     @property
-    def causes(self) -> tuple[int, ...]:
-        """LSNs of the parent deltas that caused this one (a cascade's delta); () otherwise."""
-        rec = self._raw
-        if rec is None:
-            return ()
-        w0 = _HEADER.unpack_from(rec)[0]
-        n = w0 >> 48
-        length = w0 & 0xFFFFFFFF
-        return struct.unpack_from(f"<{n}Q", rec, length - 8 * n) if n else ()
-
-    @property
     def nbytes(self) -> int:
         """Bytes the batch writes."""
         return int(self.values.size)

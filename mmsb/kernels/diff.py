@@ -9,7 +9,7 @@ buffer may not be, which x86 and ARM64 loads tolerate.
 import numpy as np
 from numba import njit
 
-from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
 from .records import _HEADER, U, pad8, write_header, zero_tail
 

@@ -1,0 +1,351 @@
+"""Dependencies, recompute bindings, events and transactions: the part of
+:class:`mmsb.State` that reaches beyond one page.
+
+A mixin of :class:`mmsb.State`; it relies on the state's lookups (``_core``,
+``_slot``) and its commit path (``_committed``), and drives
+:mod:`mmsb.propagation` for the cascades.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import numpy as np
+
+from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_PASSTHROUGH, OP_PYTHON
+from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
+from .events import Events
+from .graph import KIND_CONTROL, KIND_SYNC
+from .propagation import Binding, check_op
+
+_EMPTY = np.zeros(0, np.int64)
+_EMPTY2 = np.zeros((0, 2), np.int64)
+
+
+def _closed() -> StateClosedError:
+    return StateClosedError("the state was stopped or closed")
+
+
+def _in_transaction(what: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{what} is not allowed inside a transaction: only page writes are")
+
+
+class _Savepoint:
+    """Where a commit or transaction started: enough to put the state back."""
+
+    __slots__ = ("lsn", "deltas", "log_used", "log_deltas", "saved", "seeds", "lsns")
+
+    def __init__(self, c: Any, log: Any) -> None:
+        self.lsn, self.deltas = c.lsn, c.deltas
+        self.log_used, self.log_deltas = log.used, log.deltas
+        self.saved: set[int] = set()
+        self.seeds: list[np.ndarray] = []
+        self.lsns: list[np.ndarray] = []
+        c.prop.begin_undo()
+
+    def rollback(self, c: Any, log: Any) -> None:
+        c.prop.rollback(c)
+        c.lsn, c.deltas = self.lsn, self.deltas
+        log.rollback(self.log_used, self.log_deltas)
+
+
+class Dependencies:
+    """Graph, bindings, events and transactions of a :class:`mmsb.State` (a mixin)."""
+
+    __slots__ = ()
+
+    # -- dependencies, recomputes, events ---------------------------------------
+
+    def _id_of(self, slot: int) -> int:
+        return slot | (self._c.table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS
+
+    def _cycle(self, err: GraphCycleError) -> GraphCycleError:
+        ids = [self._id_of(s) for s in err.path]
+        return GraphCycleError(f"the edge {ids[-2]} -> {ids[-1]} would close the cycle {ids}", ids)
+
+    def add_dependency(self, parent: Any, child: Any, kind: str = "data") -> None:
+        """Add the edge ``parent -> child`` of ``kind``.
+
+        Kinds: ``"data"`` (the child's binding recomputes it), ``"control"``
+        (the child is reported stale: event ``page_stale``), ``"sync"``
+        (behaves as control until device pages exist), or any other name (an
+        event of that name fires). A data edge into a bound child adds the
+        parent to its binding and brings the child up to date at once (a
+        passthrough takes exactly one parent). Raises
+        :class:`mmsb.GraphCycleError` (``.path`` lists the page ids around the
+        cycle, the new edge last) and :class:`mmsb.InvalidArgumentError`.
+        """
+        c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("add_dependency")
+        if not isinstance(kind, str) or not kind:
+            raise InvalidArgumentError(f"an edge kind is a non-empty name, got {kind!r}")
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            p, ch = self._slot(c, parent), self._slot(c, child)
+            prop = c.prop
+            b = prop.bindings.get(ch)
+            if b is not None and kind == "data":
+                self._check_bindable(c, ch, [*b.parents, p], b.op, b.dtype)
+            try:
+                added = prop.graph.add_edge(p, ch, kind)
+            except GraphCycleError as err:
+                raise self._cycle(err) from None
+            if not added:
+                return
+            prop.ensure(c.table.capacity)
+            if b is not None and kind == "data":
+                b.parents.append(p)
+                b.weights.append(0.0)
+                prop.bind(ch, b)
+                self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def remove_dependency(self, parent: Any, child: Any) -> None:
+        """Remove the edge ``parent -> child``. A bound child drops that parent from its
+        binding (and is unbound when none is left; its bytes stay)."""
+        c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("remove_dependency")
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            p, ch = self._slot(c, parent), self._slot(c, child)
+            prop = c.prop
+            prop.graph.remove_edge(p, ch)
+            b = prop.bindings.get(ch)
+            if b is not None and p in b.parents:
+                i = b.parents.index(p)
+                del b.parents[i], b.weights[i]
+                if not b.parents:
+                    prop.bind(ch, None)
+                else:
+                    prop.bind(ch, b)
+                    self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def register_passthrough(self, child: Any, parent: Any) -> None:
+        """Bind ``child`` to be a copy of ``parent`` (same size); see :meth:`register_recompute`."""
+        self.register_recompute(child, [parent], "passthrough")
+
+    def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = np.uint8,
+                           weights: Any = None) -> None:
+        """Bind ``child``'s bytes to a function of ``parents``' bytes, and bring it up to date.
+
+        ``op`` is a built-in name, run inside the cascade kernel element-wise
+        over the pages viewed as ``dtype`` (integers wrap around):
+        ``"passthrough"`` (one parent), ``"sum"``, ``"min"``, ``"max"``,
+        ``"and"``, ``"or"``, ``"xor"``, and the semiring ops ``"minplus"``
+        (``min_p(parent_p + weights[p])``) and ``"orand"`` (``any_p(parent_p
+        != 0 and weights[p] != 0)``, giving 0/1). Every page must have the
+        child's size, a multiple of the dtype's size. Or ``op`` is a Python
+        callable (an ``@njit`` function counts as one here): it gets the
+        parents' bytes as read-only uint8 arrays, in order, and returns the
+        child's bytes (any array of the child's size in bytes); it runs
+        between kernel segments, in the same topological order.
+
+        Data edges ``parent -> child`` are added where missing; the child may
+        have no other data parents. The child is recomputed at once, as a
+        commit of its own. Raises :class:`mmsb.InvalidArgumentError`,
+        :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
+        """
+        c = self._core()
+        if self._txn is not None:
+            raise _in_transaction("register_recompute")
+        code, dt, fn = check_op(op, dtype)
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            ch = self._slot(c, child)
+            if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
+                parents = [parents]
+            ps = [self._slot(c, p) for p in parents]
+            if weights is None:
+                ws = [0.0] * len(ps)
+            else:
+                ws = [float(w) for w in weights]
+                if len(ws) != len(ps):
+                    raise InvalidArgumentError(f"{len(ws)} weights for {len(ps)} parents")
+            self._check_bindable(c, ch, ps, code, dt)
+            prop = c.prop
+            g = prop.graph
+            others = set(g.parents(ch, "data").tolist()) - set(ps) if ch < g.num_nodes else set()
+            if others:
+                raise InvalidArgumentError(
+                    f"page {self._id_of(ch)} has data parents {sorted(self._id_of(s) for s in others)} "
+                    "that the binding does not name"
+                )
+            added = []
+            try:
+                for p in ps:
+                    if g.add_edge(p, ch, "data"):
+                        added.append(p)
+            except GraphCycleError as err:
+                for p in added:
+                    g.remove_edge(p, ch)
+                raise self._cycle(err) from None
+            prop.ensure(c.table.capacity)
+            prop.bind(ch, Binding(code, dt, ps, ws, fn))
+            self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+
+    def _check_bindable(self, c: Any, child: int, parents: list[int], op: int, dtype: int) -> None:
+        mv_size = c.table.mv_size
+        size = mv_size[child]
+        if not parents:
+            raise InvalidArgumentError("a recompute needs at least one parent")
+        if len(set(parents)) != len(parents) or child in parents:
+            raise InvalidArgumentError("a recompute's parents must be distinct pages other than the child")
+        if op == OP_PASSTHROUGH and len(parents) != 1:
+            raise InvalidArgumentError(f"a passthrough takes exactly one parent, got {len(parents)}")
+        if op != OP_PYTHON:
+            item = np.dtype(DTYPE_NAMES[dtype]).itemsize
+            bad = [self._id_of(p) for p in parents if mv_size[p] != size]
+            if bad:
+                raise InvalidArgumentError(
+                    f"pages {bad} differ in size from page {self._id_of(child)} ({size} bytes)"
+                )
+            if size % item:
+                raise InvalidArgumentError(f"a page of {size} bytes is not a whole number of {item}-byte elements")
+        c.prop.ensure(c.table.capacity, size)
+
+    def _forget_node(self, c: Any, slot: int) -> None:
+        """A deleted page leaves the graph; bindings that read it drop it."""
+        prop = c.prop
+        children = prop.graph.children(slot, "data").tolist()
+        prop.graph.remove_node(slot)
+        if slot in prop.bindings:
+            prop.bind(slot, None)
+        for ch in children:
+            b = prop.bindings.get(ch)
+            if b is not None and slot in b.parents:
+                i = b.parents.index(slot)
+                del b.parents[i], b.weights[i]
+                prop.bind(ch, b if b.parents else None)
+
+    def _propagate(self, c: Any, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1,
+                   first: int | None = None) -> None:
+        """The cascade of a commit whose written pages are ``seeds``, then its events.
+
+        ``first`` is the commit's first LSN (default: one per seed before now).
+        """
+        if first is None:
+            first = c.lsn - seeds.size + 1 if seeds.size else c.lsn + 1
+        if seeds.size > 1:
+            # one seed per page, carrying its last LSN in this commit (provenance)
+            rev = seeds[::-1]
+            _, keep = np.unique(rev, return_index=True)
+            keep = np.sort(seeds.size - 1 - keep)
+            seeds, lsns = seeds[keep], lsns[keep]
+        ev = self._events
+        changed, other = _EMPTY, _EMPTY2
+        if c.prop.graph.num_edges or dirty >= 0:
+            changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
+        if ev is None:
+            return
+        ids = lambda slots: np.array([self._id_of(int(s)) for s in slots], np.int64)  # noqa: E731
+        if ev.wants("page_changed") and (seeds.size or changed.size):
+            ev.emit("page_changed", ids(np.concatenate([seeds, changed])))
+        if ev.wants("delta_applied") and c.lsn >= first:
+            ev.emit("delta_applied", first, c.lsn)
+        if other.size:
+            g = c.prop.graph
+            by_event: dict[str, dict[int, None]] = {}
+            for slot, code in other.tolist():
+                name = "page_stale" if code in (KIND_CONTROL, KIND_SYNC) else g.kind_name(code)
+                by_event.setdefault(name, {})[slot] = None
+            for name, slots in by_event.items():
+                if ev.wants(name):
+                    ev.emit(name, ids(slots))
+        if ev.wants("cascade_done"):
+            ev.emit("cascade_done", {"seeds": int(seeds.size), "recomputed": int(changed.size), "lsn": c.lsn})
+
+    # -- commits that may fail midway, and transactions ---------------------------
+
+    def _begin_write(self, c: Any, slots: Any) -> _Savepoint | None:
+        """Before a write: save what a rollback would need, when one may be needed."""
+        txn = self._txn
+        if txn is not None:
+            c.prop.save(c, np.atleast_1d(slots), txn.saved)
+            return None
+        if not c.prop.python_bound:
+            return None
+        sp = _Savepoint(c, self._log)
+        c.prop.save(c, np.atleast_1d(slots), sp.saved)
+        return sp
+
+    def _end_write(self, c: Any, sp: _Savepoint | None) -> None:
+        if sp is not None:
+            c.prop.end_undo()
+
+    def _after_write(self, c: Any, sp: _Savepoint | None, seeds: np.ndarray, lsns: np.ndarray) -> None:
+        """After a write: queue it in the open transaction, or run its cascade now."""
+        txn = self._txn
+        if txn is not None:
+            txn.seeds.append(seeds)
+            txn.lsns.append(lsns)
+            return
+        if sp is None:
+            self._propagate(c, seeds, lsns)
+            return
+        try:
+            self._propagate(c, seeds, lsns)
+        except BaseException:
+            sp.rollback(c, self._log)
+            raise
+        finally:
+            c.prop.end_undo()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """Group writes into one commit: one cascade, all or nothing.
+
+        Inside, ``update_page``, ``apply_delta`` and ``apply_batch`` apply at
+        once (later writes in the block see them) with consecutive LSNs, but
+        no recompute runs and no event fires until the block ends; then one
+        cascade runs for every page written. If the block raises, or a
+        recompute fails, every page, epoch, the LSN and the log go back to
+        where they were and the error propagates. Creating or deleting pages,
+        dependencies and bindings is refused inside. The state's lock is held
+        for the whole block; a nested ``transaction()`` joins the outer one.
+        """
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            if self._txn is not None:
+                yield self
+                return
+            txn = self._txn = _Savepoint(c, self._log)
+            try:
+                yield self
+                self._txn = None
+                if txn.seeds and (c.prop.graph.num_edges or self._events is not None):
+                    self._propagate(c, np.concatenate(txn.seeds), np.concatenate(txn.lsns), first=txn.lsn + 1)
+            except BaseException:
+                self._txn = None
+                if self._c is c:
+                    txn.rollback(c, self._log)
+                raise
+            finally:
+                self._txn = None
+                c.prop.end_undo()
+
+    def subscribe(self, event: str, fn: Any) -> None:
+        """Call ``fn`` after each commit with something to say about ``event`` (see :mod:`mmsb.events`).
+
+        Subscriptions belong to the state and end with it (``stop`` clears them).
+        """
+        self._core()
+        if not callable(fn):
+            raise InvalidArgumentError(f"a handler must be callable, got {fn!r}")
+        if not isinstance(event, str) or not event:
+            raise InvalidArgumentError(f"an event is a non-empty name, got {event!r}")
+        if self._events is None:
+            self._events = Events()
+        self._events.add(event, fn)
+
+    def unsubscribe(self, event: str, fn: Any) -> bool:
+        """Stop calling ``fn`` for ``event``; whether it was subscribed."""
+        self._core()
+        return self._events is not None and self._events.remove(event, fn)
+
