@@ -23,6 +23,9 @@ _DEFAULTS: dict[str, Any] = {
     # On reset, a used arena span at least this large is handed back to the
     # kernel (madvise) instead of zeroed page by page: it frees memory too.
     "RESET_RELEASE_BYTES": 1 << 20,
+    # apply_batch spreads the byte writes of a batch with at least this many
+    # deltas over numba's threads (page by page; logging stays in batch order).
+    "PARALLEL_BATCH_DELTAS": 1 << 16,
     # A pooled state whose log buffer grew past this drops it on stop, so a
     # pool of idle states does not hold on to large buffers.
     "POOL_KEEP_LOG_BYTES": 1 << 24,
@@ -34,6 +37,7 @@ LOG_INITIAL_BYTES: int = _DEFAULTS["LOG_INITIAL_BYTES"]
 POOL_SIZE: int = _DEFAULTS["POOL_SIZE"]
 RESET_RELEASE_BYTES: int = _DEFAULTS["RESET_RELEASE_BYTES"]
 POOL_KEEP_LOG_BYTES: int = _DEFAULTS["POOL_KEEP_LOG_BYTES"]
+PARALLEL_BATCH_DELTAS: int = _DEFAULTS["PARALLEL_BATCH_DELTAS"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
@@ -42,6 +46,7 @@ _MINIMUM = {
     "POOL_SIZE": 0,
     "RESET_RELEASE_BYTES": 4096,
     "POOL_KEEP_LOG_BYTES": 1 << 10,
+    "PARALLEL_BATCH_DELTAS": 1,
 }
 
 

@@ -57,6 +57,7 @@ _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 _KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
 _SMALL_RESET = 8
+_PARALLEL = threading.Lock()
 
 
 def _kernels() -> Any:
@@ -536,9 +537,14 @@ class State(Dependencies):
             out = np.empty(len(batch), dtype=np.int64)
             sp = self._begin_write(c, slots) if c.prop.graph.num_edges or self._txn is not None else None
             # one kernel call checks every offset first, then applies
-            end, lsn = _k.apply_sparse_batch(
-                a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out
-            )
+            args = (a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out)
+            if len(batch) >= config.PARALLEL_BATCH_DELTAS:
+                # numba's default (workqueue) threading layer aborts the process
+                # when two threads launch parallel kernels at once
+                with _PARALLEL:
+                    end, lsn = _k.apply_sparse_batch_parallel(*args)
+            else:
+                end, lsn = _k.apply_sparse_batch(*args)
             if end < 0:
                 self._end_write(c, sp)
                 i = -1 - end

@@ -132,3 +132,32 @@ def test_batch_matches_reference_in_order(data):
         assert bytes(s.query_page(pid)) == bytes(ref[pid])
         assert s.page(pid).epoch == sum(1 for i, q in enumerate(pages) if q == pid and expected[i])
     s.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_parallel_batch_path_matches_the_serial_one(data):
+    """Big batches spread their writes over threads; bytes, epochs, LSNs and log must not change."""
+    npages = data.draw(st.integers(1, 8))
+    size = data.draw(SIZES)
+    n = data.draw(st.integers(1, 60))
+    pages = data.draw(st.lists(st.integers(0, npages - 1), min_size=n, max_size=n))
+    lengths = data.draw(st.lists(st.integers(0, 6), min_size=n, max_size=n))
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    idx = data.draw(st.lists(st.integers(0, size - 1), min_size=int(starts[-1]), max_size=int(starts[-1])))
+    vals = data.draw(st.lists(st.integers(0, 255), min_size=int(starts[-1]), max_size=int(starts[-1])))
+    seen = []
+    for threshold in (1 << 30, 1):
+        mmsb.config.set(PARALLEL_BATCH_DELTAS=threshold)
+        try:
+            s = mmsb.State()
+            ids = s.create_pages(npages, size)
+            batch = mmsb.DeltaBatch.from_sparse(ids[pages], starts, np.array(idx, np.int64),
+                                                np.array(vals, np.uint8))
+            lsns = s.apply_batch(batch).tolist()
+            log = [(d.lsn, d.page_id, d.epoch, d.indices.tolist(), d.values.tolist()) for d in s.log]
+            seen.append((lsns, log, s.state_hash()))
+            s.close()
+        finally:
+            mmsb.config.reset()
+    assert seen[0] == seen[1]
