@@ -27,7 +27,7 @@ class NaiveState:
 
     # ---- pages ---------------------------------------------------------------------------
     def create_page(self, size):
-        assert 1 <= size
+        assert size >= 1
         if self._free:
             slot = self._free.pop()
             self._reuses[slot] += 1
