@@ -57,6 +57,10 @@ def _demo(pages: int, size: int, writes: int, out=sys.stdout) -> int:
     starts = np.arange(pages + 1, dtype=np.int64) * per
     offsets = rng.integers(0, size - per + 1, pages)[:, None] + np.arange(per)
     batch = mmsb.DeltaBatch.from_sparse(ids, starts, offsets.ravel(), rng.integers(0, 256, pages * per))
+    warm = mmsb.DeltaBatch.from_sparse(ids[:1], starts[:2], offsets[0], np.zeros(per, np.uint8))
+    t = time.perf_counter()
+    st.apply_batch(warm)
+    say("first apply_batch (may compile)", time.perf_counter() - t, "one delta")
     t = time.perf_counter()
     lsns = st.apply_batch(batch)
     dt = time.perf_counter() - t
