@@ -209,10 +209,15 @@ class Propagation:
         return changed, other
 
     def _other_edges(self, slots: np.ndarray) -> np.ndarray:
+        """(child, kind) of every non-data edge out of ``slots`` (when the kernel's list overflowed)."""
         g = self.graph
-        pairs = [(child, kind) for s in slots.tolist() if s < g.num_nodes
-                 for child, kind in zip(g.children(s).tolist(), [g.edge_kind(s, ch) for ch in g.children(s).tolist()])
-                 if kind != KIND_DATA]
+        pairs = []
+        for s in slots.tolist():
+            if s < g.num_nodes:
+                for child in g.children(s).tolist():
+                    kind = g.edge_kind(s, child)
+                    if kind != KIND_DATA:
+                        pairs.append((child, kind))
         return np.array(pairs, np.int64).reshape(-1, 2)
 
     def _finish_slowly(self, state: Any, c: Any, log: Any) -> None:

@@ -434,3 +434,19 @@ def test_a_batch_over_several_pages_is_one_cascade():
     causes = {x.page_id: x.causes for x in new[3:]}
     assert causes == {c: (lsns[2], lsns[1]), e: (lsns[1], lsns[2])}
     assert st.query_page(c).tolist()[:2] == [3, 3]
+
+
+def test_stale_events_survive_more_edge_hits_than_the_kernel_list_holds():
+    # 3 written parents x 1000 control children: more (page, kind) hits than
+    # the kernel's list has rows, so the events come from the overflow path
+    st = mmsb.State()
+    parents = [st.create_page(8).id for _ in range(3)]
+    children = [st.create_page(8).id for _ in range(1000)]
+    for p in parents:
+        for ch in children:
+            st.add_dependency(p, ch, "control")
+    assert st._c.prop.work.shape[0] < 3 * len(children)
+    got = []
+    st.subscribe("page_stale", lambda ids: got.append(ids.tolist()))
+    st.apply_batch(mmsb.DeltaBatch.from_sparse(parents, [0, 1, 2, 3], [0, 0, 0], [1, 1, 1]))
+    assert len(got) == 1 and sorted(got[0]) == sorted(children)
