@@ -66,6 +66,8 @@ class Propagation:
         self.undo = np.zeros(1 << 12, np.uint8)
         self.undo_index = np.zeros((64, 4), np.int64)
         self._python_bound: bool | None = False
+        self._seed = np.zeros(1, np.int64)  # reused by cascade_one: no arrays made per hop
+        self._seed_lsn = np.zeros(1, np.int64)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -189,12 +191,16 @@ class Propagation:
         order, and the (slot, kind) pairs reached through other edges (for
         events). Raises what a Python recompute raises, with the page named.
         """
-        if self.work.shape[0] < 2 * c.table.capacity or self.binds.shape[0] < self.graph._cap:
+        g, work = self.graph, self.work
+        if work.shape[0] < 2 * c.table.capacity or self.binds.shape[0] < g._cap:
             self.ensure(c.table.capacity)
-        work, ctl = self.work, self.ctl
+            work = self.work
+        ctl = self.ctl
         buf = log.reserve(1 << 12)
         # the common case, built-in ops only, is this one kernel call
-        end, lsn = _k.cascade(*self._arrays(c), buf, log.used, c.lsn, seeds, seed_lsns, dirty)
+        end, lsn = _k.cascade(c.table.array, c.arena.data, g._nodes, g._edges, self.binds, self.pool, work, ctl,
+                              self.scratch, self.undo, self.undo_index, buf, log.used, c.lsn, seeds, seed_lsns,
+                              dirty)
         if lsn != c.lsn:
             self._committed(c, log, end, lsn)
         if ctl[_k.C_STATUS] != _k.ST_DONE:
@@ -219,6 +225,12 @@ class Propagation:
                     if kind != KIND_DATA:
                         pairs.append((child, kind))
         return np.array(pairs, np.int64).reshape(-1, 2)
+
+    def cascade_one(self, state: Any, c: Any, log: Any, slot: int, lsn: int) -> None:
+        """:meth:`cascade` of a commit that wrote one page, with no events wanted."""
+        self._seed[0] = slot
+        self._seed_lsn[0] = lsn
+        self.cascade(state, c, log, self._seed, self._seed_lsn)
 
     def _finish_slowly(self, state: Any, c: Any, log: Any) -> None:
         """Go on with a cascade that stepped out for a Python recompute or for space."""

@@ -460,7 +460,10 @@ class State(Dependencies):
         c.deltas += 1
         delta = Delta._from_record(log.record(pos, end))
         log.commit(end, 1)
-        if c.prop.graph.num_edges or self._events is not None or sp is not None:
+        if sp is None and self._txn is None and self._events is None:
+            if c.prop.graph.num_edges:
+                c.prop.cascade_one(self, c, log, slot, c.lsn)  # the hot path of a hop
+        else:
             self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
         return delta
 
