@@ -334,3 +334,33 @@ def test_create_racing_stop_natural_preemption():
             assert leaked == [], f"trial {trial}: a fresh start() holds pages {leaked[:5]}"
     finally:
         sys.setswitchinterval(old)
+
+
+def _graph_history(st):
+    """A fixed history with edges, bindings, a cascade, a transaction and a deletion."""
+    a, b, c, d = (st.create_page(16) for _ in range(4))
+    st.register_recompute(c, [a, b], "sum", dtype=np.uint16)
+    st.register_passthrough(d, c)
+    st.add_dependency(a, d, "control")
+    st.update_page(a, np.arange(16, dtype=np.uint8))
+    with st.transaction():
+        st.update_page(b, np.full(16, 3, np.uint8))
+        st.apply_delta(mmsb.Delta.sparse(a, [0, 15], [9, 9]))
+    st.delete_page(b)
+    st.update_page(a, np.full(16, 7, np.uint8))
+    log = [(x.lsn, x.page_id, x.epoch, x.causes, x.indices.tolist(), x.values.tolist()) for x in st.log]
+    return st.state_hash(), log, st.page_ids().tolist()
+
+
+def test_a_pooled_state_that_had_a_graph_behaves_like_a_fresh_one():
+    fresh = mmsb.State()
+    expected = _graph_history(fresh)
+    fresh.close()
+    junk = mmsb.start()
+    _graph_history(junk)  # leaves edges, bindings, signatures and event-free cascades behind
+    extra = junk.create_page(16)
+    junk.register_recompute(extra, [junk.page(0)], lambda x: x[::-1].copy())
+    mmsb.stop(junk)
+    again = mmsb.start()
+    assert _graph_history(again) == expected
+    mmsb.stop(again)
