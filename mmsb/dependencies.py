@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_PASSTHROUGH, OP_PYTHON
+from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
 from .events import Events
 from .graph import KIND_CONTROL, KIND_SYNC
@@ -242,7 +242,13 @@ class Dependencies:
             changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
         if ev is None:
             return
-        ids = lambda slots: np.array([self._id_of(int(s)) for s in slots], np.int64)  # noqa: E731
+        meta = c.table.array[T_META]
+
+        def ids(slots: Any) -> np.ndarray:
+            slots = np.asarray(slots, np.int64)
+            gens = (meta[slots] & np.uint64(META_GEN_MASK)).astype(np.int64)
+            return slots | gens << ID_SLOT_BITS
+
         if ev.wants("page_changed") and (seeds.size or changed.size):
             ev.emit("page_changed", ids(np.concatenate([seeds, changed])))
         if ev.wants("delta_applied") and c.lsn >= first:
@@ -255,7 +261,7 @@ class Dependencies:
                 by_event.setdefault(name, {})[slot] = None
             for name, slots in by_event.items():
                 if ev.wants(name):
-                    ev.emit(name, ids(slots))
+                    ev.emit(name, ids(list(slots)))
         if ev.wants("cascade_done"):
             ev.emit("cascade_done", {"seeds": int(seeds.size), "recomputed": int(changed.size), "lsn": c.lsn})
 
