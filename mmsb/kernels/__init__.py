@@ -6,7 +6,7 @@ Every kernel is compiled lazily and cached on disk (``cache=True``), and
 releases the GIL (``nogil=True``) so other threads run while it works.
 """
 
-from .apply import apply_dense, apply_sparse, apply_sparse_batch, apply_sparse_batch_parallel, check_sparse_batch
+from .apply import apply_dense, apply_sparse, apply_sparse_batch, apply_sparse_batch_parallel
 from .arena import reset_table, zero_bytes
 from .diff import update_page
 
@@ -15,7 +15,6 @@ __all__ = [
     "apply_sparse",
     "apply_sparse_batch",
     "apply_sparse_batch_parallel",
-    "check_sparse_batch",
     "reset_table",
     "update_page",
     "zero_bytes",

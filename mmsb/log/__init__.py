@@ -3,7 +3,7 @@
 A log receives records in the layout of ``mmsb._layout`` (and
 ``docs/FORMAT.md``). Kernels write delta records straight into the buffer the
 log hands out; the log then decides what "committed" means. Every log kind
-offers the same four calls, so the write path never changes with the kind:
+offers the same calls, so the write path never changes with the kind:
 
 ``reserve(nbytes)``
     make room for ``nbytes`` more bytes and return the buffer to write into
@@ -13,6 +13,8 @@ offers the same four calls, so the write path never changes with the kind:
     page records written since the last commit): they are now part of the log;
 ``append_create`` / ``append_delete``
     page records, written by the log itself;
+``rollback(used, deltas)``
+    forget the records after ``used`` (a commit or transaction that failed);
 ``detach()``
     the state is done with the log: hand the buffer back for reuse.
 """
