@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_PASSTHROUGH, OP_PYTHON, T_META
+from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
 from .events import Events
 from .graph import KIND_CONTROL, KIND_SYNC
@@ -138,11 +138,24 @@ class Dependencies:
         ``"and"``, ``"or"``, ``"xor"``, and the semiring ops ``"minplus"``
         (``min_p(parent_p + weights[p])``) and ``"orand"`` (``any_p(parent_p
         != 0 and weights[p] != 0)``, giving 0/1). Every page must have the
-        child's size, a multiple of the dtype's size. Or ``op`` is a Python
-        callable (an ``@njit`` function counts as one here): it gets the
-        parents' bytes as read-only uint8 arrays, in order, and returns the
-        child's bytes (any array of the child's size in bytes); it runs
-        between kernel segments, in the same topological order.
+        child's size, a multiple of the dtype's size.
+
+        Or ``op`` is an ``@njit`` function ``f(parents, bounds, out) -> None``,
+        called inside the cascade kernel: ``parents`` (uint8) holds a copy of
+        the parents' bytes side by side, parent ``k`` being
+        ``parents[bounds[k]:bounds[k + 1]]`` (int64 ``bounds``, one more entry
+        than parents); ``out`` (uint8, the child's size) holds the child's
+        current bytes and the function writes the new ones into it. It is
+        compiled for that signature here (a mismatch is refused); the first
+        such binding in a process also compiles numba's typed list of
+        functions (about a second). Or ``op`` is any other callable, run by
+        Python between kernel segments, in the same topological order: it gets
+        the parents' bytes as read-only uint8 arrays, in order, and returns
+        the child's bytes (any array of the child's size in bytes). Pages of
+        user functions may differ in size; ``dtype`` is then unused.
+
+        If a user function raises, the commit rolls back and
+        :class:`mmsb.RecomputeError` names the page.
 
         Data edges ``parent -> child`` are added where missing; the child may
         have no other data parents. The child is recomputed at once, as a
@@ -197,6 +210,10 @@ class Dependencies:
             raise InvalidArgumentError("a recompute's parents must be distinct pages other than the child")
         if op == OP_PASSTHROUGH and len(parents) != 1:
             raise InvalidArgumentError(f"a passthrough takes exactly one parent, got {len(parents)}")
+        if op == OP_NJIT:
+            # the kernel copies the parents side by side, then the output, into its scratch
+            c.prop.ensure(c.table.capacity, size + sum(mv_size[p] for p in parents))
+            return
         if op != OP_PYTHON:
             item = np.dtype(DTYPE_NAMES[dtype]).itemsize
             bad = [self._id_of(p) for p in parents if mv_size[p] != size]
@@ -273,7 +290,7 @@ class Dependencies:
         if txn is not None:
             c.prop.save(c, np.atleast_1d(slots), txn.saved)
             return None
-        if not c.prop.python_bound:
+        if not c.prop.fallible:
             return None
         sp = _Savepoint(c, self._log)
         c.prop.save(c, np.atleast_1d(slots), sp.saved)

@@ -1,8 +1,9 @@
 """Recompute bindings and the cascade driver.
 
 A *binding* says how a derived page follows from its parents: a built-in op
-over a dtype view (run inside the cascade kernel) or a Python callable (run by
-Python between kernel segments, in the same topological order). The cascade
+over a dtype view or an ``@njit`` function (both run inside the cascade
+kernel), or a Python callable (run by Python between kernel segments, in the
+same topological order). The cascade
 of a commit runs in :mod:`mmsb.kernels.cascade`; this module keeps the graph
 and the bindings, builds the kernel's plan array when either changes, and
 drives the kernel, stepping out for Python recomputes and for log space.
@@ -15,19 +16,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, OP_PYTHON, OPS
+from ._layout import DTYPE_NAMES, OP_NJIT, OP_PYTHON, OPS
 from .errors import InvalidArgumentError, RecomputeError
 from .graph import KIND_DATA, Graph
 
 _k: Any = None  # mmsb.kernels.cascade
 _NONE = np.zeros(0, np.int64)
+_NJIT_SIG: Any = None  # void(uint8[::1], int64[::1], uint8[::1])
+_NJIT_TYPE: Any = None
 
 
 def _kernels() -> None:
-    global _k
+    global _k, _NJIT_SIG, _NJIT_TYPE
     if _k is None:
+        from numba import types
+
         from .kernels import cascade
 
+        b, i = types.Array(types.uint8, 1, "C"), types.Array(types.int64, 1, "C")
+        _NJIT_SIG = types.void(b, i, b)
+        _NJIT_TYPE = types.FunctionType(_NJIT_SIG)
         _k = cascade
 
 
@@ -65,7 +73,9 @@ class Propagation:
         self.scratch = np.zeros(64, np.uint8)
         self.undo = np.zeros(1 << 12, np.uint8)
         self.undo_index = np.zeros((64, 4), np.int64)
-        self._python_bound: bool | None = False
+        self._fallible: bool | None = False
+        self.funcs: Any = None  # typed list of the @njit functions bound, None while there are none
+        self._fn_index: dict[Any, int] = {}
         self._seed = np.zeros(1, np.int64)  # reused by cascade_one: no arrays made per hop
         self._seed_lsn = np.zeros(1, np.int64)
 
@@ -73,14 +83,26 @@ class Propagation:
 
     def changed(self) -> None:
         """A binding changed (Python-side facts are recomputed when next asked)."""
-        self._python_bound = None
+        self._fallible = None
 
     @property
-    def python_bound(self) -> bool:
-        """Whether a page is bound to a Python callable (then a cascade can fail midway)."""
-        if self._python_bound is None:
-            self._python_bound = any(b.fn is not None for b in self.bindings.values())
-        return self._python_bound
+    def fallible(self) -> bool:
+        """Whether a page is bound to user code (then a cascade can fail midway)."""
+        if self._fallible is None:
+            self._fallible = any(b.fn is not None for b in self.bindings.values())
+        return self._fallible
+
+    def _function_index(self, fn: Any) -> int:
+        """Where ``fn`` sits in :attr:`funcs` (added on first use; kept until :meth:`clear`)."""
+        i = self._fn_index.get(fn)
+        if i is None:
+            if self.funcs is None:
+                from numba.typed import List
+
+                self.funcs = List.empty_list(_NJIT_TYPE)
+            i = self._fn_index[fn] = len(self.funcs)
+            self.funcs.append(fn)
+        return i
 
     def ensure(self, slots: int, page_size: int = 0) -> None:
         """Room in the arrays for ``slots`` slots and pages of ``page_size`` bytes."""
@@ -116,7 +138,8 @@ class Propagation:
         self.pool[at:at + k, 0] = binding.parents
         self.pool[at:at + k, 1] = np.array(binding.weights, np.float64).view(np.int64)
         self.pool_used = at + k
-        self.binds[slot] = (binding.op, binding.dtype, at, k, -1)
+        second = self._function_index(binding.fn) if binding.op == OP_NJIT else binding.dtype
+        self.binds[slot] = (binding.op, second, at, k, -1)
         self.changed()
 
     def _compact(self) -> None:
@@ -172,7 +195,9 @@ class Propagation:
         self.bindings.clear()
         self.binds[:n] = 0
         self.pool_used = 0
-        self._python_bound = False
+        self._fallible = False
+        self.funcs = None
+        self._fn_index.clear()
         self.end_undo()
 
     # -- the cascade ---------------------------------------------------------------
@@ -197,10 +222,14 @@ class Propagation:
             work = self.work
         ctl = self.ctl
         buf = log.reserve(1 << 12)
-        # the common case, built-in ops only, is this one kernel call
-        end, lsn = _k.cascade(c.table.array, c.arena.data, g._nodes, g._edges, self.binds, self.pool, work, ctl,
-                              self.scratch, self.undo, self.undo_index, buf, log.used, c.lsn, seeds, seed_lsns,
-                              dirty)
+        # the common case, built-in ops and @njit functions only, is this one kernel call
+        try:
+            end, lsn = _k.cascade(c.table.array, c.arena.data, g._nodes, g._edges, self.binds, self.pool, work,
+                                  ctl, self.scratch, self.undo, self.undo_index, buf, log.used, c.lsn, seeds,
+                                  seed_lsns, dirty, self.funcs)
+        except Exception as exc:
+            self._abandon()
+            raise self._user_error(state, exc) from exc
         if lsn != c.lsn:
             self._committed(c, log, end, lsn)
         if ctl[_k.C_STATUS] != _k.ST_DONE:
@@ -244,17 +273,30 @@ class Propagation:
                 else:
                     self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
                 buf = log.reserve(1 << 12)
-                end, lsn = _k.run(*self._arrays(c), buf, log.used, c.lsn)
+                try:
+                    end, lsn = _k.run(*self._arrays(c), buf, log.used, c.lsn, self.funcs)
+                except Exception as exc:
+                    raise self._user_error(state, exc) from exc
                 if lsn != c.lsn:
                     self._committed(c, log, end, lsn)
         except BaseException:
-            # drop what is still queued so the next commit starts clean
-            while ctl[_k.C_HEAP]:
-                ctl[_k.C_HEAP] -= 1
-                work[work[ctl[_k.C_HEAP], _k.W_HEAP], _k.W_MARK] = 0
+            self._abandon()
             raise
         finally:
             _k.finish(work, ctl)
+
+    def _abandon(self) -> None:
+        """Drop what is still queued (after a failure) so the next commit starts clean."""
+        work, ctl = self.work, self.ctl
+        while ctl[_k.C_HEAP]:
+            ctl[_k.C_HEAP] -= 1
+            work[work[ctl[_k.C_HEAP], _k.W_HEAP], _k.W_MARK] = 0
+        _k.finish(work, ctl)
+
+    def _user_error(self, state: Any, exc: Exception) -> RecomputeError:
+        """The error for an @njit function that raised inside the kernel (the page is ``ctl[C_SLOT]``)."""
+        pid = state._id_of(int(self.ctl[_k.C_SLOT]))
+        return RecomputeError(f"recompute of page {pid} raised {exc!r}", pid)
 
     @staticmethod
     def _committed(c: Any, log: Any, end: int, lsn: int) -> None:
@@ -297,7 +339,11 @@ class Propagation:
 
 
 def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:
-    """(op code, dtype code, callable) for a binding, or InvalidArgumentError."""
+    """(op code, dtype code, callable) for a binding, or InvalidArgumentError.
+
+    An ``@njit`` function is compiled here for the in-kernel signature
+    ``(parents: uint8[::1], bounds: int64[::1], out: uint8[::1]) -> None``.
+    """
     try:
         code = DTYPE_NAMES.index(np.dtype(dtype).name)
     except (TypeError, ValueError):
@@ -306,9 +352,25 @@ def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:
         if op not in OPS:
             raise InvalidArgumentError(f"unknown recompute op {op!r}; built-in: {sorted(OPS)}")
         return OPS[op], code, None
+    if _is_njit(op):
+        try:
+            op.compile(_NJIT_SIG)
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"@njit recompute {getattr(op, '__name__', op)!r} does not compile as "
+                f"f(parents: uint8[::1], bounds: int64[::1], out: uint8[::1]) -> None: {exc}"
+            ) from None
+        return OP_NJIT, code, op
     if callable(op):
         return OP_PYTHON, code, op
     raise InvalidArgumentError(f"a recompute op is a built-in name or a callable, got {op!r}")
+
+
+def _is_njit(op: Any) -> bool:
+    _kernels()
+    from numba.core.registry import CPUDispatcher
+
+    return isinstance(op, CPUDispatcher)
 
 
 __all__ = ["Binding", "Propagation", "check_op", "KIND_DATA"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import hypothesis.strategies as hs
 from hypothesis import HealthCheck, given, settings
+from numba import njit
 
 import mmsb
 from naive import NaiveState
@@ -336,6 +337,13 @@ def test_create_racing_stop_natural_preemption():
         sys.setswitchinterval(old)
 
 
+@njit(cache=True)
+def reverse_in_kernel(parents, bounds, out):
+    n = out.size
+    for i in range(n):
+        out[i] = parents[n - 1 - i]
+
+
 def _graph_history(st):
     """A fixed history with edges, bindings, a cascade, a transaction and a deletion."""
     a, b, c, d = (st.create_page(16) for _ in range(4))
@@ -360,6 +368,7 @@ def test_a_pooled_state_that_had_a_graph_behaves_like_a_fresh_one():
     _graph_history(junk)  # leaves edges, bindings, signatures and event-free cascades behind
     extra = junk.create_page(16)
     junk.register_recompute(extra, [junk.page(0)], lambda x: x[::-1].copy())
+    junk.register_recompute(junk.create_page(16), [extra], reverse_in_kernel)
     mmsb.stop(junk)
     again = mmsb.start()
     assert _graph_history(again) == expected

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import hypothesis.strategies as hs
 from hypothesis import HealthCheck, given, settings
+from numba import njit
 
 import mmsb
 from naive import check_delta_matches
@@ -28,6 +29,17 @@ def make_mix(size, salt):
             acc += np.resize(p, size) * np.uint8(2 * k + 1)
         return acc
     return mix
+
+
+@njit(cache=True)
+def njit_mix(parents, bounds, out):
+    """make_mix(out.size, 7), written for the in-kernel signature."""
+    for i in range(out.size):
+        out[i] = 7
+    for k in range(bounds.size - 1):
+        p = parents[bounds[k]:bounds[k + 1]]
+        for i in range(out.size):
+            out[i] += p[i % p.size] * (2 * k + 1)
 
 
 class Harness:
@@ -91,8 +103,11 @@ class Harness:
 
     # -- operations, each on both sides ---------------------------------------------------------
     def bind(self, child, parents, op, dtype="uint8", weights=None):
+        """register_recompute; "njit" binds njit_mix in mmsb and its Python twin in the model."""
+        model_op = make_mix(len(self.m.pages[child]), 7) if op == "njit" else op
+        op = njit_mix if op == "njit" else op
         self.step(lambda: self.st.register_recompute(child, parents, op, dtype=dtype, weights=weights),
-                  lambda pf: self.m.register(child, list(parents), op, dtype, weights, prefer=pf))
+                  lambda pf: self.m.register(child, list(parents), model_op, dtype, weights, prefer=pf))
 
     def update(self, pid, data):
         got, com = self.step(lambda: self.st.update_page(pid, bytes(data)),
@@ -144,9 +159,9 @@ def draw_dag(data, h):
             h.update(pid, data.draw(hs.lists(BYTE, min_size=len(h.m.pages[pid]), max_size=len(h.m.pages[pid]))))
     order = data.draw(hs.permutations(ids), label="order")
     for i, child in enumerate(order[1:], 1):
-        op = data.draw(hs.sampled_from(OPS + ["python"] + [None] * 3), label="op")
+        op = data.draw(hs.sampled_from(OPS + ["python", "njit"] + [None] * 3), label="op")
         size = len(h.m.pages[child])
-        cands = [p for p in order[:i] if op == "python" or len(h.m.pages[p]) == size]
+        cands = [p for p in order[:i] if op in ("python", "njit") or len(h.m.pages[p]) == size]
         if op is None or not cands:
             continue
         k = 1 if op == "passthrough" else 3
@@ -196,13 +211,13 @@ def draw_graph_change(data, h):
         keep = [p for (p, x), kind in h.m.edges.items() if x == c and kind == "data"]
         more = data.draw(hs.lists(hs.sampled_from(ids), max_size=2, unique=True), label="more")
         parents = keep + [p for p in more if p != c and p not in keep and (p, c) not in h.m.edges]
-        fn = make_mix(len(h.m.pages[c]), data.draw(hs.integers(0, 255)))
+        fn = data.draw(hs.sampled_from([make_mix(len(h.m.pages[c]), data.draw(hs.integers(0, 255))), "njit"]))
         loops = [p for p in parents if h.m.path(c, p)]
         if parents and not loops:
             h.bind(c, parents, fn)
         elif loops:
             with pytest.raises(mmsb.GraphCycleError) as err:
-                h.st.register_recompute(c, parents, fn)
+                h.st.register_recompute(c, parents, njit_mix if fn == "njit" else fn)
             check_cycle(err.value.path, loops[0], c, h.m.edges)
             h.step(lambda: None, lambda pf: None)
     elif how == "other" or (how == "data" and not (b and b.op == "passthrough")):
@@ -420,6 +435,66 @@ def test_a_raising_python_recompute_names_its_page_and_changes_nothing():
     st.update_page(a, bytes([3] * 8))  # the failed cascade left nothing queued
     lsn = before[1]
     assert [(x.page_id, x.causes) for x in deltas_after(st, lsn)] == [(a, ()), (b, (lsn + 1,)), (c, (lsn + 2,))]
+
+
+@njit(cache=True)
+def picky_in_kernel(parents, bounds, out):
+    if parents[0] == 9:
+        raise ValueError("nine")
+    out[:] = parents[bounds[0]:bounds[1]]
+
+
+@njit(cache=True)
+def scribbler(parents, bounds, out):
+    # writes to its input: the kernel hands it a copy, so the parent page must not change
+    for i in range(parents.size):
+        parents[i] = 0xEE
+    out[:] = 1
+
+
+def test_a_raising_njit_recompute_names_its_page_and_changes_nothing():
+    st = mmsb.State()
+    a, b, c, d = (st.create_page(8).id for _ in range(4))
+    st.register_passthrough(b, a)
+    st.register_recompute(c, [b], picky_in_kernel)
+    st.register_passthrough(d, c)
+    for write in (lambda: st.update_page(a, bytes([9] * 8)), lambda: st.apply_delta(mmsb.Delta.sparse(a, [0], [9]))):
+        before = snapshot(st)
+        with pytest.raises(mmsb.RecomputeError) as err:
+            write()
+        assert err.value.page_id == c and isinstance(err.value.__cause__, ValueError)
+        assert snapshot(st) == before
+    before = snapshot(st)
+    with pytest.raises(mmsb.RecomputeError):
+        with st.transaction():
+            st.update_page(d, bytes([5] * 8))
+            st.update_page(a, bytes([9] * 8))
+    assert snapshot(st) == before
+    st.update_page(a, bytes([3] * 8))  # the failed cascades left nothing queued
+    assert bytes(st.query_page(d)) == bytes([3] * 8)
+    lsn = before[1]
+    assert [(x.page_id, x.causes) for x in deltas_after(st, lsn)] == [
+        (a, ()), (b, (lsn + 1,)), (c, (lsn + 2,)), (d, (lsn + 3,))]
+
+
+def test_an_njit_recompute_gets_copies_of_its_parents():
+    st = mmsb.State()
+    a, b = st.create_page(8).id, st.create_page(8).id
+    st.update_page(a, bytes(range(1, 9)))
+    st.register_recompute(b, [a], scribbler)
+    assert bytes(st.query_page(a)) == bytes(range(1, 9)) and bytes(st.query_page(b)) == bytes([1] * 8)
+
+
+@pytest.mark.parametrize("fn", [njit(lambda x: x), njit(lambda p, b, out: out + 1), njit(lambda p, b, o: p.foo)])
+def test_an_njit_recompute_of_the_wrong_signature_is_refused(fn):
+    st = mmsb.State()
+    a, b = st.create_page(8).id, st.create_page(8).id
+    before = snapshot(st), st.page(b).epoch
+    with pytest.raises(mmsb.InvalidArgumentError, match="uint8"):
+        st.register_recompute(b, [a], fn)
+    assert (snapshot(st), st.page(b).epoch) == before
+    st.update_page(a, b"\x01" * 8)
+    assert bytes(st.query_page(b)) == bytes(8)  # no binding, no edge was left behind
 
 
 def test_a_batch_over_several_pages_is_one_cascade():

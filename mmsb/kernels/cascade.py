@@ -18,7 +18,7 @@ and does not push its children.
 import numpy as np
 from numba import njit
 
-from .._layout import OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .._layout import OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
 from .diff import commit_bytes
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
@@ -203,9 +203,36 @@ def commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, ind
                            lsn)
 
 
+@njit(inline="always", **_JIT)
+def _call_user(funcs, f, table, arena, pool, scratch, bounds, lo, k, s, n):
+    """Recompute ``s`` with its @njit function; the result is ``scratch[at:at + n]``, returned as ``at``.
+
+    The parents' bytes are copied side by side (so the function cannot write
+    to them), and the output starts as the page's current bytes.
+    """
+    at = np.int64(0)
+    for j in range(k):
+        p = pool[lo + j, 0]
+        off = table[T_OFFSET, p]
+        size = np.int64(table[T_SIZE, p])
+        bounds[j] = at
+        scratch[at:at + size] = arena[off:off + U(size)]
+        at += size
+    bounds[k] = at
+    off = table[T_OFFSET, s]
+    out = scratch[at:at + n]
+    out[:] = arena[off:off + U(n)]
+    funcs[f](scratch[:at], bounds[:k + 1], out)
+    return at
+
+
 @njit(**_JIT)
-def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn):
+def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, funcs):
     """Run the queued cascade; returns (log end, last LSN).
+
+    ``funcs`` is None, or the typed list of the @njit recompute functions
+    (a page bound to one holds its index in ``B_DTYPE``); if one raises, the
+    exception leaves the kernel with ``ctl[C_SLOT]`` naming the page.
 
     Stops early with ``ctl[C_STATUS]`` = ST_PYTHON (page ``ctl[C_SLOT]`` is
     bound to a Python callable: Python recomputes it and calls
@@ -215,6 +242,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
     """
     offsets = np.empty(64, np.uint64)
     weights = np.empty(64, np.float64)
+    bounds = np.empty(64, np.int64)
     end = pos
     ctl[C_STATUS] = ST_DONE
     while ctl[C_HEAP] > 0:
@@ -253,6 +281,15 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             # the parent's bytes are the result: diff them straight into the child
             src = table[T_OFFSET, pool[lo, 0]]
             data = arena[src:src + U(n)]
+        elif op == OP_NJIT:
+            if funcs is None:
+                return end, lsn  # unreachable: the caller passes funcs while any page has one
+            k = hi - lo
+            if k + 1 > bounds.size:
+                bounds = np.empty(2 * k + 2, np.int64)
+            ctl[C_SLOT] = s  # names the page if the function raises
+            at = _call_user(funcs, binds[s, B_DTYPE], table, arena, pool, scratch, bounds, lo, k, s, n)
+            data = scratch[at:at + n]
         else:
             k = hi - lo
             if k > offsets.size:
@@ -289,7 +326,7 @@ def finish(work, ctl):
 
 @njit(**_JIT)
 def cascade(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, seeds, lsns,
-            dirty):
+            dirty, funcs):
     """Seed, run and finish the cascade of a commit in one call; see :func:`run`.
 
     ``dirty`` (>= 0) also queues that page for a recompute whatever its
@@ -302,7 +339,7 @@ def cascade(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, i
     if dirty >= 0:
         binds[dirty, B_SIG] = -1
         _mark_dirty(nodes, work, ctl, dirty)
-    end, lsn = run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn)
+    end, lsn = run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, funcs)
     if ctl[C_STATUS] == ST_DONE:
         _finish(work, ctl)
     return end, lsn
