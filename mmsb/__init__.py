@@ -17,11 +17,17 @@ from .errors import (
     InvalidDeltaError,
     InvalidPageError,
     LogCorruptError,
+    LogInUseError,
+    LogIOError,
+    LogTruncatedWarning,
     MMSBError,
     PageNotFoundError,
     RecomputeError,
     StateClosedError,
 )
+from .log.history import History
+from .durability import replay, restore
+from .functions import register_function
 from .pool import start, stop
 from .state import Page, State
 
@@ -30,10 +36,14 @@ __all__ = [
     "config",
     "start",
     "stop",
+    "replay",
+    "restore",
+    "register_function",
     "State",
     "Page",
     "Delta",
     "DeltaBatch",
+    "History",
     "MMSBError",
     "PageNotFoundError",
     "InvalidDeltaError",
@@ -45,4 +55,7 @@ __all__ = [
     "DeviceUnavailableError",
     "StateClosedError",
     "RecomputeError",
+    "LogInUseError",
+    "LogIOError",
+    "LogTruncatedWarning",
 ]

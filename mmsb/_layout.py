@@ -46,6 +46,15 @@ REC_HEADER = 48
 REC_DELTA = 1
 REC_CREATE = 2
 REC_DELETE = 3
+# the end of a commit: w1 = the state's LSN after it, w2 = wall-clock time (ns since the epoch)
+REC_COMMIT = 4
+# an edge added (w5 = 1) or removed (w5 = 0): w2 parent id, w3 child id, w4 kind code; a
+# user-named kind's name follows as UTF-8 (its length in w0 bits 48-63), zero-padded
+REC_EDGE = 5
+# a binding: w2 child id, w3 op code, w4 dtype code, w5 parent count k; then k u64 parent ids,
+# k f64 weights and, for a user function, its registered name (length in w0 bits 48-63)
+REC_BIND = 6
+REC_TYPES = (REC_DELTA, REC_CREATE, REC_DELETE, REC_COMMIT, REC_EDGE, REC_BIND)
 ENC_SPARSE = 0
 ENC_DENSE = 1
 

@@ -32,6 +32,9 @@ _DEFAULTS: dict[str, Any] = {
     # A pooled state whose log buffer grew past this drops it on stop, so a
     # pool of idle states does not hold on to large buffers.
     "POOL_KEEP_LOG_BYTES": 1 << 24,
+    # sync="group": the longest a sealed commit waits before it is written
+    # and synced (microseconds); State.flush() makes it durable at once.
+    "LOG_GROUP_INTERVAL_US": 2000,
 }
 
 ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
@@ -41,6 +44,7 @@ POOL_SIZE: int = _DEFAULTS["POOL_SIZE"]
 RESET_RELEASE_BYTES: int = _DEFAULTS["RESET_RELEASE_BYTES"]
 POOL_KEEP_LOG_BYTES: int = _DEFAULTS["POOL_KEEP_LOG_BYTES"]
 PARALLEL_BATCH_DELTAS: int = _DEFAULTS["PARALLEL_BATCH_DELTAS"]
+LOG_GROUP_INTERVAL_US: int = _DEFAULTS["LOG_GROUP_INTERVAL_US"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
@@ -50,6 +54,7 @@ _MINIMUM = {
     "RESET_RELEASE_BYTES": 4096,
     "POOL_KEEP_LOG_BYTES": 1 << 10,
     "PARALLEL_BATCH_DELTAS": 1,
+    "LOG_GROUP_INTERVAL_US": 100,
 }
 
 

@@ -16,7 +16,8 @@ import numpy as np
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
 from .events import Events
-from .graph import KIND_CONTROL, KIND_SYNC
+from .functions import function_name
+from .graph import FIRST_USER_KIND, KIND_CONTROL, KIND_SYNC
 from .propagation import Binding, check_op
 
 _EMPTY = np.zeros(0, np.int64)
@@ -95,12 +96,18 @@ class Dependencies:
                 raise self._cycle(err) from None
             if not added:
                 return
+            code = prop.graph.kind_code(kind)
+            self._log.append_edge(self._id_of(p), self._id_of(ch), code, kind if code >= FIRST_USER_KIND else "",
+                                  True, c.lsn)
             prop.ensure(c.table.capacity)
-            if b is not None and kind == "data":
-                b.parents.append(p)
-                b.weights.append(0.0)
-                prop.bind(ch, b)
-                self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            try:
+                if b is not None and kind == "data":
+                    b.parents.append(p)
+                    b.weights.append(0.0)
+                    prop.bind(ch, b)
+                    self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            finally:
+                self._log.seal(c.lsn)
 
     def remove_dependency(self, parent: Any, child: Any) -> None:
         """Remove the edge ``parent -> child``. A bound child drops that parent from its
@@ -114,15 +121,19 @@ class Dependencies:
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             prop.graph.remove_edge(p, ch)
+            self._log.append_edge(self._id_of(p), self._id_of(ch), 0, "", False, c.lsn)
             b = prop.bindings.get(ch)
-            if b is not None and p in b.parents:
-                i = b.parents.index(p)
-                del b.parents[i], b.weights[i]
-                if not b.parents:
-                    prop.bind(ch, None)
-                else:
-                    prop.bind(ch, b)
-                    self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            try:
+                if b is not None and p in b.parents:
+                    i = b.parents.index(p)
+                    del b.parents[i], b.weights[i]
+                    if not b.parents:
+                        prop.bind(ch, None)
+                    else:
+                        prop.bind(ch, b)
+                        self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            finally:
+                self._log.seal(c.lsn)
 
     def register_passthrough(self, child: Any, parent: Any) -> None:
         """Bind ``child`` to be a copy of ``parent`` (same size); see :meth:`register_recompute`."""
@@ -199,7 +210,12 @@ class Dependencies:
                 raise self._cycle(err) from None
             prop.ensure(c.table.capacity)
             prop.bind(ch, Binding(code, dt, ps, ws, fn))
-            self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            self._log.append_bind(self._id_of(ch), code, dt, [self._id_of(p) for p in ps], ws,
+                                  "" if fn is None else function_name(fn), c.lsn)
+            try:
+                self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            finally:
+                self._log.seal(c.lsn)
 
     def _check_bindable(self, c: Any, child: int, parents: list[int], op: int, dtype: int) -> None:
         mv_size = c.table.mv_size
@@ -245,6 +261,8 @@ class Dependencies:
 
         ``first`` is the commit's first LSN (default: one per seed before now).
         """
+        if self._replaying:
+            return  # a replay applies the logged deltas; recomputing would make them twice
         if first is None:
             first = c.lsn - seeds.size + 1 if seeds.size else c.lsn + 1
         if seeds.size > 1:
@@ -344,6 +362,7 @@ class Dependencies:
                 self._txn = None
                 if txn.seeds and (c.prop.graph.num_edges or self._events is not None):
                     self._propagate(c, np.concatenate(txn.seeds), np.concatenate(txn.lsns), first=txn.lsn + 1)
+                self._log.seal(c.lsn)
             except BaseException:
                 self._txn = None
                 if self._c is c:

@@ -22,6 +22,9 @@ __all__ = [
     "DeviceUnavailableError",
     "StateClosedError",
     "RecomputeError",
+    "LogInUseError",
+    "LogIOError",
+    "LogTruncatedWarning",
 ]
 
 
@@ -82,3 +85,15 @@ class RecomputeError(MMSBError):
     def __init__(self, message: str, page_id: int | None = None) -> None:
         super().__init__(message)
         self.page_id = page_id
+
+
+class LogInUseError(MMSBError, RuntimeError):
+    """The log file is being written by another live state (in this process or another)."""
+
+
+class LogIOError(MMSBError, OSError):
+    """Writing or syncing a log or checkpoint failed (disk full, I/O error); the cause is chained."""
+
+
+class LogTruncatedWarning(UserWarning):
+    """Opening a log cut a torn tail (the end of a write a crash interrupted)."""

@@ -18,9 +18,12 @@ from .state import State, _check_options, _Core, _pool
 def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     """A state from the pool (or a fresh one), indistinguishable from ``State()``.
 
-    ``log``: None keeps the log in memory, False keeps none. ``sync``:
-    "commit", "group" or "none" (how a file log syncs; in memory all are the
-    same). ``gpu``: "auto" or False; True raises
+    ``log``: None keeps the log in memory, False keeps none, a path writes
+    it to that file (created, or recovered and replayed if it exists; see
+    :mod:`mmsb.log.file`). ``sync``: "commit" (a call returns once its
+    commit is on disk), "group" (synced within ``config.LOG_GROUP_INTERVAL_US``;
+    ``State.flush`` waits for it) or "none" (the OS decides); in memory all
+    are the same. ``gpu``: "auto" or False; True raises
     :class:`mmsb.DeviceUnavailableError` as this version has no device support.
     """
     if log is not None or sync != "commit" or gpu != "auto":
@@ -36,12 +39,15 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     return State._from_core(core, log, sync, gpu)
 
 
-def stop(state: State) -> None:
-    """Close ``state`` and return its resources to the pool. Stopping twice is harmless."""
+def stop(state: State, checkpoint_path: Any = None) -> None:
+    """Close ``state`` (writing a checkpoint to ``checkpoint_path`` first, if given) and
+    return its resources to the pool. Stopping twice is harmless."""
     if type(state) is not State and not isinstance(state, State):
         from .errors import InvalidArgumentError
 
         raise InvalidArgumentError(f"mmsb.stop takes a State, got {type(state).__name__}")
+    if checkpoint_path is not None and state._c is not None:
+        state.checkpoint(checkpoint_path)
     state.close()
 
 

@@ -13,7 +13,9 @@ memory without the lock: read it while no other thread writes that page.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from time import perf_counter_ns as _ns
 from typing import Any
 
 import numpy as np
@@ -45,9 +47,11 @@ from .errors import (
     PageNotFoundError,
 )
 from .dependencies import Dependencies, _closed, _in_transaction, _Savepoint
+from .durability import Durability, open_file_log
 from .log import MemoryLog, NullLog
 from .propagation import Propagation
 from .log.memory import LogBuffer
+from .log.history import History, history as _history
 
 __all__ = ["Page", "State"]
 
@@ -57,6 +61,9 @@ _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 _KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
 _SMALL_RESET = 8
+# Writes are timed only when they start at an LSN that is a multiple of 16: timing every
+# commit cost 3-4% of a single hop; this sample costs one test of the LSN on the others
+_LAT_SAMPLE = 15
 _PARALLEL = threading.Lock()
 
 
@@ -72,7 +79,7 @@ def _kernels() -> Any:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop")
+    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop", "lat")
 
     def __init__(self) -> None:
         _kernels()
@@ -85,6 +92,9 @@ class _Core:
         self.lock = threading.RLock()
         self.lsn = 0
         self.deltas = 0
+        # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns.
+        # A list, not NumPy: incrementing a list item is the cheapest counter Python has
+        self.lat = [0] * 64
 
     def reset(self) -> None:
         """Back to the state of a fresh core, at a cost that follows what was touched."""
@@ -106,6 +116,8 @@ class _Core:
             self.prop.clear()
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf = LogBuffer()
+        if self.lsn:  # only committed writes outside transactions are timed, and they moved the LSN
+            self.lat = [0] * 64
         self.lsn = self.deltas = 0
 
 
@@ -114,11 +126,8 @@ _pool: list[_Core] = []
 
 
 def _check_options(log: Any, sync: Any, gpu: Any) -> None:
-    if log is not None and log is not False:
-        raise InvalidArgumentError(
-            f"log={log!r}: this version of mmsb keeps logs in memory (log=None) or not at all "
-            "(log=False); file logs are not available yet"
-        )
+    if log is not None and log is not False and not isinstance(log, (str, os.PathLike)):
+        raise InvalidArgumentError(f"log={log!r}: expected None (in memory), False (none) or a file path")
     if sync not in _SYNC:
         raise InvalidArgumentError(f"sync={sync!r}: expected one of {_SYNC}")
     if gpu is True:
@@ -198,7 +207,7 @@ class Page:
         return f"<mmsb.Page id={self.id} size={self.size}>"
 
 
-class State(Dependencies):
+class State(Dependencies, Durability):
     """A state: pages, their epochs, the LSN counter and the log.
 
     ``State()`` makes a fresh state; :func:`mmsb.start` takes one from the pool
@@ -206,7 +215,7 @@ class State(Dependencies):
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
     """
 
-    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "__weakref__")
+    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
         _check_options(log, sync, gpu)
@@ -224,18 +233,30 @@ class State(Dependencies):
         self._events = None
         self._txn: _Savepoint | None = None
         self.sync, self.gpu = sync, gpu
+        self._replaying = False
+        self._base: Any = None  # (checkpoint, log offset) where this state's history starts, if not at 0
+        if log is not None and log is not False:
+            try:
+                open_file_log(self, log, sync)
+            except BaseException:
+                self._detach()
+                raise
 
     def _detach(self) -> _Core | None:
         core, self._c = self._c, None
         if core is None:
             return None
         with core.lock:
-            self._log.detach()
-            core.reset()
+            try:
+                self._log.close()
+            finally:
+                self._log.detach()
+                core.reset()
         return core
 
     def close(self) -> None:
-        """Close the state; its resources go back to the pool. Closing twice is harmless."""
+        """Close the state: a file log is written out, synced and released; the
+        resources go back to the pool. Closing twice is harmless."""
         core = self._detach()
         if core is not None and len(_pool) < config.POOL_SIZE:
             _pool.append(core)
@@ -310,6 +331,20 @@ class State(Dependencies):
         self._core()
         return self._log if self._log.keeps_records else None
 
+    def history(self, page: Any, depth: int = 32, last: int | None = None) -> History:
+        """Provenance: the deltas behind the page's bytes and the deltas that led to them.
+
+        A :class:`mmsb.History`: ``.deltas``, the page's own deltas in LSN order (only the newest
+        ``last`` when given); ``.upstream``, the deltas reached by following causes
+        (``Delta.causes``: a cascade's parent deltas in the same commit) for at most ``depth``
+        hops; ``.hops``, LSN -> distance; ``.truncated``, whether ``last`` or ``depth`` left
+        something out. The log is indexed by page on first use and incrementally after, so a
+        lookup costs what it returns. Raises :class:`mmsb.PageNotFoundError` for a page that is
+        not live (deleted pages included), :class:`mmsb.InvalidArgumentError` for a bad
+        ``depth``/``last`` or a state started with ``log=False``.
+        """
+        return _history(self, page, depth, last)
+
     # -- pages -----------------------------------------------------------------
 
     def create_page(self, size: int, location: str = "cpu") -> Page:
@@ -345,6 +380,7 @@ class State(Dependencies):
             table.mv_meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
             pid = slot | gen << ID_SLOT_BITS
             self._log.append_create(pid, 1, size, loc, c.lsn)
+            self._log.seal(c.lsn)
         return Page(self, pid, slot, size)
 
     def create_pages(self, count: int, size: int, location: str = "cpu") -> np.ndarray:
@@ -374,6 +410,7 @@ class State(Dependencies):
             a[T_META, slots] = gens | np.uint64(make_meta(0, loc))
             ids = slots | (gens.astype(np.int64) << ID_SLOT_BITS)
             self._log.append_create(int(ids[0]), count, size, loc, c.lsn)
+            self._log.seal(c.lsn)
         return ids
 
     def delete_page(self, page: Any) -> None:
@@ -395,6 +432,7 @@ class State(Dependencies):
             self._log.append_delete(pid, c.lsn)
             if slot < c.prop.graph.num_nodes:
                 self._forget_node(c, slot)
+            self._log.seal(c.lsn)
 
     def query_page(self, page: Any) -> np.ndarray:
         """A copy of the page's bytes (uint8)."""
@@ -438,6 +476,7 @@ class State(Dependencies):
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
             if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
@@ -447,7 +486,10 @@ class State(Dependencies):
             pos = log.used
             sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
             end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
-            return self._committed(c, log, sp, slot, pos, end)
+            delta = self._committed(c, log, sp, slot, pos, end)
+            if t0 and delta is not None and self._txn is None:
+                c.lat[(_ns() - t0).bit_length()] += 1
+            return delta
 
     def _committed(self, c: _Core, log: MemoryLog, sp: _Savepoint | None, slot: int, pos: int,
                    end: int) -> Delta | None:
@@ -463,8 +505,11 @@ class State(Dependencies):
         if sp is None and self._txn is None and self._events is None:
             if c.prop.graph.num_edges:
                 c.prop.cascade_one(self, c, log, slot, c.lsn)  # the hot path of a hop
+            log.seal(c.lsn)
         else:
             self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
+            if self._txn is None:
+                log.seal(c.lsn)
         return delta
 
     def apply_delta(self, delta: Delta) -> Delta | None:
@@ -564,6 +609,8 @@ class State(Dependencies):
             elif c.prop.graph.num_edges or self._events is not None or sp is not None:
                 hit = out != 0
                 self._after_write(c, sp, slots[hit].astype(np.int64), out[hit])
+            if self._txn is None:
+                log.seal(c.lsn)
         return out
 
     # -- whole-state views -----------------------------------------------------

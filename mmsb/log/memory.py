@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
+import time
 from typing import Iterator
 
 import numpy as np
 
 from .. import config
-from .._layout import REC_CREATE, REC_DELETE, REC_DELTA, REC_HEADER
+from .._layout import REC_BIND, REC_COMMIT, REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER
 from ..delta import Delta
 from ..errors import StateClosedError
 
@@ -42,13 +43,17 @@ class MemoryLog:
     in LSN order.
     """
 
-    __slots__ = ("_buf", "used", "deltas")
+    __slots__ = ("_buf", "used", "deltas", "sealed", "_history")
     keeps_records = True
+    durable = False  # whether records reach a file
+    syncs = 0  # fdatasync calls made (a file log counts them)
 
     def __init__(self, buffer: LogBuffer | None = None) -> None:
         self._buf = buffer if buffer is not None else LogBuffer()
         self.used = 0
         self.deltas = 0
+        self.sealed = 0  # where the last commit ended
+        self._history = None  # provenance index (mmsb.log.history), made by the first st.history
 
     def _live(self) -> LogBuffer:
         if self._buf is None:
@@ -68,6 +73,16 @@ class MemoryLog:
     def rollback(self, used: int, deltas: int) -> None:
         """Forget the records after ``used`` (a commit that did not complete)."""
         self.used, self.deltas = used, deltas
+        if self._history is not None:
+            self._history.forget_after(used)
+
+    def load(self, data: np.ndarray, deltas: int) -> None:
+        """Start from the whole-commit records ``data`` (a recovered or replayed log)."""
+        buf = self.reserve(data.size)
+        buf[: data.size] = data
+        self.used = self.sealed = data.size
+        self._history = None
+        self.deltas = deltas
 
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
         buf = self._buf
@@ -83,11 +98,52 @@ class MemoryLog:
     def append_delete(self, page_id: int, lsn: int) -> None:
         self._append(REC_DELETE, lsn, page_id, 0, 0, 0)
 
+    def _append_named(self, rtype: int, lsn: int, w2: int, w3: int, w4: int, w5: int, body: bytes,
+                      name: str) -> None:
+        raw = name.encode()[:0xFFFF]  # names are labels; the length field holds 16 bits
+        n = len(body) + len(raw)
+        length = REC_HEADER + (n + 7 & ~7)
+        buf = self.reserve(length)
+        at = self.used
+        _HEADER.pack_into(self._buf.mv, at, length | rtype << 32 | len(raw) << 48, lsn, w2, w3, w4, w5)
+        buf[at + REC_HEADER:at + length] = 0
+        end = at + REC_HEADER + len(body)
+        buf[at + REC_HEADER:end] = np.frombuffer(body, np.uint8)
+        buf[end:end + len(raw)] = np.frombuffer(raw, np.uint8)
+        self.used = at + length
+
+    def append_edge(self, parent: int, child: int, kind: int, name: str, added: bool, lsn: int) -> None:
+        """An edge added or removed (``name`` only for user-named kinds)."""
+        self._append_named(REC_EDGE, lsn, parent, child, kind, int(added), b"", name)
+
+    def append_bind(self, child: int, op: int, dtype: int, parents: list[int], weights: list[float],
+                    name: str, lsn: int) -> None:
+        """A binding made by ``register_recompute`` (``name``: a user function's registered name)."""
+        body = np.array(parents, np.int64).tobytes() + np.array(weights, np.float64).tobytes()
+        self._append_named(REC_BIND, lsn, child, op, dtype, len(parents), body, name)
+
+    def seal(self, lsn: int) -> None:
+        """End a commit: every record since the last seal forms it (a marker records where).
+
+        The commit's bytes never change after this; a file log may now write
+        them out.
+        """
+        if self.used != self.sealed:
+            self._append(REC_COMMIT, lsn, time.time_ns(), 0, 0, 0)
+            self.sealed = self.used
+
+    def flush(self) -> None:
+        """Make every sealed commit durable (nothing to do in memory)."""
+
+    def close(self) -> None:
+        """Write out what is sealed and release any file (nothing to do in memory)."""
+
     def record(self, start: int, end: int) -> bytes:
         return self._live().mv[start:end].tobytes()
 
     def detach(self) -> LogBuffer | None:
         buf, self._buf = self._buf, None
+        self._history = None
         return buf
 
     @property
@@ -125,6 +181,12 @@ class NullLog(MemoryLog):
 
     def commit(self, end: int, deltas: int) -> None:
         self.used = 0
+
+    def seal(self, lsn: int) -> None:
+        pass
+
+    def _append_named(self, *args: object) -> None:
+        pass
 
     def rollback(self, used: int, deltas: int) -> None:
         """Forget the records after ``used`` (a commit that did not complete)."""

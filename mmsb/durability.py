@@ -1,0 +1,222 @@
+"""Durability and history of a :class:`mmsb.State`: file logs, checkpoints, replay.
+
+A mixin of State (like :mod:`mmsb.dependencies`), plus the module-level
+:func:`replay` and :func:`restore`. The file formats live in
+:mod:`mmsb.log.file` and :mod:`mmsb.log.checkpoint`; replay in
+:mod:`mmsb.log.replay`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+from .functions import MissingFunction
+from .log import checkpoint as _ckpt
+from .log import replay as _replay
+from .log.file import FileLog, read_log
+from .log.memory import MemoryLog
+
+
+def _check_lsn(to_lsn: Any) -> int | None:
+    if to_lsn is None:
+        return None
+    if isinstance(to_lsn, (bool, np.bool_)) or not isinstance(to_lsn, (int, np.integer)) or to_lsn < 0:
+        raise InvalidArgumentError(f"to_lsn must be a non-negative integer or None, got {to_lsn!r}")
+    return int(to_lsn)
+
+
+def open_file_log(st: Any, path: Any, sync: str) -> None:
+    """Open (creating or recovering) the log at ``path`` as ``st``'s log; ``st`` is fresh."""
+    c = st._c
+    log, contents = FileLog.open(path, sync, c.logbuf)
+    try:
+        if contents is not None:
+            if contents.header.base_lsn:
+                raise InvalidArgumentError(
+                    f"log {log.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: open it "
+                    "with mmsb.restore(checkpoint_path, log=...)")
+            data = contents.payload
+            cut, deltas, lsn = _replay.check(data, 0, data.size, None, f"log {log.path!r}")
+            _replay.apply(st, data, 0, cut, f"log {log.path!r}")
+            log.adopt(data[:cut], deltas, lsn)
+    except BaseException:
+        log.close()
+        raise
+    st._log = log
+    log.start()
+
+
+class Durability:
+    """File logs, checkpoints and replay for :class:`mmsb.State` (a mixin)."""
+
+    __slots__ = ()
+
+    def flush(self) -> None:
+        """Make every commit so far durable (for ``sync="group"`` or ``"none"``; no-op in memory)."""
+        c = self._core()
+        with c.lock:
+            self._log.flush()
+
+    @property
+    def missing_functions(self) -> list[str]:
+        """Names of recompute functions a replay or restore could not find (see :func:`mmsb.register_function`)."""
+        c = self._core()
+        return sorted({b.fn.name for b in c.prop.bindings.values() if isinstance(b.fn, MissingFunction)})
+
+    def checkpoint(self, path: Any) -> None:
+        """Write the whole state (pages, epochs, graph, bindings, counters, LSN) to ``path``.
+
+        Atomic: a temporary file is written and synced, then renamed over
+        ``path``. With a file log, the log is synced first and the checkpoint
+        records where in it the state stood, so ``mmsb.restore(path,
+        log=that_log)`` goes on from there. Bindings to user functions are
+        stored by name (:func:`mmsb.register_function`).
+        """
+        c = self._core()
+        if self._txn is not None:
+            raise InvalidArgumentError("checkpoint is not allowed inside a transaction")
+        path = os.fspath(path)
+        with c.lock:
+            if self._c is not c:
+                from .dependencies import _closed
+
+                raise _closed()
+            log = self._log
+            ref = None
+            if isinstance(log, FileLog):
+                log.flush()
+                ref = {"id": log.header.log_id.hex(), "pos": log.sealed, "base": log.header.base_id.hex()}
+            _ckpt.write(self, c, path, ref)
+
+    def replay(self, to_lsn: Any = None) -> Any:
+        """A new state replaying this state's log: after every commit whose LSNs are all <= ``to_lsn``.
+
+        ``to_lsn=None`` replays everything; its ``state_hash()`` then equals
+        this state's. Never half a commit. The new state keeps its log in
+        memory. Needs a log (``log=False`` states have none).
+        """
+        limit = _check_lsn(to_lsn)
+        c = self._core()
+        if not self._log.keeps_records:
+            raise InvalidArgumentError("this state keeps no log (log=False): there is nothing to replay")
+        if self._txn is not None:
+            raise InvalidArgumentError("replay is not allowed inside a transaction")
+        with c.lock:
+            data = self._log._live().array[: self._log.sealed].copy()
+        return _state_from(data, limit, self._base, "this state's log")
+
+
+def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str) -> Any:
+    """A new state: the records ``data`` up to ``to_lsn``, on top of ``base``.
+
+    ``base`` is None (the records hold the whole history) or (checkpoint,
+    offset): the history is that checkpoint, then the records from offset.
+    """
+    from .pool import start
+
+    start_at = 0
+    if base is not None:
+        ck, start_at = base
+        if to_lsn is not None and to_lsn < ck.lsn:
+            raise InvalidArgumentError(f"LSN {to_lsn} is before checkpoint {ck.path!r} (LSN {ck.lsn}), where "
+                                       "this state's history starts")
+    st = start()
+    try:
+        if base is not None:
+            _ckpt.load(st, base[0])
+            st._base = base
+        cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where)
+        _replay.apply(st, data, start_at, cut, where)
+        log = MemoryLog(st._c.logbuf)
+        log.load(data[:cut], deltas)
+        st._log = log
+    except BaseException:
+        st.close()
+        raise
+    return st
+
+
+def replay(log_path: Any, to_lsn: Any = None) -> Any:
+    """A new state from the log file at ``log_path``: every commit whose LSNs are all <= ``to_lsn``.
+
+    The file is only read (a log another state is writing can be replayed).
+    A torn tail is left out with a :class:`mmsb.LogTruncatedWarning`; damage
+    before it raises :class:`mmsb.LogCorruptError`. The state keeps its log
+    in memory.
+    """
+    limit = _check_lsn(to_lsn)
+    contents = read_log(os.fspath(log_path))
+    if contents.header.base_lsn:
+        raise InvalidArgumentError(
+            f"log {contents.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: use "
+            "mmsb.restore(checkpoint_path, log=...)")
+    return _state_from(contents.payload, limit, None, f"log {contents.path!r}")
+
+
+def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
+    """A state from the checkpoint at ``path``, then the log ``log`` after it.
+
+    ``log=None``: the state keeps a new log in memory. ``log=`` the file log
+    the checkpointed state was writing: its records after the checkpoint are
+    replayed and the state goes on writing it. ``log=`` a path with no file:
+    a new log continuing this checkpoint. Bindings whose functions are not
+    registered in this process are listed in ``missing_functions``.
+    """
+    from .pool import start
+    from .state import _check_options
+
+    _check_options(log, sync, "auto")
+    ck = _ckpt.read(path)
+    st = start()
+    try:
+        _ckpt.load(st, ck)
+        if log is None or log is False:
+            st._base = (ck, 0)
+            if log is False:
+                from .log.memory import NullLog
+
+                st._log = NullLog(st._c.logbuf)
+            return st
+        flog, contents = FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
+        try:
+            _continue(st, ck, flog, contents)
+        except BaseException:
+            flog.close()
+            raise
+        st._log = flog
+        flog.start()
+    except BaseException:
+        st.close()
+        raise
+    return st
+
+
+def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
+    where = f"log {flog.path!r}"
+    if contents is None or contents.header.base_id == ck.id:
+        st._base = (ck, 0)  # a log that starts at this checkpoint
+        data = contents.payload if contents is not None else np.zeros(0, np.uint8)
+        cut, deltas, lsn = _replay.check(data, 0, data.size, None, where)
+        _replay.apply(st, data, 0, cut, where)
+        flog.adopt(data[:cut], deltas, lsn)
+        return
+    ref = ck.doc.get("log") or {}
+    if ref.get("id") != contents.header.log_id.hex():
+        raise InvalidArgumentError(f"{where} is not the log checkpoint {ck.path!r} was taken from, nor one "
+                                   "continuing it")
+    data, pos = contents.payload, int(ref.get("pos", -1))
+    if not 0 <= pos <= data.size:
+        raise InvalidArgumentError(f"{where} ends before checkpoint {ck.path!r} (at byte {pos} of its records)")
+    before, _, lsn = _replay.check(data, 0, pos, None, where)
+    if before != pos or lsn != ck.lsn and pos:
+        raise InvalidArgumentError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position")
+    if contents.header.base_lsn:
+        st._base = (ck, pos)  # the log itself starts at an earlier checkpoint
+    cut, _, lsn = _replay.check(data, pos, data.size, None, where)
+    _replay.apply(st, data, pos, cut, where)
+    total = _replay.check(data, 0, cut, None, where)[1]
+    flog.adopt(data[:cut], total, lsn)

@@ -1,0 +1,78 @@
+"""Names for user recompute functions, so logs and checkpoints can refer to them.
+
+A log or checkpoint cannot hold code. It holds a binding's function by name:
+the name given to :func:`register_function`, or else the function's
+``module.qualname``. Replaying or restoring binds the function registered
+under that name in the current process; a name nobody registered leaves the
+binding in place with a stand-in that raises :class:`mmsb.RecomputeError`
+(naming the function) if a cascade reaches it, and the state lists such names
+in ``State.missing_functions``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from .errors import InvalidArgumentError, RecomputeError
+
+_lock = threading.Lock()
+_by_name: dict[str, Callable[..., Any]] = {}
+_names: dict[int, str] = {}  # id(fn) -> name, for functions registered here
+
+
+def register_function(fn: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Register ``fn`` under ``name`` (default ``module.qualname``); returns ``fn``.
+
+    Works as a decorator, with or without arguments. Registering the same
+    function again is harmless; another function under a taken name raises
+    :class:`mmsb.InvalidArgumentError`.
+    """
+    if fn is None:
+        return lambda f: register_function(f, name=name)
+    if not callable(fn):
+        raise InvalidArgumentError(f"register_function takes a callable, got {fn!r}")
+    key = default_name(fn) if name is None else name
+    if not isinstance(key, str) or not key or len(key.encode()) > 0xFFFF:
+        raise InvalidArgumentError(f"a function name is a non-empty string of at most 65535 bytes, got {key!r}")
+    with _lock:
+        old = _by_name.get(key)
+        if old is not None and old is not fn:
+            raise InvalidArgumentError(f"another function is registered as {key!r}")
+        _by_name[key] = fn
+        _names[id(fn)] = key
+    return fn
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    inner = getattr(fn, "py_func", fn)  # an @njit dispatcher names its Python function
+    return f"{getattr(inner, '__module__', '?')}.{getattr(inner, '__qualname__', repr(inner))}"
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """The name a log records for ``fn``."""
+    name = _names.get(id(fn))
+    if name is not None and _by_name.get(name) is fn:
+        return name
+    return default_name(fn)
+
+
+def lookup(name: str) -> Callable[..., Any] | None:
+    return _by_name.get(name)
+
+
+class MissingFunction:
+    """Stands in for a function a log names but this process has not registered."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *parents: Any) -> Any:
+        raise RecomputeError(
+            f"recompute function {self.name!r} is not registered in this process: "
+            f"call mmsb.register_function(fn, name={self.name!r}) and bind it again",
+            None,
+        )
+
+    def __repr__(self) -> str:
+        return f"<missing recompute function {self.name!r}>"

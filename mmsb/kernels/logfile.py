@@ -1,0 +1,276 @@
+"""Kernels behind log files and replay: frame checks, record checks, replay, page copies.
+
+Everything that reads bytes from a file treats them as hostile: every length
+is checked against what is there before it is used, so no byte sequence
+makes these kernels read out of bounds, loop forever or apply a record that
+does not fit the state (layouts in ``docs/FORMAT.md``).
+"""
+
+import numpy as np
+from numba import njit
+
+from .._layout import (
+    ENC_DENSE,
+    ENC_SPARSE,
+    FLAG_LIVE,
+    ID_SLOT_BITS,
+    ID_SLOT_MASK,
+    META_FLAG_SHIFT,
+    META_GEN_MASK,
+    REC_COMMIT,
+    REC_DELTA,
+    REC_HEADER,
+    REC_TYPES,
+    T_EPOCH,
+    T_META,
+    T_OFFSET,
+    T_SIZE,
+)
+from .checksum import crc32c
+
+_JIT = {"cache": True, "nogil": True}
+FRAME_MAGIC = 0x3146534D  # "MSF1"
+FRAME_HEADER = 32
+# scan results
+SCAN_CLEAN, SCAN_TORN, SCAN_CORRUPT = 0, 1, 2
+# replay results
+R_DONE, R_STOP, R_BAD = 0, 1, 2
+_MAX_TYPE = max(REC_TYPES)
+
+
+@njit(inline="always", **_JIT)
+def _u32(data, at):
+    return np.uint32(data[at]) | np.uint32(data[at + 1]) << 8 | np.uint32(data[at + 2]) << 16 | (
+        np.uint32(data[at + 3]) << 24)
+
+
+@njit(inline="always", **_JIT)
+def _u64(data, at):
+    lo = np.uint64(_u32(data, at))
+    hi = np.uint64(_u32(data, at + 4))
+    return lo | hi << np.uint64(32)
+
+
+@njit(**_JIT)
+def frame_crc(seed, data, start, end):
+    """The CRC of a frame at ``start`` whose payload ends at ``end`` (header words 2-4 + payload)."""
+    return crc32c(data, start + 8, end, seed)
+
+
+@njit(**_JIT)
+def payload_crc(seed, header, payload, start, end):
+    """The CRC of a frame being written: ``header`` (its 32 bytes) and ``payload[start:end]``."""
+    return crc32c(payload, start, end, crc32c(header, 8, FRAME_HEADER, seed))
+
+
+@njit(inline="always", **_JIT)
+def _frame_ok(data, pos, n, seed):
+    """The end of the valid frame at ``pos``, or -1."""
+    if n - pos < FRAME_HEADER or _u32(data, pos) != FRAME_MAGIC:
+        return -1
+    length = _u64(data, pos + 8)
+    if length & 7 or length > np.uint64(n - pos - FRAME_HEADER):
+        return -1
+    end = pos + FRAME_HEADER + np.int64(length)
+    if frame_crc(seed, data, pos, end) != _u32(data, pos + 4):
+        return -1
+    return end
+
+
+@njit(**_JIT)
+def scan_frames(data, pos, seed):
+    """Walk the frames from ``pos``: (valid end, frames, payload bytes, last LSN, status).
+
+    A frame that fails its checks is a torn tail when no valid frame follows
+    it anywhere (a crash cut the last write short), and damage when one does
+    (status ``SCAN_CORRUPT``, the valid end is where the damage starts).
+    """
+    n = data.size
+    frames = 0
+    payload = 0
+    lsn = np.uint64(0)
+    while pos < n:
+        end = _frame_ok(data, pos, n, seed)
+        if end < 0:
+            # frames are 8-aligned: look for any later one that checks out
+            k = pos + 8
+            while k + FRAME_HEADER <= n:
+                if _frame_ok(data, k, n, seed) >= 0:
+                    return pos, frames, payload, lsn, SCAN_CORRUPT
+                k += 8
+            return pos, frames, payload, lsn, SCAN_TORN
+        lsn = _u64(data, pos + 16)
+        payload += end - pos - FRAME_HEADER
+        frames += 1
+        pos = end
+    return pos, frames, payload, lsn, SCAN_CLEAN
+
+
+@njit(**_JIT)
+def gather_payloads(data, pos, end, out):
+    """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order."""
+    at = 0
+    while pos < end:
+        length = np.int64(_u64(data, pos + 8))
+        out[at:at + length] = data[pos + FRAME_HEADER:pos + FRAME_HEADER + length]
+        at += length
+        pos += FRAME_HEADER + length
+    return at
+
+
+@njit(**_JIT)
+def check_records(data, start, end, to_lsn):
+    """Walk the records of ``data[start:end]``; (cut, commits, deltas, last LSN, bad offset).
+
+    ``cut`` is the end of the last whole commit (its marker) whose LSN is at
+    most ``to_lsn``; ``bad`` the offset of the first record that is not well
+    formed (-1 if none), where the walk stops.
+    """
+    pos = start
+    cut = start
+    commits = 0
+    deltas = 0
+    pending = 0
+    lsn = np.uint64(0)
+    limit = np.uint64(to_lsn)
+    while pos < end:
+        if end - pos < REC_HEADER:
+            return cut, commits, deltas, lsn, pos
+        w0 = _u64(data, pos)
+        length = np.int64(w0 & np.uint64(0xFFFFFFFF))
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if length < REC_HEADER or length & 7 or length > end - pos or rtype < 1 or rtype > _MAX_TYPE:
+            return cut, commits, deltas, lsn, pos
+        if rtype == REC_DELTA:
+            pending += 1
+        elif rtype == REC_COMMIT:
+            w1 = _u64(data, pos + 8)
+            if w1 > limit:
+                return cut, commits, deltas, lsn, -1
+            lsn = w1
+            commits += 1
+            deltas += pending
+            pending = 0
+            cut = pos + length
+        pos += length
+    return cut, commits, deltas, lsn, -1
+
+
+@njit(inline="always", **_JIT)
+def _live_slot(table, used, pid):
+    """The slot of live page ``pid``, or -1."""
+    slot = np.int64(pid & np.uint64(ID_SLOT_MASK))
+    if slot >= used:
+        return -1
+    meta = table[T_META, slot]
+    key = np.uint64(FLAG_LIVE << META_FLAG_SHIFT) | (pid >> np.uint64(ID_SLOT_BITS))
+    if meta & np.uint64((FLAG_LIVE << META_FLAG_SHIFT) | META_GEN_MASK) != key:
+        return -1
+    return slot
+
+
+@njit(**_JIT)
+def replay_deltas(table, used, arena, data, pos, end, lsn):
+    """Apply the delta records from ``pos`` on, checking each; (pos, lsn, deltas, status).
+
+    Stops at a page, graph or binding record (``R_STOP``: Python applies it),
+    at ``end`` (``R_DONE``), or at a record that does not fit the state
+    (``R_BAD`` at ``pos``: a wrong LSN, epoch, page, size or offset).
+    """
+    applied = 0
+    while pos < end:
+        w0 = _u64(data, pos)
+        length = np.int64(w0 & np.uint64(0xFFFFFFFF))
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if rtype == REC_COMMIT:
+            if _u64(data, pos + 8) != np.uint64(lsn):
+                return pos, lsn, applied, R_BAD
+            pos += length
+            continue
+        if rtype != REC_DELTA:
+            return pos, lsn, applied, R_STOP
+        enc = np.int64((w0 >> np.uint64(40)) & np.uint64(0xFF))
+        ncauses = np.int64(w0 >> np.uint64(48))
+        slot = _live_slot(table, used, _u64(data, pos + 16))
+        if _u64(data, pos + 8) != np.uint64(lsn + 1) or slot < 0:
+            return pos, lsn, applied, R_BAD
+        size = np.int64(table[T_SIZE, slot])
+        count = _u64(data, pos + 32)
+        if _u64(data, pos + 24) != table[T_EPOCH, slot] + np.uint64(1) or _u64(data, pos + 40) != np.uint64(size):
+            return pos, lsn, applied, R_BAD
+        off = np.int64(table[T_OFFSET, slot])
+        body = pos + REC_HEADER
+        if enc == ENC_SPARSE:
+            if count > np.uint64(length):
+                return pos, lsn, applied, R_BAD
+            n = np.int64(count)
+            vals = body + 4 * n
+            if ((vals + n + 7) & ~7) + 8 * ncauses != pos + length:
+                return pos, lsn, applied, R_BAD
+            for j in range(n):
+                if np.int64(_u32(data, body + 4 * j)) >= size:
+                    return pos, lsn, applied, R_BAD
+            for j in range(n):
+                arena[off + np.int64(_u32(data, body + 4 * j))] = data[vals + j]
+        elif enc == ENC_DENSE:
+            if count != np.uint64(size):
+                return pos, lsn, applied, R_BAD
+            nmask = (size + 7) >> 3
+            if nmask > length:
+                return pos, lsn, applied, R_BAD
+            m = 0
+            for k in range(nmask):
+                bits = data[body + k]
+                while bits:
+                    m += 1
+                    bits &= bits - np.uint8(1)
+            if size & 7 and data[body + nmask - 1] >> np.uint8(size & 7):
+                return pos, lsn, applied, R_BAD  # mask bits past the page's end
+            if ((body + nmask + m + 7) & ~7) + 8 * ncauses != pos + length:
+                return pos, lsn, applied, R_BAD
+            p = body + nmask
+            for k in range(nmask):
+                bits = data[body + k]
+                b = 0
+                while bits:
+                    if bits & np.uint8(1):
+                        arena[off + 8 * k + b] = data[p]
+                        p += 1
+                    bits >>= np.uint8(1)
+                    b += 1
+        else:
+            return pos, lsn, applied, R_BAD
+        cz = pos + length - 8 * ncauses
+        for j in range(ncauses):
+            cause = _u64(data, cz + 8 * j)
+            if cause == np.uint64(0) or cause > np.uint64(lsn):
+                return pos, lsn, applied, R_BAD
+        table[T_EPOCH, slot] += np.uint64(1)
+        lsn += 1
+        applied += 1
+        pos += length
+    return pos, lsn, applied, R_DONE
+
+
+@njit(**_JIT)
+def gather_pages(arena, offsets, sizes, out):
+    """Copy pages (arena ``offsets``, ``sizes``) side by side into ``out``."""
+    at = 0
+    for i in range(offsets.size):
+        n = np.int64(sizes[i])
+        o = np.int64(offsets[i])
+        out[at:at + n] = arena[o:o + n]
+        at += n
+    return at
+
+
+@njit(**_JIT)
+def scatter_pages(arena, offsets, sizes, data):
+    """The inverse of :func:`gather_pages`."""
+    at = 0
+    for i in range(offsets.size):
+        n = np.int64(sizes[i])
+        o = np.int64(offsets[i])
+        arena[o:o + n] = data[at:at + n]
+        at += n
+    return at

@@ -1,0 +1,253 @@
+"""Checkpoints: the whole state at one LSN in one file, written atomically.
+
+A header, then sections, each framed by its tag, CRC32C and length: META
+(JSON: counters, LSN, edge kinds, bindings by name, and which log and where
+in it the state stood), SLOTS (every page-table slot's meta, size and epoch,
+so a restored state hands out the same ids next), FREE (the free-slot stack),
+DATA (the live pages' bytes), EDGES (parent id, child id, kind code). Written
+to a temporary file, synced, renamed over the target, and the directory
+synced. Reading checks everything and raises :class:`mmsb.LogCorruptError`
+with the offset for any damage; layout in ``docs/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+from .._layout import (
+    DTYPE_NAMES,
+    FLAG_LIVE,
+    ID_SLOT_BITS,
+    ID_SLOT_MASK,
+    MAX_GENERATION,
+    MAX_PAGE_SIZE,
+    META_FLAG_SHIFT,
+    META_GEN_MASK,
+    OPS,
+    T_EPOCH,
+    T_META,
+    T_OFFSET,
+    T_SIZE,
+)
+from .._version import __version__
+from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, MMSBError
+from ..functions import MissingFunction, function_name, lookup
+from ..graph import FIRST_USER_KIND
+
+MAGIC = b"MMSBCKPT"
+VERSION = 1
+# magic, version, header size, checkpoint id, created (ns), LSN, section count, CRC32C of the rest
+_HEADER = struct.Struct("<8sII16sQQII8x")
+HEADER_SIZE = _HEADER.size  # 64
+_SECTION = struct.Struct("<IIQ")  # tag, CRC32C of the payload, payload bytes
+META, SLOTS, FREE, DATA, EDGES = 1, 2, 3, 4, 5
+_TAGS = (META, SLOTS, FREE, DATA, EDGES)
+_LIVE = FLAG_LIVE << META_FLAG_SHIFT
+_OP_NAMES = {code: name for name, code in OPS.items()}
+
+
+def _crc(arr: np.ndarray, seed: int = 0) -> int:
+    from ..kernels.checksum import crc32c
+
+    return int(crc32c(arr, 0, arr.size, seed))
+
+
+def _bytes(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, np.uint8)
+
+
+def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
+    """Write the checkpoint of state ``st`` (core ``c``, lock held) to ``path``, atomically."""
+    from ..kernels import logfile
+
+    table, used = c.table, c.table.used
+    a = table.array
+    meta = a[T_META, :used]
+    live = np.flatnonzero(meta & np.uint64(_LIVE))
+    sizes = a[T_SIZE, live]
+    data = np.empty(int(sizes.sum()), np.uint8)
+    logfile.gather_pages(c.arena.data, a[T_OFFSET, live], sizes, data)
+    slots = np.stack([meta, a[T_SIZE, :used], a[T_EPOCH, :used]]).T.copy()
+    g = c.prop.graph
+    indptr, children, kinds = g.csr()
+    parents = np.repeat(np.arange(g.num_nodes, dtype=np.int64), np.diff(indptr))
+    gens = (meta & np.uint64(META_GEN_MASK)).astype(np.int64) << ID_SLOT_BITS
+    edges = np.stack([parents | gens[parents], children | gens[children], kinds.astype(np.int64)]).T.copy()
+    bindings = []
+    for child, b in sorted(c.prop.bindings.items()):
+        fn = "" if b.fn is None else (b.fn.name if isinstance(b.fn, MissingFunction) else function_name(b.fn))
+        bindings.append({"child": st._id_of(child), "op": _OP_NAMES.get(b.op, ""), "function": fn,
+                         "dtype": DTYPE_NAMES[b.dtype], "parents": [st._id_of(p) for p in b.parents],
+                         "weights": list(b.weights)})
+    kinds = {name: code for name, code in g._kinds.items() if code >= FIRST_USER_KIND}
+    doc = {"mmsb": __version__, "lsn": c.lsn, "deltas": c.deltas, "slots": used, "kinds": kinds,
+           "bindings": bindings, "log": log_ref}
+    sections = [
+        (META, _bytes(json.dumps(doc).encode())),
+        (SLOTS, slots.view(np.uint8).reshape(-1)),
+        (FREE, np.array(table.free, np.int64).view(np.uint8)),
+        (DATA, data),
+        (EDGES, edges.view(np.uint8).reshape(-1)),
+    ]
+    ckpt_id = uuid.uuid4().bytes
+    head = bytearray(_HEADER.pack(MAGIC, VERSION, HEADER_SIZE, ckpt_id, time.time_ns(), c.lsn, len(sections), 0))
+    struct.pack_into("<I", head, 52, _crc(_bytes(bytes(head[:52]))))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(head)
+            for tag, payload in sections:
+                f.write(_SECTION.pack(tag, _crc(payload), payload.size))
+                f.write(memoryview(payload))
+                f.write(bytes(-payload.size % 8))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise LogIOError(f"cannot write checkpoint {path!r}: {exc}") from exc
+
+
+class Checkpoint:
+    """A checkpoint read back and checked (see :func:`read`)."""
+
+    def __init__(self, path: str, ckpt_id: bytes, lsn: int, doc: dict[str, Any], slots: np.ndarray,
+                 free: np.ndarray, data: np.ndarray, edges: np.ndarray) -> None:
+        self.path, self.id, self.lsn, self.doc = path, ckpt_id, lsn, doc
+        self.slots, self.free, self.data, self.edges = slots, free, data, edges
+
+
+def read(path: Any) -> Checkpoint:
+    """Read and check a checkpoint file; :class:`mmsb.LogCorruptError` names any damage."""
+    path = os.fspath(path)
+    what = f"checkpoint {path!r}"
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"{what} does not exist") from None
+    except OSError as exc:
+        raise LogIOError(f"cannot read {what}: {exc}") from exc
+
+    def bad(why: str, offset: int) -> LogCorruptError:
+        return LogCorruptError(f"{what} is damaged at offset {offset}: {why}", offset)
+
+    if len(raw) < HEADER_SIZE:
+        raise bad("shorter than a checkpoint header", 0)
+    magic, version, hsize, ckpt_id, _, lsn, count, crc = _HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise bad(f"not an mmsb checkpoint (magic {magic!r})", 0)
+    if version != VERSION or hsize != HEADER_SIZE:
+        raise bad(f"format version {version} is not one this mmsb reads ({VERSION})", 8)
+    if crc != _crc(_bytes(raw[:52])):
+        raise bad("the header fails its checksum", 0)
+    buf = _bytes(raw)
+    found: dict[int, np.ndarray] = {}
+    pos = HEADER_SIZE
+    for _ in range(count):
+        if len(raw) - pos < _SECTION.size:
+            raise bad("a section header is cut off", pos)
+        tag, scrc, n = _SECTION.unpack_from(raw, pos)
+        start = pos + _SECTION.size
+        if tag not in _TAGS or tag in found or n > len(raw) - start:
+            raise bad(f"section tag {tag} of {n} bytes is not expected here", pos)
+        payload = buf[start:start + n]
+        if _crc(payload) != scrc:
+            raise bad(f"section {tag} fails its checksum", pos)
+        found[tag] = payload
+        pos = start + n + (-n % 8)
+    if pos != len(raw) or len(found) != len(_TAGS):
+        raise bad("the sections do not add up to the file", min(pos, len(raw)))
+    try:
+        doc = json.loads(bytes(found[META]).decode())
+        if not isinstance(doc, dict) or doc.get("lsn") != lsn:
+            raise ValueError("metadata does not match the header")
+        used = int(doc["slots"])
+        slots, free, edges = found[SLOTS], found[FREE], found[EDGES]
+        if slots.size != 24 * used or free.size % 8 or edges.size % 24:
+            raise ValueError("table sections have the wrong sizes")
+        slots = slots.view(np.uint64).reshape(used, 3)
+        free = free.view(np.int64)
+        edges = edges.view(np.int64).reshape(-1, 3)
+        _check_table(slots, free, found[DATA].size)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        raise bad(f"its contents are inconsistent ({exc})", HEADER_SIZE) from None
+    return Checkpoint(path, ckpt_id, lsn, doc, slots, free, found[DATA], edges)
+
+
+def _check_table(slots: np.ndarray, free: np.ndarray, nbytes: int) -> None:
+    meta, sizes = slots[:, 0], slots[:, 1]
+    live = (meta & np.uint64(_LIVE)) != 0
+    if np.any(meta & ~np.uint64(_LIVE | META_GEN_MASK | 0xFF << 32)):
+        raise ValueError("slot flags out of range")
+    if np.any((meta >> np.uint64(32)) & np.uint64(0xFF)):
+        raise ValueError("a page is on a device")
+    if np.any((meta & np.uint64(META_GEN_MASK)) > MAX_GENERATION):
+        raise ValueError("a generation out of range")
+    if np.any(live & ((sizes < 1) | (sizes > MAX_PAGE_SIZE))) or np.any(~live & (sizes != 0)):
+        raise ValueError("a page size out of range")
+    if int(sizes[live].sum()) != nbytes:
+        raise ValueError("page bytes do not match the sizes")
+    if free.size and (free.min() < 0 or free.max() >= slots.shape[0] or np.unique(free).size != free.size
+                      or live[free].any()):
+        raise ValueError("the free-slot list names live or unknown slots")
+
+
+def load(st: Any, ck: Checkpoint) -> None:
+    """Make the fresh state ``st`` hold checkpoint ``ck`` (as a replay would: no cascades)."""
+    from ..kernels import logfile
+
+    c = st._c
+    table, arena = c.table, c.arena
+    used = ck.slots.shape[0]
+    table.reserve(used)
+    a = table.array
+    live = np.flatnonzero(ck.slots[:, 0] & np.uint64(_LIVE))
+    sizes = ck.slots[live, 1]
+    offs = np.empty(live.size, np.uint64)
+    for size in np.unique(sizes).tolist():
+        pick = sizes == size
+        offs[pick] = arena.allocate_many(int(pick.sum()), int(size))
+    a[T_META, :used] = ck.slots[:, 0]
+    a[T_SIZE, :used] = ck.slots[:, 1]
+    a[T_EPOCH, :used] = ck.slots[:, 2]
+    a[T_OFFSET, live] = offs
+    table.used = used
+    table.free[:] = ck.free.tolist()
+    logfile.scatter_pages(arena.data, offs, sizes, ck.data)
+    c.lsn, c.deltas = int(ck.lsn), int(ck.doc["deltas"])
+    st._replaying = True
+    try:
+        for b in ck.doc["bindings"]:
+            op: Any = b["op"]
+            if not op:
+                op = lookup(b["function"]) or MissingFunction(b["function"])
+            st.register_recompute(b["child"], b["parents"], op, dtype=b["dtype"], weights=b["weights"])
+        names = {code: name for name, code in ck.doc["kinds"].items()}
+        names.update({0: "data", 1: "control", 2: "sync"})
+        g = c.prop.graph
+        for p, child, kind in ck.edges.tolist():
+            if not g.has_edge(p & ID_SLOT_MASK, child & ID_SLOT_MASK):  # a binding's edges are in already
+                st.add_dependency(p, child, names[kind])
+    except (MMSBError, KeyError, TypeError, ValueError) as exc:
+        raise LogCorruptError(f"checkpoint {ck.path!r}: its graph does not apply ({exc})", HEADER_SIZE) from None
+    finally:
+        st._replaying = False
+
+
+__all__ = ["Checkpoint", "read", "write", "load"]

@@ -1,0 +1,314 @@
+"""Log files: a header, then frames of whole commits, each with its length and CRC32C.
+
+Writing: a :class:`FileLog` keeps every record in memory like
+:class:`~mmsb.log.memory.MemoryLog` (``st.log``, replay and history read
+them there) and appends each sealed commit to its file as a frame:
+
+* ``sync="commit"``: the sealing call writes the frame and ``fdatasync``\\ s
+  before it returns, so whatever a call returned is on disk;
+* ``sync="group"``: a writer thread frames everything sealed so far, writes
+  it and syncs, at most ``config.LOG_GROUP_INTERVAL_US`` after the seal;
+  :meth:`FileLog.flush` (``State.flush``) makes it durable at once;
+* ``sync="none"``: the same thread writes without syncing; the OS decides.
+
+A frame holds whole commits only, so recovery finds whole commits or none of
+one. Reading (:func:`read_log`) checks the header and every frame; a torn
+tail is cut with a :class:`mmsb.LogTruncatedWarning`; damage before the tail
+raises :class:`mmsb.LogCorruptError` with its offset. Layout: ``docs/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import struct
+import threading
+import time
+import uuid
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import config
+from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
+from .memory import LogBuffer, MemoryLog
+
+FILE_MAGIC = b"MMSBLOG\x00"
+VERSION = 1
+# magic, version, header size, log id, created (ns), base LSN, base checkpoint id, CRC32C of the rest
+_FILE_HEADER = struct.Struct("<8sII16sQQ16sI4x")
+FILE_HEADER_SIZE = _FILE_HEADER.size  # 72
+# magic, CRC32C (of the rest and the payload, seeded with the log id's CRC), payload bytes, LSN, frame number
+_FRAME = struct.Struct("<IIQQQ")
+_NO_BASE = bytes(16)
+
+_k: Any = None
+
+
+def _kernels() -> Any:
+    global _k
+    if _k is None:
+        from ..kernels import logfile
+
+        _k = logfile
+    return _k
+
+
+def _crc(data: bytes, seed: int = 0) -> int:
+    from ..kernels.checksum import crc32c
+
+    arr = np.frombuffer(data, np.uint8)
+    return int(crc32c(arr, 0, arr.size, seed))
+
+
+@dataclasses.dataclass
+class LogHeader:
+    log_id: bytes
+    created_ns: int
+    base_lsn: int  # 0: the log holds the whole history; else it continues a checkpoint
+    base_id: bytes  # that checkpoint's id (16 zero bytes when none)
+
+    def pack(self) -> bytes:
+        body = _FILE_HEADER.pack(FILE_MAGIC, VERSION, FILE_HEADER_SIZE, self.log_id, self.created_ns,
+                                 self.base_lsn, self.base_id, 0)
+        return body[:-8] + struct.pack("<I4x", _crc(body[:-8]))
+
+    @classmethod
+    def unpack(cls, raw: bytes, what: str) -> LogHeader:
+        if len(raw) < FILE_HEADER_SIZE:
+            raise LogCorruptError(f"{what}: {len(raw)} bytes, shorter than a log header", 0)
+        magic, version, size, log_id, created, base_lsn, base_id, crc = _FILE_HEADER.unpack_from(raw)
+        if magic != FILE_MAGIC:
+            raise LogCorruptError(f"{what} is not an mmsb log (magic {magic!r})", 0)
+        if version != VERSION or size != FILE_HEADER_SIZE:
+            raise LogCorruptError(f"{what}: log format version {version} (header {size} B) is not one "
+                                  f"this mmsb reads (version {VERSION})", 8)
+        if crc != _crc(raw[: FILE_HEADER_SIZE - 8]):
+            raise LogCorruptError(f"{what}: the log header fails its checksum", 0)
+        return cls(log_id, created, base_lsn, base_id)
+
+    @property
+    def seed(self) -> int:
+        return _crc(self.log_id)
+
+
+@dataclasses.dataclass
+class LogContents:
+    """What reading a log file found: its header, the records of its whole frames, and damage."""
+
+    path: str
+    header: LogHeader
+    payload: np.ndarray  # the records of every whole frame, in order (the in-memory layout)
+    frames: int
+    last_lsn: int
+    valid_end: int  # file offset where the whole frames end
+    file_size: int
+    status: int  # SCAN_CLEAN / SCAN_TORN / SCAN_CORRUPT
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.file_size - self.valid_end if self.status == _kernels().SCAN_TORN else 0
+
+
+def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: bool = True) -> LogContents:
+    """Read and check a log file. A torn tail is dropped (with a warning); damage before it
+    raises :class:`mmsb.LogCorruptError` unless ``strict`` is False (then reading stops there)."""
+    k = _kernels()
+    what = f"log {path!r}"
+    try:
+        if fd is None:
+            with open(path, "rb") as f:
+                raw = f.read()
+        else:
+            size = os.fstat(fd).st_size
+            raw = os.pread(fd, size, 0) if size else b""
+    except FileNotFoundError:
+        raise InvalidArgumentError(f"{what} does not exist") from None
+    except OSError as exc:
+        raise LogIOError(f"cannot read {what}: {exc}") from exc
+    header = LogHeader.unpack(raw, what)
+    data = np.frombuffer(raw, np.uint8)
+    end, frames, payload_bytes, lsn, status = k.scan_frames(data, FILE_HEADER_SIZE, header.seed)
+    if status == k.SCAN_CORRUPT and strict:
+        raise LogCorruptError(f"{what} is damaged at offset {end}: a frame there fails its checks and whole "
+                              "frames follow it", int(end))
+    payload = np.zeros(max(8, int(payload_bytes)), np.uint8)
+    k.gather_payloads(data, FILE_HEADER_SIZE, end, payload)
+    contents = LogContents(path, header, payload[: int(payload_bytes)], int(frames), int(lsn), int(end),
+                           len(raw), int(status))
+    if status == k.SCAN_TORN and warn:
+        warnings.warn(f"{what}: a torn tail of {contents.torn_bytes} bytes at offset {end} was cut "
+                      f"(a write a crash interrupted); the log ends at LSN {int(lsn)}",
+                      LogTruncatedWarning, stacklevel=3)
+    return contents
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileLog(MemoryLog):
+    """A state's log that is also written to a file (see the module docstring)."""
+
+    __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
+                 "_mu", "_io", "_wake", "_thread", "_closing", "_error")
+    durable = True
+
+    def __init__(self, path: str, policy: str, buffer: LogBuffer | None, header: LogHeader, fd: int,
+                 file_end: int, frames: int) -> None:
+        super().__init__(buffer)
+        self.path, self.fd, self.policy, self.header = path, fd, policy, header
+        self.syncs = 0
+        self.frames = frames
+        self._flushed = 0  # payload bytes already in the file
+        self._file_end = file_end
+        self._lsn = 0
+        self._mu = threading.Lock()  # guards sealed / _lsn against the writer thread
+        self._io = threading.Lock()  # one frame write at a time
+        self._wake = threading.Event()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, path: Any, policy: str, buffer: LogBuffer | None = None,
+             base: tuple[int, bytes] | None = None) -> tuple[FileLog, LogContents | None]:
+        """Open (or create) the log at ``path`` for writing; refuses one another state writes.
+
+        Returns the log and, for an existing file, what reading it found (the
+        caller replays it and then :meth:`adopt`\\ s it). A torn tail is cut
+        from the file. ``base`` (LSN, checkpoint id) marks a new log as the
+        continuation of a checkpoint.
+        """
+        path = os.fspath(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LogIOError(f"cannot open log {path!r}: {exc}") from exc
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LogInUseError(f"log {path!r} is being written by another live state") from None
+            size = os.fstat(fd).st_size
+            if size < FILE_HEADER_SIZE:
+                # a header is synced before any commit is acknowledged: a shorter
+                # file is one a crash caught while it was being created
+                if size:
+                    warnings.warn(f"log {path!r}: {size} bytes, a header torn while the log was created; "
+                                  "starting it afresh", LogTruncatedWarning, stacklevel=3)
+                header = LogHeader(uuid.uuid4().bytes, time.time_ns(), *(base or (0, _NO_BASE)))
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, header.pack(), 0)
+                os.fsync(fd)
+                _fsync_dir(path)
+                return cls(path, policy, buffer, header, fd, FILE_HEADER_SIZE, 0), None
+            contents = read_log(path, fd=fd)
+            if contents.valid_end < size:
+                os.ftruncate(fd, contents.valid_end)
+                os.fsync(fd)
+            log = cls(path, policy, buffer, contents.header, fd, contents.valid_end, contents.frames)
+            return log, contents
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def adopt(self, payload: np.ndarray, deltas: int, lsn: int) -> None:
+        """Take the records already in the file as this log's own."""
+        self.load(payload, deltas)
+        self._flushed = payload.size
+        self._lsn = lsn
+
+    def start(self) -> None:
+        if self.policy != "commit" and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"mmsb-log {self.path}", daemon=True)
+            self._thread.start()
+
+    # -- writing -------------------------------------------------------------------
+
+    def seal(self, lsn: int) -> None:
+        if self.used == self.sealed:
+            return
+        with self._mu:
+            MemoryLog.seal(self, lsn)
+            self._lsn = lsn
+        if self.policy == "commit":
+            self._write(sync=True)
+        elif self._error is not None:
+            self._raise()
+
+    def flush(self) -> None:
+        """Write and sync every sealed commit now."""
+        self._write(sync=True)
+
+    def _raise(self) -> None:
+        err = self._error
+        raise LogIOError(f"writing log {self.path!r} failed: {err}") from err
+
+    def _write(self, sync: bool) -> None:
+        with self._io:
+            if self._error is not None:
+                self._raise()
+            with self._mu:
+                start, end, lsn = self._flushed, self.sealed, self._lsn
+                array = self._buf.array if self._buf is not None else None
+            if array is None or (end == start and not sync):
+                return
+            try:
+                if end != start:
+                    head = bytearray(_FRAME.pack(_kernels().FRAME_MAGIC, 0, end - start, lsn, self.frames))
+                    hv = np.frombuffer(head, np.uint8)
+                    crc = _k.payload_crc(self.header.seed, hv, array, start, end)
+                    struct.pack_into("<I", head, 4, int(crc))
+                    _write_all(self.fd, [bytes(head), memoryview(array)[start:end]], self._file_end)
+                    self._file_end += len(head) + end - start
+                    self.frames += 1
+                if sync or self.policy == "group":
+                    os.fdatasync(self.fd)
+                    self.syncs += 1
+            except OSError as exc:
+                self._error = exc
+                self._raise()
+            self._flushed = end
+
+    def _run(self) -> None:
+        interval = config.LOG_GROUP_INTERVAL_US / 1e6
+        while not self._closing:
+            self._wake.wait(interval)
+            try:
+                self._write(sync=False)
+            except LogIOError:
+                return  # kept in _error: the next seal or flush raises it
+
+    def close(self) -> None:
+        """Write and sync what is sealed, stop the writer thread and release the file."""
+        if self.fd < 0:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if self._error is None:
+                self._write(sync=True)
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __repr__(self) -> str:
+        return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
+
+
+def _write_all(fd: int, parts: list[Any], offset: int) -> None:
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while len(view):
+            n = os.pwrite(fd, view, offset)
+            view = view[n:]
+            offset += n

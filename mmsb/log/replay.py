@@ -1,0 +1,125 @@
+"""Replay: records applied to a state, commit by commit, checked as they go.
+
+Delta records apply inside one kernel call per run of deltas
+(:func:`mmsb.kernels.logfile.replay_deltas`), which checks each against the
+state (LSN, epoch, page, size, offsets). Page, graph and binding records go
+through the state's own methods with cascades switched off: the cascades'
+deltas are in the log already, so replay writes them rather than recomputing
+them, and the result does not depend on user functions. A record that does
+not fit raises :class:`mmsb.LogCorruptError` naming its offset.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from .._layout import DTYPE_NAMES, LOC_CPU, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
+from ..errors import LogCorruptError, MMSBError
+from ..functions import MissingFunction, lookup
+from ..graph import FIRST_USER_KIND
+from .file import _kernels
+from .memory import LogBuffer, NullLog
+
+_HEADER = struct.Struct("<QQQQQQ")
+_OP_NAMES = {code: name for name, code in OPS.items()}
+_KIND_NAMES = {0: "data", 1: "control", 2: "sync"}
+
+
+def check(data: np.ndarray, start: int, end: int, to_lsn: int | None, where: str,
+          base: int = 0) -> tuple[int, int, int]:
+    """(cut, deltas, last LSN) of the whole commits in ``data[start:end]`` up to ``to_lsn``.
+
+    A record that is not well formed raises :class:`mmsb.LogCorruptError`
+    (``base`` is added to offsets, to name file positions).
+    """
+    limit = (1 << 64) - 1 if to_lsn is None else to_lsn
+    cut, _, deltas, lsn, bad = _kernels().check_records(data, start, end, np.uint64(limit))
+    if bad >= 0:
+        raise LogCorruptError(f"{where}: the record at offset {base + bad} is not well formed", base + int(bad))
+    return int(cut), int(deltas), int(lsn)
+
+
+def apply(st: Any, data: np.ndarray, start: int, end: int, where: str, base: int = 0) -> None:
+    """Apply the checked records ``data[start:end]`` to ``st``, which must be where they start."""
+    k = _kernels()
+    c = st._c
+    log, st._log = st._log, NullLog(LogBuffer(1024))
+    st._replaying = True
+    pos = start
+    try:
+        while pos < end:
+            pos, lsn, n, status = k.replay_deltas(c.table.array, c.table.used, c.arena.data, data, pos, end, c.lsn)
+            c.lsn = int(lsn)
+            c.deltas += int(n)
+            if status == k.R_DONE:
+                break
+            if status == k.R_BAD:
+                raise LogCorruptError(
+                    f"{where}: the delta record at offset {base + pos} does not fit the state "
+                    f"(its LSN, page, epoch, size or offsets disagree with the records before it)", base + int(pos))
+            pos = _apply_other(st, c, data, int(pos), where, base)
+    finally:
+        st._replaying = False
+        st._log = log
+
+
+def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, base: int) -> int:
+    w0, w1, w2, w3, w4, w5 = _HEADER.unpack_from(data, pos)
+    length, rtype, extra = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFF, w0 >> 48
+
+    def bad(why: str) -> LogCorruptError:
+        return LogCorruptError(f"{where}: the record at offset {base + pos} {why}", base + pos)
+
+    if w1 != c.lsn:
+        raise bad(f"was written at LSN {w1}, but the records before it end at LSN {c.lsn}")
+    body = data[pos + REC_HEADER:pos + length]
+    try:
+        if rtype == REC_CREATE:
+            if w5 != LOC_CPU or not 1 <= w4 < 1 << 32:
+                raise bad(f"creates {w4} pages at location {w5}")
+            room = c.arena.reserved - c.arena.bump
+            if w4 * max(8, w3) > room:
+                raise bad(f"creates {w4} pages of {w3} B, more than the arena holds")
+            first = st.create_pages(int(w4), int(w3))[0] if w4 > 1 else st.create_page(int(w3)).id
+            if first != w2:
+                raise bad(f"creates page {w2}, but replaying it gives page {first}")
+        elif rtype == REC_DELETE:
+            st.delete_page(int(w2))
+        elif rtype == REC_EDGE:
+            if extra > body.size:
+                raise bad("has a kind name longer than the record")
+            if w4 >= FIRST_USER_KIND:
+                kind = bytes(body[:extra]).decode()
+            elif w4 in _KIND_NAMES:
+                kind = _KIND_NAMES[w4]
+            else:
+                raise bad(f"names edge kind {w4}")
+            if w5 == 1:
+                st.add_dependency(int(w2), int(w3), kind)
+            elif w5 == 0:
+                st.remove_dependency(int(w2), int(w3))
+            else:
+                raise bad(f"has edge flag {w5}")
+        elif rtype == REC_BIND:
+            if w5 > body.size // 16 or 16 * w5 + extra > body.size or w4 >= len(DTYPE_NAMES):
+                raise bad("has a parent list or name that does not fit it")
+            parents = body[: 8 * w5].view(np.int64).tolist()
+            weights = body[8 * w5:16 * w5].view(np.float64).tolist()
+            name = bytes(body[16 * w5:16 * w5 + extra]).decode()
+            if w3 in _OP_NAMES:
+                op: Any = _OP_NAMES[w3]
+            elif name:
+                op = lookup(name) or MissingFunction(name)
+            else:
+                raise bad(f"binds op {w3} without a function name")
+            st.register_recompute(int(w2), parents, op, dtype=DTYPE_NAMES[w4], weights=weights)
+        else:
+            raise bad(f"has type {rtype}")
+    except (MMSBError, UnicodeDecodeError, ValueError, MemoryError, OverflowError) as exc:
+        if isinstance(exc, LogCorruptError):
+            raise
+        raise bad(f"does not apply: {exc}") from exc
+    return pos + length
