@@ -1,0 +1,210 @@
+"""Provenance kernels: a by-page index of a log's delta records, and the walk up their causes.
+
+The index is plain arrays (held by :class:`mmsb.log.history.HistoryIndex`):
+
+- ``ent[3, capacity]`` (int64): per delta record, in log order, its page id (``E_PAGE``), LSN
+  (``E_LSN``) and byte offset in the log (``E_OFF``). LSNs grow along the log, so the LSN row is
+  sorted: a cause LSN finds its record at ``lsn - first LSN`` (logged LSNs are consecutive), by
+  binary search where they are not.
+- ``order[nsorted]`` (int64): the first ``nsorted`` entries sorted by page id, stably, so one
+  page's entries are a contiguous run in LSN order. Entries ``nsorted .. n`` (the tail, indexed
+  since the last merge) are searched linearly, which keeps an index update proportional to the
+  new records rather than to the whole log.
+- ``mark[capacity]`` (int32): a visit stamp per entry, so a walk needs no per-call visited set.
+
+Words are read as uint64 and converted explicitly: numba turns mixed int64/uint64 arithmetic into
+float64.
+"""
+
+import numpy as np
+from numba import njit
+
+from .._layout import REC_DELTA, REC_HEADER
+
+_JIT = dict(cache=True, nogil=True)
+
+E_PAGE, E_LSN, E_OFF = range(3)
+E_ROWS = 3
+# scan() reports damage as -1 - offset of the bad record
+_LEN_MASK = np.uint64(0xFFFFFFFF)
+
+
+@njit(**_JIT)
+def scan(words, pos, end, ent, n):
+    """Index the delta records in log bytes ``[pos, end)``, appending from entry ``n``.
+
+    Returns ``(n, pos)``: entries now held and where the scan stopped. It stops short of ``end``
+    when ``ent`` is full (grow it and call again from ``pos``); a negative ``pos`` is ``-1 -
+    offset`` of a record whose length cannot be right. Records of any other type are skipped by
+    their length, so record types added later need no change here.
+    """
+    cap = ent.shape[1]
+    while pos < end:
+        w0 = words[pos >> 3]
+        length = np.int64(w0 & _LEN_MASK)
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if length < 8 or length & 7 or pos + length > end or (rtype == REC_DELTA and length < REC_HEADER):
+            return n, -1 - pos
+        if rtype == REC_DELTA:
+            if n == cap:
+                return n, pos
+            w = pos >> 3
+            ent[E_PAGE, n] = np.int64(words[w + 2])
+            ent[E_LSN, n] = np.int64(words[w + 1])
+            ent[E_OFF, n] = pos
+            n += 1
+        pos += length
+    return n, pos
+
+
+@njit(**_JIT)
+def merge(ent, order, nsorted, n):
+    """``order`` extended by entries ``nsorted .. n``: all ``n`` sorted by page, each page's
+    entries in log (= LSN) order."""
+    tail = np.argsort(ent[E_PAGE, nsorted:n], kind="mergesort") + nsorted
+    nt = n - nsorted
+    out = np.empty(n, np.int64)
+    i = j = k = 0
+    while i < nsorted and j < nt:
+        a, b = order[i], tail[j]
+        # on equal pages the older (sorted) entry goes first: it has the smaller LSN
+        if ent[E_PAGE, b] < ent[E_PAGE, a]:
+            out[k] = b
+            j += 1
+        else:
+            out[k] = a
+            i += 1
+        k += 1
+    while i < nsorted:
+        out[k] = order[i]
+        i += 1
+        k += 1
+    while j < nt:
+        out[k] = tail[j]
+        j += 1
+        k += 1
+    return out
+
+
+@njit(inline="always", **_JIT)
+def _page_bound(ent, order, nsorted, page, upper):
+    lo, hi = 0, nsorted
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        p = ent[E_PAGE, order[mid]]
+        if p < page or (upper and p == page):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(inline="always", **_JIT)
+def _push(out, m, e, hop):
+    if m == out.shape[1]:
+        bigger = np.empty((2, 2 * m), np.int64)
+        bigger[:, :m] = out
+        out = bigger
+    out[0, m] = e
+    out[1, m] = hop
+    return out
+
+
+@njit(**_JIT)
+def query(words, ent, n, order, nsorted, mark, stamp, page, depth, last):
+    """The provenance of ``page``: its delta entries (the newest ``last`` of them; all when
+    ``last < 0``) at hop 0, then breadth first up their records' cause LSNs for at most
+    ``depth`` hops, each entry once, at its smallest hop.
+
+    Returns ``(rows, truncated)``: ``rows[4, m]`` holds per delta found, in LSN order, its byte
+    offset, record length, hop count and LSN; ``truncated`` is 1 when ``last`` left out older
+    deltas of the page or a delta at the last hop has a cause not followed.
+    """
+    lo = _page_bound(ent, order, nsorted, page, False)
+    hi = _page_bound(ent, order, nsorted, page, True)
+    total = hi - lo
+    for i in range(nsorted, n):
+        if ent[E_PAGE, i] == page:
+            total += 1
+    skip = 0 if last < 0 or last >= total else total - last
+    truncated = skip > 0
+    out = np.empty((2, max(16, 2 * (total - skip))), np.int64)
+    m = 0
+    seen = 0
+    # the sorted run holds older entries than the tail, so this is LSN order
+    for j in range(lo, hi):
+        if seen >= skip:
+            e = order[j]
+            mark[e] = stamp
+            out = _push(out, m, e, 0)
+            m += 1
+        seen += 1
+    for i in range(nsorted, n):
+        if ent[E_PAGE, i] == page:
+            if seen >= skip:
+                mark[i] = stamp
+                out = _push(out, m, i, 0)
+                m += 1
+            seen += 1
+    lsns = ent[E_LSN, :n]
+    first = lsns[0] if n else 0
+    a, b, hop = 0, m, 0
+    while a < b:
+        hop += 1
+        for f in range(a, b):
+            off = ent[E_OFF, out[0, f]]
+            w0 = words[off >> 3]
+            nc = np.int64(w0 >> np.uint64(48))
+            base = ((off + np.int64(w0 & _LEN_MASK)) >> 3) - nc
+            for q in range(nc):
+                lsn = np.int64(words[base + q])
+                # logged LSNs are consecutive (a delta that changes nothing takes none, a
+                # rollback hands its LSNs out again), so one read finds it; binary search when
+                # some log breaks that (a cold search over 1 M LSNs costs ~1 µs in cache misses)
+                i = lsn - first
+                if i < 0 or i >= n or lsns[i] != lsn:
+                    i = np.searchsorted(lsns, lsn)
+                if i < n and lsns[i] == lsn and mark[i] != stamp:
+                    if hop > depth:
+                        truncated = True
+                        break
+                    mark[i] = stamp
+                    out = _push(out, m, i, hop)
+                    m += 1
+            if hop > depth and truncated:
+                break
+        if hop > depth:
+            break
+        a, b = b, m
+    srt = np.argsort(out[0, :m])
+    rows = np.empty((4, m), np.int64)
+    for k in range(m):
+        e = out[0, srt[k]]
+        off = ent[E_OFF, e]
+        rows[0, k] = off
+        rows[1, k] = np.int64(words[off >> 3] & _LEN_MASK)
+        rows[2, k] = out[1, srt[k]]
+        rows[3, k] = ent[E_LSN, e]
+    return rows, truncated
+
+
+@njit(**_JIT)
+def gather(words, rows):
+    """The records ``rows`` names (row 0 offset, row 1 length, as :func:`query` returns) copied
+    side by side into one new array; row 0 is rewritten to each record's start in it (bytes).
+
+    Records are whole words, and a word loop copies several times faster than a byte loop.
+    """
+    m = rows.shape[1]
+    total = 0
+    for k in range(m):
+        total += rows[1, k] >> 3
+    out = np.empty(total, np.uint64)
+    pos = 0
+    for k in range(m):
+        src, n = rows[0, k] >> 3, rows[1, k] >> 3
+        for j in range(n):
+            out[pos + j] = words[src + j]
+        rows[0, k] = pos << 3
+        pos += n
+    return out

@@ -1,0 +1,223 @@
+"""Provenance: which deltas are behind a page's bytes (``State.history``).
+
+A page's bytes are what its deltas wrote. A delta made by a cascade lists its causes: the LSNs
+of the deltas of the same commit on the page's parents that led to it (``Delta.causes``), and
+those may have causes in turn. :meth:`mmsb.State.history` returns a :class:`History`: the
+page's deltas and, breadth first up the causes, the deltas upstream of them, each with its
+distance in hops.
+
+Lookups go through a :class:`HistoryIndex` that the log keeps (made on first use, so a state
+that never asks pays nothing). It indexes the log's delta records by page and by LSN in one
+kernel pass, and later calls index only the records appended since. A rollback of the log
+truncates it (``MemoryLog.rollback`` calls :meth:`HistoryIndex.forget_after`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import html
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..delta import Delta
+from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
+
+__all__ = ["History", "HistoryIndex", "history"]
+
+DEFAULT_DEPTH = 32
+# The unsorted tail of the index is scanned linearly on each lookup; it is merged into the
+# sorted part once it outgrows this many entries or an eighth of the sorted part.
+MERGE_MIN = 1 << 14
+_HTML_ROWS = 200
+
+_kh: Any = None  # mmsb.kernels.history, imported on first use (it imports numba)
+
+
+def _kernels() -> Any:
+    global _kh
+    if _kh is None:
+        from ..kernels import history
+
+        _kh = history
+    return _kh
+
+
+class History:
+    """The provenance of one page: the deltas behind its bytes and the deltas that caused them.
+
+    - ``page_id``: the page asked about; ``depth``: the hop limit the walk used.
+    - ``deltas``: the page's own deltas, in LSN order (its newest ``last`` only, when capped).
+    - ``upstream``: the deltas reached by following causes (``Delta.causes``) from those, up
+      to ``depth`` hops, in LSN order. A cause is a delta of the same commit on a parent page.
+    - ``hops``: a dict from LSN to the distance in hops (0 for the page's own deltas, 1 for
+      their direct causes, ...); a delta reached along several paths counts its shortest.
+    - ``truncated``: True when something behind the bytes was left out: older deltas of the
+      page beyond ``last``, or causes beyond ``depth`` hops.
+
+    Iterating yields every delta (own and upstream) in LSN order, which is causal order: a
+    cause always has a smaller LSN than its effect. ``len()`` counts them, ``lsn in h`` tests
+    membership (a :class:`mmsb.Delta` works too), and ``h.delta(lsn)`` returns one.
+
+    A history holds a copy of its deltas' log records, so it stays true whatever the state
+    does next; the :class:`mmsb.Delta` objects are decoded on first use.
+    """
+
+    __slots__ = ("page_id", "depth", "truncated", "_blob", "_starts", "_lens", "_lsns", "_hops", "_all", "_map")
+
+    def __init__(self, page_id: int, depth: int, truncated: bool, blob: bytes, starts: list[int],
+                 lens: list[int], lsns: list[int], hops: list[int]) -> None:
+        self.page_id, self.depth, self.truncated = page_id, depth, truncated
+        self._blob, self._starts, self._lens, self._lsns, self._hops = blob, starts, lens, lsns, hops
+        self._all: tuple[Delta, ...] | None = None
+        self._map: dict[int, int] | None = None
+
+    def _deltas(self) -> tuple[Delta, ...]:
+        if self._all is None:
+            blob = self._blob
+            self._all = tuple(Delta._from_record(blob[s:s + k]) for s, k in zip(self._starts, self._lens))
+        return self._all
+
+    @property
+    def deltas(self) -> tuple[Delta, ...]:
+        """The page's own deltas, in LSN order."""
+        return tuple(d for d, h in zip(self._deltas(), self._hops) if h == 0)
+
+    @property
+    def upstream(self) -> tuple[Delta, ...]:
+        """The deltas upstream of the page's, in LSN order."""
+        return tuple(d for d, h in zip(self._deltas(), self._hops) if h)
+
+    @property
+    def hops(self) -> dict[int, int]:
+        """LSN -> distance in hops from the page (0: the page's own deltas)."""
+        if self._map is None:
+            self._map = dict(zip(self._lsns, self._hops))
+        return self._map
+
+    def __iter__(self) -> Iterator[Delta]:
+        return iter(self._deltas())
+
+    def __len__(self) -> int:
+        return len(self._lsns)
+
+    def __contains__(self, item: object) -> bool:
+        lsn = item.lsn if isinstance(item, Delta) else item
+        return lsn in self.hops
+
+    def delta(self, lsn: int) -> Delta:
+        """The delta of this history with LSN ``lsn``; KeyError when it is not in it."""
+        if lsn not in self.hops:
+            raise KeyError(lsn)
+        return self._deltas()[bisect.bisect_left(self._lsns, lsn)]
+
+    def __repr__(self) -> str:
+        own = self._hops.count(0)
+        cut = " truncated" if self.truncated else ""
+        return (f"<mmsb.History page={self.page_id} deltas={own} "
+                f"upstream={len(self._hops) - own} depth={self.depth}{cut}>")
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for d, h in zip(self._deltas()[:_HTML_ROWS], self._hops):
+            causes = ", ".join(map(str, d.causes))
+            rows.append(f"<tr><td>{d.lsn}</td><td>{h}</td><td>{d.page_id}</td>"
+                        f"<td>{d.epoch}</td><td>{d.kind}</td><td>{d.nbytes}</td><td>{causes}</td></tr>")
+        more = len(self) - _HTML_ROWS
+        if more > 0:
+            rows.append(f'<tr><td colspan="7">… {more} more</td></tr>')
+        head = "".join(f"<th>{h}</th>" for h in ("LSN", "hops", "page", "epoch", "kind", "bytes", "causes"))
+        return (f"<p>{html.escape(repr(self))}</p><table><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+class HistoryIndex:
+    """The delta records of one log by page and by LSN (arrays described in
+    :mod:`mmsb.kernels.history`), brought up to date before each lookup."""
+
+    __slots__ = ("ent", "n", "nsorted", "order", "mark", "stamp", "end")
+
+    def __init__(self) -> None:
+        kh = _kernels()
+        self.ent = np.empty((kh.E_ROWS, 1024), np.int64)
+        self.mark = np.zeros(1024, np.int32)
+        self.order = np.empty(0, np.int64)
+        self.n = self.nsorted = 0
+        self.stamp = 0
+        self.end = 0  # log bytes indexed so far
+
+    def forget_after(self, used: int) -> None:
+        """The log was cut back to ``used`` bytes: drop the entries of records from there on."""
+        if used >= self.end:
+            return
+        n = int(np.searchsorted(self.ent[_kh.E_OFF, : self.n], used))
+        if n < self.nsorted:
+            # a boolean filter keeps the survivors' page order, and so their LSN order
+            self.order = self.order[self.order < n]
+            self.nsorted = n
+        self.n, self.end = n, used
+
+    def refresh(self, words: np.ndarray, used: int) -> None:
+        """Index the records up to ``used`` bytes of the log (``words``: its buffer as uint64)."""
+        if used < self.end:  # cut back by something other than rollback: never trust stale entries
+            self.forget_after(used)
+        kh = _kh
+        while self.end < used:
+            n, pos = kh.scan(words, self.end, used, self.ent, self.n)
+            self.n = n
+            if pos < 0:
+                raise LogCorruptError(f"log record at offset {-1 - pos} has an impossible length", -1 - pos)
+            self.end = pos
+            if pos < used:  # the entry arrays are full
+                cap = 2 * self.ent.shape[1]
+                ent = np.empty((kh.E_ROWS, cap), np.int64)
+                ent[:, :n] = self.ent[:, :n]
+                mark = np.zeros(cap, np.int32)
+                mark[:n] = self.mark[:n]
+                self.ent, self.mark = ent, mark
+        if self.n - self.nsorted > max(MERGE_MIN, self.nsorted >> 3):
+            self.order = kh.merge(self.ent, self.order, self.nsorted, self.n)
+            self.nsorted = self.n
+
+    def query(self, words: np.ndarray, page_id: int, depth: int, last: int) -> tuple[np.ndarray, bool]:
+        """Rows (offset, length, hops, LSN) of the deltas found, and whether some were left out."""
+        self.stamp += 1
+        if self.stamp == 2**31 - 1:
+            self.mark[:] = 0
+            self.stamp = 1
+        rows, truncated = _kh.query(words, self.ent, self.n, self.order, self.nsorted, self.mark,
+                                    self.stamp, page_id, depth, last)
+        return rows, bool(truncated)
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentError(f"{what} must be an integer, got {value!r}")
+    if value < 0:
+        raise InvalidArgumentError(f"{what} must be 0 or more, got {value}")
+    return int(value)
+
+
+def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None = None) -> History:
+    """What :meth:`mmsb.State.history` does (see there)."""
+    depth = _count(depth, "depth")
+    cap = -1 if last is None else _count(last, "last")
+    c = state._core()
+    with c.lock:
+        if state._c is not c:  # stopped while this call waited for the lock
+            raise StateClosedError("the state was stopped or closed")
+        log = state._log
+        if not log.keeps_records:
+            raise InvalidArgumentError("this state was started with log=False: it keeps no log, so no history")
+        state._slot(c, page)  # PageNotFoundError for a page that is not live
+        page_id = int(getattr(page, "id", page))
+        index = log._history
+        if index is None:
+            index = log._history = HistoryIndex()
+        arr = log._live().array
+        words = arr[: arr.size & ~7].view(np.uint64)
+        index.refresh(words, log.used)
+        rows, truncated = index.query(words, page_id, depth, cap)
+        blob = _kh.gather(words, rows).tobytes()
+    starts, lens, hops, lsns = rows.tolist()
+    return History(page_id, depth, truncated, blob, starts, lens, lsns, hops)
