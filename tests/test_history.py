@@ -289,3 +289,19 @@ def test_a_history_keeps_its_records_when_the_log_rolls_back_under_it():
     assert (d.lsn, d.values.tolist()) == (1, [7] * SIZE)
     assert [x.values.tolist() for x in st.history(a)] == [[9] * SIZE]
     st.close()
+
+
+def test_a_file_log_and_its_replay_give_the_same_history(tmp_path):
+    st = mmsb.start(log=str(tmp_path / "h.log"))
+    a, b, c = (st.create_page(SIZE) for _ in range(3))
+    st.register_recompute(c, [a, b], "sum")
+    with st.transaction():
+        st.update_page(a, bytes([1] * SIZE))
+        st.update_page(b, bytes([2] * SIZE))
+    st.update_page(b, bytes([3] * SIZE))
+    live = check(st, c)
+    assert [(d.lsn, live.hops[d.lsn]) for d in live] == [(1, 1), (2, 1), (3, 0), (4, 1), (5, 0)]
+    again = st.replay()
+    assert [(d.lsn, d.causes) for d in check(again, c.id)] == [(d.lsn, d.causes) for d in live]
+    mmsb.stop(again)
+    mmsb.stop(st)
