@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from ._version import __version__
 
@@ -78,6 +78,84 @@ def _demo(pages: int, size: int, writes: int, out=sys.stdout) -> int:
     return 0
 
 
+def _progress(what: str, out=None):
+    """A tqdm bar over bytes when ``out`` is a terminal, else None (no output for pipes and logs)."""
+    out = out or sys.stderr
+    if not out.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=what, file=out, leave=False)
+
+    def tick(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return tick, bar.close
+
+
+def _inspect(args: argparse.Namespace, out=None) -> int:
+    import json
+
+    from .errors import MMSBError
+    from .log.inspect import format_report, inspect, sound
+
+    out = out or sys.stdout
+    tick, done = _progress("replaying")
+    try:
+        report = inspect(args.log, tick)
+    except MMSBError as err:
+        print(f"{args.log}: {err}", file=out)
+        return 1
+    finally:
+        done()
+    print(json.dumps(report, indent=2) if args.json else format_report(report), file=out)
+    if args.command == "verify":
+        print("verify: " + ("ok" if sound(report) else "FAILED"), file=out)
+        return 0 if sound(report) else 1
+    return 0
+
+
+def _replay_cmd(args: argparse.Namespace, out=None) -> int:
+    import mmsb
+
+    out = out or sys.stdout
+    tick, done = _progress("replaying")
+    try:
+        st = mmsb.replay(args.log, to_lsn=args.to_lsn, progress=tick)
+    except mmsb.MMSBError as err:
+        print(f"{args.log}: {err}", file=out)
+        return 1
+    finally:
+        done()
+    try:
+        stats = st.stats()
+        print(f"replayed {args.log} to LSN {st.lsn}: {stats['pages']} pages, {stats['page_bytes']} B, "
+              f"hash {st.state_hash()}", file=out)
+        if args.checkpoint:
+            st.checkpoint(args.checkpoint)
+            print(f"checkpoint written to {args.checkpoint}", file=out)
+    finally:
+        st.close()
+    return 0
+
+
+_LOG_COMMANDS = {"inspect": _inspect, "verify": _inspect, "replay": _replay_cmd}
+
+
+def _add_log_commands(sub: Any) -> None:
+    for name, text in [("inspect", "report a log file's records, pages, LSN range, bytes and any damage"),
+                       ("verify", "check a log file end to end; exit status 0 if sound, 1 if not")]:
+        p = sub.add_parser(name, help=text)
+        p.add_argument("log", help="path of the log file (only read)")
+        p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p = sub.add_parser("replay", help="replay a log file, optionally to an LSN, and write a checkpoint")
+    p.add_argument("log", help="path of the log file (only read)")
+    p.add_argument("--to-lsn", type=int, default=None, help="stop after the last commit at or before this LSN")
+    p.add_argument("--checkpoint", default=None, metavar="OUT", help="write the replayed state here")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsb", description="mmsb, a Memory-Mapped State Bus.")
     parser.add_argument("--version", action="version", version=f"mmsb {__version__}")
@@ -86,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--pages", type=int, default=4096, help="pages to create (default 4096)")
     demo.add_argument("--size", type=int, default=1024, help="page size in bytes (default 1024)")
     demo.add_argument("--writes", type=int, default=10_000, help="update_page calls (default 10000)")
+    _add_log_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in _LOG_COMMANDS:
+        return _LOG_COMMANDS[args.command](args)
     if args.command == "demo":
         if args.pages < 1 or args.size < 8 or args.writes < 1:
             parser.error("--pages and --writes must be >= 1 and --size >= 8")

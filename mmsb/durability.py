@@ -39,9 +39,9 @@ def open_file_log(st: Any, path: Any, sync: str) -> None:
                 raise InvalidArgumentError(
                     f"log {log.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: open it "
                     "with mmsb.restore(checkpoint_path, log=...)")
-            data = contents.payload
-            cut, deltas, lsn = _replay.check(data, 0, data.size, None, f"log {log.path!r}")
-            _replay.apply(st, data, 0, cut, f"log {log.path!r}")
+            data, at = contents.payload, contents.file_offset
+            cut, deltas, lsn = _replay.check(data, 0, data.size, None, f"log {log.path!r}", at)
+            _replay.apply(st, data, 0, cut, f"log {log.path!r}", at)
             log.adopt(data[:cut], deltas, lsn)
     except BaseException:
         log.close()
@@ -110,7 +110,8 @@ class Durability:
         return _state_from(data, limit, self._base, "this state's log")
 
 
-def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str) -> Any:
+def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, locate: Any = _replay._same,
+                progress: Any = None) -> Any:
     """A new state: the records ``data`` up to ``to_lsn``, on top of ``base``.
 
     ``base`` is None (the records hold the whole history) or (checkpoint,
@@ -129,10 +130,10 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str) -> 
         if base is not None:
             _ckpt.load(st, base[0])
             st._base = base
-        cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where)
-        _replay.apply(st, data, start_at, cut, where)
+        cut, _, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
+        _replay.apply(st, data, start_at, cut, where, locate, progress)
         log = MemoryLog(st._c.logbuf)
-        log.load(data[:cut], deltas)
+        log.load(data[:cut], _replay.check(data, 0, cut, None, where, locate)[1])
         st._log = log
     except BaseException:
         st.close()
@@ -140,13 +141,13 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str) -> 
     return st
 
 
-def replay(log_path: Any, to_lsn: Any = None) -> Any:
+def replay(log_path: Any, to_lsn: Any = None, progress: Any = None) -> Any:
     """A new state from the log file at ``log_path``: every commit whose LSNs are all <= ``to_lsn``.
 
     The file is only read (a log another state is writing can be replayed).
     A torn tail is left out with a :class:`mmsb.LogTruncatedWarning`; damage
     before it raises :class:`mmsb.LogCorruptError`. The state keeps its log
-    in memory.
+    in memory. ``progress(done, total)``, if given, is called as records apply (bytes).
     """
     limit = _check_lsn(to_lsn)
     contents = read_log(os.fspath(log_path))
@@ -154,7 +155,9 @@ def replay(log_path: Any, to_lsn: Any = None) -> Any:
         raise InvalidArgumentError(
             f"log {contents.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: use "
             "mmsb.restore(checkpoint_path, log=...)")
-    return _state_from(contents.payload, limit, None, f"log {contents.path!r}")
+    total = contents.payload.size
+    tick = None if progress is None else (lambda done: progress(done, total))
+    return _state_from(contents.payload, limit, None, f"log {contents.path!r}", contents.file_offset, tick)
 
 
 def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
@@ -197,11 +200,12 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
 
 def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
     where = f"log {flog.path!r}"
+    at = contents.file_offset if contents is not None else _replay._same
     if contents is None or contents.header.base_id == ck.id:
         st._base = (ck, 0)  # a log that starts at this checkpoint
         data = contents.payload if contents is not None else np.zeros(0, np.uint8)
-        cut, deltas, lsn = _replay.check(data, 0, data.size, None, where)
-        _replay.apply(st, data, 0, cut, where)
+        cut, deltas, lsn = _replay.check(data, 0, data.size, None, where, at)
+        _replay.apply(st, data, 0, cut, where, at)
         flog.adopt(data[:cut], deltas, lsn)
         return
     ref = ck.doc.get("log") or {}
@@ -211,12 +215,12 @@ def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
     data, pos = contents.payload, int(ref.get("pos", -1))
     if not 0 <= pos <= data.size:
         raise InvalidArgumentError(f"{where} ends before checkpoint {ck.path!r} (at byte {pos} of its records)")
-    before, _, lsn = _replay.check(data, 0, pos, None, where)
+    before, _, lsn = _replay.check(data, 0, pos, None, where, at)
     if before != pos or lsn != ck.lsn and pos:
         raise InvalidArgumentError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position")
     if contents.header.base_lsn:
         st._base = (ck, pos)  # the log itself starts at an earlier checkpoint
-    cut, _, lsn = _replay.check(data, pos, data.size, None, where)
-    _replay.apply(st, data, pos, cut, where)
-    total = _replay.check(data, 0, cut, None, where)[1]
+    cut, _, lsn = _replay.check(data, pos, data.size, None, where, at)
+    _replay.apply(st, data, pos, cut, where, at)
+    total = _replay.check(data, 0, cut, None, where, at)[1]
     flog.adopt(data[:cut], total, lsn)

@@ -107,12 +107,16 @@ def scan_frames(data, pos, seed):
 
 
 @njit(**_JIT)
-def gather_payloads(data, pos, end, out):
-    """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order."""
+def gather_payloads(data, pos, end, out, starts):
+    """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order;
+    ``starts[i]`` gets where frame i's payload starts in ``out``."""
     at = 0
+    i = 0
     while pos < end:
         length = np.int64(_u64(data, pos + 8))
         out[at:at + length] = data[pos + FRAME_HEADER:pos + FRAME_HEADER + length]
+        starts[i] = at
+        i += 1
         at += length
         pos += FRAME_HEADER + length
     return at
@@ -274,3 +278,16 @@ def scatter_pages(arena, offsets, sizes, data):
         arena[o:o + n] = data[at:at + n]
         at += n
     return at
+
+
+@njit(**_JIT)
+def count_records(data, start, end, counts, nbytes):
+    """Per record type, how many records and bytes ``data[start:end]`` holds (checked records)."""
+    pos = start
+    while pos < end:
+        w0 = _u64(data, pos)
+        length = np.int64(w0 & np.uint64(0xFFFFFFFF))
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        counts[rtype] += 1
+        nbytes[rtype] += length
+        pos += length

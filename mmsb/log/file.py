@@ -106,6 +106,12 @@ class LogContents:
     valid_end: int  # file offset where the whole frames end
     file_size: int
     status: int  # SCAN_CLEAN / SCAN_TORN / SCAN_CORRUPT
+    frame_starts: np.ndarray  # where each frame's records start in ``payload``
+
+    def file_offset(self, pos: int) -> int:
+        """The file offset of byte ``pos`` of ``payload``."""
+        i = int(np.searchsorted(self.frame_starts, pos, side="right"))
+        return FILE_HEADER_SIZE + pos + i * _FRAME.size
 
     @property
     def torn_bytes(self) -> int:
@@ -135,9 +141,10 @@ def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: boo
         raise LogCorruptError(f"{what} is damaged at offset {end}: a frame there fails its checks and whole "
                               "frames follow it", int(end))
     payload = np.zeros(max(8, int(payload_bytes)), np.uint8)
-    k.gather_payloads(data, FILE_HEADER_SIZE, end, payload)
+    starts = np.zeros(int(frames), np.int64)
+    k.gather_payloads(data, FILE_HEADER_SIZE, end, payload, starts)
     contents = LogContents(path, header, payload[: int(payload_bytes)], int(frames), int(lsn), int(end),
-                           len(raw), int(status))
+                           len(raw), int(status), starts)
     if status == k.SCAN_TORN and warn:
         warnings.warn(f"{what}: a torn tail of {contents.torn_bytes} bytes at offset {end} was cut "
                       f"(a write a crash interrupted); the log ends at LSN {int(lsn)}",

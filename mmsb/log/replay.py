@@ -12,7 +12,7 @@ not fit raises :class:`mmsb.LogCorruptError` naming its offset.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -28,50 +28,68 @@ _OP_NAMES = {code: name for name, code in OPS.items()}
 _KIND_NAMES = {0: "data", 1: "control", 2: "sync"}
 
 
+def _same(pos: int) -> int:
+    return pos
+
+
 def check(data: np.ndarray, start: int, end: int, to_lsn: int | None, where: str,
-          base: int = 0) -> tuple[int, int, int]:
+          locate: Callable[[int], int] = _same) -> tuple[int, int, int]:
     """(cut, deltas, last LSN) of the whole commits in ``data[start:end]`` up to ``to_lsn``.
 
     A record that is not well formed raises :class:`mmsb.LogCorruptError`
-    (``base`` is added to offsets, to name file positions).
+    (``locate`` maps a record's position to the offset the error names: a file's).
     """
     limit = (1 << 64) - 1 if to_lsn is None else to_lsn
     cut, _, deltas, lsn, bad = _kernels().check_records(data, start, end, np.uint64(limit))
     if bad >= 0:
-        raise LogCorruptError(f"{where}: the record at offset {base + bad} is not well formed", base + int(bad))
+        at = locate(int(bad))
+        raise LogCorruptError(f"{where}: the record at offset {at} is not well formed", at)
     return int(cut), int(deltas), int(lsn)
 
 
-def apply(st: Any, data: np.ndarray, start: int, end: int, where: str, base: int = 0) -> None:
-    """Apply the checked records ``data[start:end]`` to ``st``, which must be where they start."""
+def apply(st: Any, data: np.ndarray, start: int, end: int, where: str, locate: Callable[[int], int] = _same,
+          progress: Callable[[int], None] | None = None) -> None:
+    """Apply the checked records ``data[start:end]`` to ``st``, which must be where they start.
+
+    ``progress``, if given, is called with the bytes applied so far, every
+    ``chunk`` bytes or so.
+    """
     k = _kernels()
     c = st._c
     log, st._log = st._log, NullLog(LogBuffer(1024))
     st._replaying = True
     pos = start
+    # a kernel call stops once it passes its end: chunks only matter for progress reports
+    chunk = end - start if progress is None else 1 << 24
     try:
         while pos < end:
-            pos, lsn, n, status = k.replay_deltas(c.table.array, c.table.used, c.arena.data, data, pos, end, c.lsn)
+            stop = min(end, pos + chunk)
+            pos, lsn, n, status = k.replay_deltas(c.table.array, c.table.used, c.arena.data, data, pos, stop,
+                                                  c.lsn)
             c.lsn = int(lsn)
             c.deltas += int(n)
+            if progress is not None:
+                progress(int(pos) - start)
             if status == k.R_DONE:
-                break
+                continue
             if status == k.R_BAD:
+                at = locate(int(pos))
                 raise LogCorruptError(
-                    f"{where}: the delta record at offset {base + pos} does not fit the state "
-                    f"(its LSN, page, epoch, size or offsets disagree with the records before it)", base + int(pos))
-            pos = _apply_other(st, c, data, int(pos), where, base)
+                    f"{where}: the delta record at offset {at} does not fit the state "
+                    f"(its LSN, page, epoch, size or offsets disagree with the records before it)", at)
+            pos = _apply_other(st, c, data, int(pos), where, locate)
     finally:
         st._replaying = False
         st._log = log
 
 
-def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, base: int) -> int:
+def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate: Callable[[int], int]) -> int:
     w0, w1, w2, w3, w4, w5 = _HEADER.unpack_from(data, pos)
     length, rtype, extra = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFF, w0 >> 48
 
     def bad(why: str) -> LogCorruptError:
-        return LogCorruptError(f"{where}: the record at offset {base + pos} {why}", base + pos)
+        at = locate(pos)
+        return LogCorruptError(f"{where}: the record at offset {at} {why}", at)
 
     if w1 != c.lsn:
         raise bad(f"was written at LSN {w1}, but the records before it end at LSN {c.lsn}")
