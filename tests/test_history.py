@@ -59,6 +59,17 @@ def fail_on_0xee(parent):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=hs.data())
 def test_random_histories_match_the_model(data):
+    from mmsb.log import history as hist
+    merge_min = hist.MERGE_MIN
+    # small thresholds put most entries in the by-slot CSR, large ones leave them in the tail
+    hist.MERGE_MIN = data.draw(hs.sampled_from([0, 3, merge_min]), label="MERGE_MIN")
+    try:
+        run_random_history(data)
+    finally:
+        hist.MERGE_MIN = merge_min
+
+
+def run_random_history(data):
     st = mmsb.State()
     n = data.draw(hs.integers(2, 8), label="pages")
     ids = [st.create_page(SIZE).id for _ in range(n)]
@@ -92,7 +103,7 @@ def test_random_histories_match_the_model(data):
         check(st, pid, depth, last)
 
     for _ in range(data.draw(hs.integers(1, 25), label="steps")):
-        op = data.draw(hs.sampled_from(["bind", "write", "write", "txn", "bad txn", "delete", "query"]))
+        op = data.draw(hs.sampled_from(["bind", "write", "write", "txn", "bad txn", "delete", "create", "query"]))
         try:
             if op == "bind" and len(live) >= 2:
                 k = data.draw(hs.integers(1, len(live) - 1))
@@ -121,6 +132,8 @@ def test_random_histories_match_the_model(data):
                 live.remove(victim)
                 with pytest.raises(mmsb.PageNotFoundError):
                     st.history(victim)
+            elif op == "create":
+                live.append(st.create_page(SIZE).id)  # takes the slot of the last page deleted
             query()
         except (Boom, mmsb.RecomputeError, mmsb.InvalidArgumentError, mmsb.GraphCycleError):
             pass  # a refused binding or a rolled-back commit: the log is as before
@@ -203,7 +216,7 @@ def test_a_chain_10000_deep_has_no_recursion_limit():
     st.close()
 
 
-def test_the_index_catches_up_incrementally_and_across_merges(monkeypatch):
+def test_the_index_catches_up_incrementally_and_across_rebuilds(monkeypatch):
     from mmsb.log import history as hist
     monkeypatch.setattr(hist, "MERGE_MIN", 4)
     st = mmsb.State()
@@ -217,6 +230,14 @@ def test_the_index_catches_up_incrementally_and_across_merges(monkeypatch):
                                                    g.integers(0, 256, 16).astype(np.uint8)))
         for pid in (ids[7], pages[0]):
             check(st, int(pid), depth=step % 5)
+        if step % 10 == 9:  # a new page in the slot of a deleted one: one CSR run, two ids
+            old = int(ids[40 + step // 10])
+            st.delete_page(old)
+            new = st.create_page(SIZE)
+            assert new.id & 0xFFFFFFFF == old & 0xFFFFFFFF and new.id != old
+            st.update_page(new, bytes([step] * SIZE))
+            ids[40 + step // 10] = new.id
+            assert [d.page_id for d in check(st, new)] == [new.id]
     index = st.log._history
     assert index.nsorted > 0 and index.n == len(st.log)
     st.close()

@@ -26,8 +26,8 @@ from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
 __all__ = ["History", "HistoryIndex", "history"]
 
 DEFAULT_DEPTH = 32
-# The unsorted tail of the index is scanned linearly on each lookup; it is merged into the
-# sorted part once it outgrows this many entries or an eighth of the sorted part.
+# The tail of the index (entries not yet in its by-page CSR) is scanned linearly on each
+# lookup; the CSR is rebuilt (linear) once the tail outgrows this or an eighth of the rest.
 MERGE_MIN = 1 << 14
 _HTML_ROWS = 200
 
@@ -135,13 +135,13 @@ class HistoryIndex:
     """The delta records of one log by page and by LSN (arrays described in
     :mod:`mmsb.kernels.history`), brought up to date before each lookup."""
 
-    __slots__ = ("ent", "n", "nsorted", "order", "mark", "stamp", "end")
+    __slots__ = ("ent", "n", "nsorted", "starts", "order", "mark", "stamp", "end")
 
     def __init__(self) -> None:
         kh = _kernels()
         self.ent = np.empty((kh.E_ROWS, 1024), np.int64)
         self.mark = np.zeros(1024, np.int32)
-        self.order = np.empty(0, np.int64)
+        self.starts = self.order = np.empty(0, np.int64)
         self.n = self.nsorted = 0
         self.stamp = 0
         self.end = 0  # log bytes indexed so far
@@ -151,10 +151,9 @@ class HistoryIndex:
         if used >= self.end:
             return
         n = int(np.searchsorted(self.ent[_kh.E_OFF, : self.n], used))
-        if n < self.nsorted:
-            # a boolean filter keeps the survivors' page order, and so their LSN order
-            self.order = self.order[self.order < n]
-            self.nsorted = n
+        if n < self.nsorted:  # the CSR names dropped entries: everything is tail until rebuilt
+            self.starts = self.order = np.empty(0, np.int64)
+            self.nsorted = 0
         self.n, self.end = n, used
 
     def refresh(self, words: np.ndarray, used: int) -> None:
@@ -169,14 +168,16 @@ class HistoryIndex:
                 raise LogCorruptError(f"log record at offset {-1 - pos} has an impossible length", -1 - pos)
             self.end = pos
             if pos < used:  # the entry arrays are full
-                cap = 2 * self.ent.shape[1]
+                # room for every record left to be a delta (48 bytes at least) in one step;
+                # NumPy maps big arrays lazily, so rows never written cost address space only
+                cap = max(2 * self.ent.shape[1], n + (used - pos) // 48 + 1)
                 ent = np.empty((kh.E_ROWS, cap), np.int64)
                 ent[:, :n] = self.ent[:, :n]
                 mark = np.zeros(cap, np.int32)
                 mark[:n] = self.mark[:n]
                 self.ent, self.mark = ent, mark
         if self.n - self.nsorted > max(MERGE_MIN, self.nsorted >> 3):
-            self.order = kh.merge(self.ent, self.order, self.nsorted, self.n)
+            self.starts, self.order = kh.by_slot(self.ent, self.n)
             self.nsorted = self.n
 
     def query(self, words: np.ndarray, page_id: int, depth: int, last: int) -> tuple[np.ndarray, bool]:
@@ -185,8 +186,8 @@ class HistoryIndex:
         if self.stamp == 2**31 - 1:
             self.mark[:] = 0
             self.stamp = 1
-        rows, truncated = _kh.query(words, self.ent, self.n, self.order, self.nsorted, self.mark,
-                                    self.stamp, page_id, depth, last)
+        rows, truncated = _kh.query(words, self.ent, self.n, self.starts, self.order, self.nsorted,
+                                    self.mark, self.stamp, page_id, depth, last)
         return rows, bool(truncated)
 
 
