@@ -285,3 +285,19 @@ def test_options_that_cannot_work_are_refused(tmp_path):
     unrelated.close()
     with pytest.raises(mmsb.InvalidArgumentError, match="not the log"):
         mmsb.restore(tmp_path / "c", log=str(tmp_path / "unrelated.log"))
+
+
+def test_a_record_that_proves_bad_midway_leaves_no_bytes_in_the_pool():
+    st = mmsb.State()
+    pg = st.create_page(64)
+    st.apply_delta(mmsb.Delta.sparse(pg, [1, 2, 3], [7, 7, 7]))
+    buf = st._log._live().array
+    # the delta's third offset, made out of range; its first two are fine and get written
+    at = next(pos for t, pos, _ in st._log.records() if t == 1) + 48 + 8
+    buf[at:at + 4] = np.array([999], np.uint32).view(np.uint8)
+    with pytest.raises(mmsb.LogCorruptError, match="does not fit"):
+        st.replay()
+    for _ in range(mmsb.config.POOL_SIZE):  # whichever pooled resources the replay used
+        fresh = mmsb.start()
+        assert not fresh.query_page(fresh.create_page(64)).any()
+        fresh.close()

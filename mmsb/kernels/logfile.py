@@ -81,9 +81,10 @@ def _frame_ok(data, pos, n, seed):
 def scan_frames(data, pos, seed):
     """Walk the frames from ``pos``: (valid end, frames, payload bytes, last LSN, status).
 
-    A frame that fails its checks is a torn tail when no valid frame follows
-    it anywhere (a crash cut the last write short), and damage when one does
-    (status ``SCAN_CORRUPT``, the valid end is where the damage starts).
+    A frame that fails its checks (or whose number is not its place) is a
+    torn tail when no valid frame follows it anywhere (a crash cut the last
+    write short), and damage when one does (status ``SCAN_CORRUPT``, the
+    valid end is where the damage starts).
     """
     n = data.size
     frames = 0
@@ -91,6 +92,8 @@ def scan_frames(data, pos, seed):
     lsn = np.uint64(0)
     while pos < n:
         end = _frame_ok(data, pos, n, seed)
+        if end >= 0 and _u64(data, pos + 24) != np.uint64(frames):
+            end = -1  # a whole frame out of its place: one before it was dropped, or it was moved or repeated
         if end < 0:
             # frames are 8-aligned: look for any later one that checks out
             k = pos + 8
@@ -182,12 +185,16 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
     (``R_BAD`` at ``pos``: a wrong LSN, epoch, page, size or offset).
     """
     applied = 0
+    # records are 8-aligned: read header words and sparse offsets through wide views
+    words = data[: data.size & ~7].view(np.uint64)
+    halves = data[: data.size & ~7].view(np.uint32)
     while pos < end:
-        w0 = _u64(data, pos)
+        w0 = words[pos >> 3]
         length = np.int64(w0 & np.uint64(0xFFFFFFFF))
         rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        w = pos >> 3
         if rtype == REC_COMMIT:
-            if _u64(data, pos + 8) != np.uint64(lsn):
+            if words[w + 1] != np.uint64(lsn):
                 return pos, lsn, applied, R_BAD
             pos += length
             continue
@@ -195,13 +202,16 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
             return pos, lsn, applied, R_STOP
         enc = np.int64((w0 >> np.uint64(40)) & np.uint64(0xFF))
         ncauses = np.int64(w0 >> np.uint64(48))
-        slot = _live_slot(table, used, _u64(data, pos + 16))
-        if _u64(data, pos + 8) != np.uint64(lsn + 1) or slot < 0:
+        slot = _live_slot(table, used, words[w + 2])
+        if words[w + 1] != np.uint64(lsn + 1) or slot < 0:
             return pos, lsn, applied, R_BAD
         size = np.int64(table[T_SIZE, slot])
-        count = _u64(data, pos + 32)
-        if _u64(data, pos + 24) != table[T_EPOCH, slot] + np.uint64(1) or _u64(data, pos + 40) != np.uint64(size):
+        count = words[w + 4]
+        if words[w + 3] != table[T_EPOCH, slot] + np.uint64(1) or words[w + 5] != np.uint64(size):
             return pos, lsn, applied, R_BAD
+        # the epoch moves before any byte is written: if the record then proves bad, the
+        # state is thrown away, and the pool's reset zeroes pages whose epoch moved
+        table[T_EPOCH, slot] += np.uint64(1)
         off = np.int64(table[T_OFFSET, slot])
         body = pos + REC_HEADER
         if enc == ENC_SPARSE:
@@ -211,11 +221,13 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
             vals = body + 4 * n
             if ((vals + n + 7) & ~7) + 8 * ncauses != pos + length:
                 return pos, lsn, applied, R_BAD
-            for j in range(n):
-                if np.int64(_u32(data, body + 4 * j)) >= size:
+            # a bad offset stops replay mid-record: the state being built is thrown away then
+            uo, uv, uh, us = np.uint64(off), np.uint64(vals), np.uint64(body >> 2), np.uint64(size)
+            for j in range(np.uint64(n)):  # unsigned: no wrap-around check per write
+                i = np.uint64(halves[uh + j])
+                if i >= us:
                     return pos, lsn, applied, R_BAD
-            for j in range(n):
-                arena[off + np.int64(_u32(data, body + 4 * j))] = data[vals + j]
+                arena[uo + i] = data[uv + j]
         elif enc == ENC_DENSE:
             if count != np.uint64(size):
                 return pos, lsn, applied, R_BAD
@@ -244,12 +256,11 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
                     b += 1
         else:
             return pos, lsn, applied, R_BAD
-        cz = pos + length - 8 * ncauses
-        for j in range(ncauses):
-            cause = _u64(data, cz + 8 * j)
+        cz = (pos + length) >> 3
+        for j in range(cz - ncauses, cz):
+            cause = words[j]
             if cause == np.uint64(0) or cause > np.uint64(lsn):
                 return pos, lsn, applied, R_BAD
-        table[T_EPOCH, slot] += np.uint64(1)
         lsn += 1
         applied += 1
         pos += length

@@ -87,6 +87,8 @@ class LogHeader:
                                   f"this mmsb reads (version {VERSION})", 8)
         if crc != _crc(raw[: FILE_HEADER_SIZE - 8]):
             raise LogCorruptError(f"{what}: the log header fails its checksum", 0)
+        if any(raw[FILE_HEADER_SIZE - 4:FILE_HEADER_SIZE]):  # outside the checksum: zero, as written
+            raise LogCorruptError(f"{what}: the log header's padding is not zero", FILE_HEADER_SIZE - 4)
         return cls(log_id, created, base_lsn, base_id)
 
     @property
@@ -126,16 +128,14 @@ def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: boo
     try:
         if fd is None:
             with open(path, "rb") as f:
-                raw = f.read()
+                data = _read_all(f.fileno())
         else:
-            size = os.fstat(fd).st_size
-            raw = os.pread(fd, size, 0) if size else b""
+            data = _read_all(fd)
     except FileNotFoundError:
         raise InvalidArgumentError(f"{what} does not exist") from None
     except OSError as exc:
         raise LogIOError(f"cannot read {what}: {exc}") from exc
-    header = LogHeader.unpack(raw, what)
-    data = np.frombuffer(raw, np.uint8)
+    header = LogHeader.unpack(data[:FILE_HEADER_SIZE].tobytes(), what)
     end, frames, payload_bytes, lsn, status = k.scan_frames(data, FILE_HEADER_SIZE, header.seed)
     if status == k.SCAN_CORRUPT and strict:
         raise LogCorruptError(f"{what} is damaged at offset {end}: a frame there fails its checks and whole "
@@ -144,12 +144,25 @@ def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: boo
     starts = np.zeros(int(frames), np.int64)
     k.gather_payloads(data, FILE_HEADER_SIZE, end, payload, starts)
     contents = LogContents(path, header, payload[: int(payload_bytes)], int(frames), int(lsn), int(end),
-                           len(raw), int(status), starts)
+                           data.size, int(status), starts)
     if status == k.SCAN_TORN and warn:
         warnings.warn(f"{what}: a torn tail of {contents.torn_bytes} bytes at offset {end} was cut "
                       f"(a write a crash interrupted); the log ends at LSN {int(lsn)}",
                       LogTruncatedWarning, stacklevel=3)
     return contents
+
+
+def _read_all(fd: int) -> np.ndarray:
+    """The whole file as a uint8 array, read straight into it."""
+    size = os.fstat(fd).st_size
+    data = np.empty(size, np.uint8)
+    view, at = memoryview(data), 0
+    while at < size:
+        n = os.preadv(fd, [view[at:]], at)
+        if n == 0:
+            return data[:at]  # the file shrank while it was read
+        at += n
+    return data
 
 
 def _fsync_dir(path: str) -> None:
