@@ -199,6 +199,13 @@ class Propagation:
         self.funcs = None
         self._fn_index.clear()
         self.end_undo()
+        # the stats counters: a pooled state must report what a fresh one does
+        self.ctl[_k.C_RECOMPUTED] = self.ctl[_k.C_SKIPPED] = self.ctl[_k.C_CASCADES] = 0
+
+    def counters(self) -> tuple[int, int, int]:
+        """(cascades run, pages recomputed, pages skipped by the epoch cut-off), counted by the kernel."""
+        ctl = self.ctl
+        return int(ctl[_k.C_CASCADES]), int(ctl[_k.C_RECOMPUTED]), int(ctl[_k.C_SKIPPED])
 
     # -- the cascade ---------------------------------------------------------------
 

@@ -44,7 +44,10 @@ C_HEAP, C_OUT, C_STALE, C_TOUCH, C_STATUS, C_SLOT = 0, 1, 2, 3, 4, 5
 # undo: while C_UNDO is set, a page's bytes and epoch are saved before a commit
 # first changes it, so a failed commit or transaction can be rolled back
 C_UNDO, C_UNDO_N, C_UNDO_POS, C_UNDO_NEED = 6, 7, 8, 9
-C_WORDS = 12
+# running counts for State.stats(), kept here because the kernel is the only
+# place that knows them and an increment in it costs nothing measurable
+C_RECOMPUTED, C_SKIPPED, C_CASCADES = 10, 11, 12
+C_WORDS = 13
 U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
 ST_DONE, ST_PYTHON, ST_SPACE = 0, 1, 2
 M_HEAP, M_DATA, M_OTHER = 1, 2, 4
@@ -257,6 +260,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
                 sg += np.int64(table[T_EPOCH, pool[j, 0]])
             if sg == binds[s, B_SIG]:
                 op = 0  # cut-off 1: no parent moved since the last recompute
+                ctl[C_SKIPPED] += 1
         n = np.int64(table[T_SIZE, s])
         if op != 0 and op != OP_PYTHON:
             need = REC_HEADER + 16 + n + ((n + 7) >> 3) + 8 * (hi - lo)
@@ -272,6 +276,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
         work[s, W_MARK] = 0
         if op == 0:
             continue
+        ctl[C_RECOMPUTED] += 1
         binds[s, B_SIG] = sg
         if op == OP_PYTHON:
             ctl[C_STATUS] = ST_PYTHON
@@ -335,6 +340,7 @@ def cascade(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, i
     :func:`finish` itself.
     """
     ctl[C_OUT] = ctl[C_STALE] = 0
+    ctl[C_CASCADES] += 1
     _seed(nodes, edges, work, ctl, seeds, lsns)
     if dirty >= 0:
         binds[dirty, B_SIG] = -1
