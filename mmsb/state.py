@@ -223,6 +223,12 @@ class Page:
     def __repr__(self) -> str:
         return f"<mmsb.Page id={self.id} size={self.size}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's view: id, epoch, location, parents/children and a hex preview (mmsb.notebook)."""
+        from .notebook import page_html
+
+        return page_html(self)
+
 
 class State(Dependencies, Durability):
     """A state: pages, their epochs, the LSN counter and the log.
@@ -719,6 +725,24 @@ class State(Dependencies, Durability):
                 "device_launches": 0,
                 **_latency_summary(c.lat),
             }
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view: log position, graph size and the first pages (mmsb.notebook)."""
+        from .notebook import state_html
+
+        return state_html(self)
+
+    def plot_graph(self, ax: Any = None) -> Any:
+        """The dependency graph by topological level, as a matplotlib Figure (needs ``mmsb[plot]``)."""
+        from .notebook import plot_graph
+
+        return plot_graph(self, ax)
+
+    def plot_latency(self, ax: Any = None) -> Any:
+        """The sampled write-latency histogram of :meth:`stats`, as a matplotlib Figure (``mmsb[plot]``)."""
+        from .notebook import plot_latency
+
+        return plot_latency(self, ax)
 
     def __repr__(self) -> str:
         if self._c is None:
