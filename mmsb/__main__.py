@@ -1,7 +1,9 @@
 """``python -m mmsb``: the command line.
 
-``demo`` creates pages, writes them, and prints what happened and how long
-each step took. ``--version`` and ``--help`` do what they say.
+``profile`` measures the original investigation's workloads with mmsb and
+with plain NumPy and prints them beside the original's figures. ``demo``
+creates pages, writes them, and prints what happened and how long each step
+took. ``--version`` and ``--help`` do what they say.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmsb", description="mmsb, a Memory-Mapped State Bus.")
     parser.add_argument("--version", action="version", version=f"mmsb {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    prof = sub.add_parser("profile", help="the original investigation's table, measured now: mmsb beside plain "
+                                          "NumPy and the original's figures (under a minute)")
+    prof.add_argument("--quick", action="store_true", help="fewer, shorter runs: a few seconds, rougher figures")
+    prof.add_argument("--json", action="store_true", help="print the same numbers as JSON")
     demo = sub.add_parser("demo", help="create pages, write them, print what happened and how long it took")
     demo.add_argument("--pages", type=int, default=4096, help="pages to create (default 4096)")
     demo.add_argument("--size", type=int, default=1024, help="page size in bytes (default 1024)")
@@ -168,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in _LOG_COMMANDS:
         return _LOG_COMMANDS[args.command](args)
+    if args.command == "profile":
+        from .profile import main as profile  # imported here: it loads numba and the benchmarks' builders
+
+        return profile(quick=args.quick, as_json=args.json)
     if args.command == "demo":
         if args.pages < 1 or args.size < 8 or args.writes < 1:
             parser.error("--pages and --writes must be >= 1 and --size >= 8")
