@@ -1,8 +1,9 @@
 """mmsb's propagation workloads (issue 3, item 8), each beside the peer a user writes without it.
 
 `X` times mmsb, `NumpyX` the peer: a dict of np.uint8 pages, a list log, and per derived page
-a callback over its parents' arrays. Its update is common.numpy_update (diff, write, epoch,
-log), then each child's callback, depth-first; a callback that reproduces the child's bytes
+a callback over its parents' arrays (mmsb.profile.PeerGraph, shared with `python -m mmsb
+profile`). Its update is numpy_update (diff, write, epoch, log), then each child's callback,
+depth-first; a callback that reproduces the child's bytes
 stops there. A peer batch writes its deltas, then runs the callbacks once per page it changed.
 Budgets: DESIGN.md §5.
 
@@ -15,7 +16,6 @@ fail to finish within BUILD_DEADLINE_S, setup says so on stderr and skips (asv s
 rather than run for hours.
 """
 
-import functools
 import graphlib
 import sys
 import time
@@ -24,7 +24,10 @@ import numpy as np
 
 import mmsb
 
-from .common import INNER, PAGE_SIZE, median_rate, numpy_update, rng, unit, update_buffers
+from mmsb.profile import PeerGraph as _PeerGraph, head_values as _head_values
+from mmsb.profile import mmsb_chain as _mmsb_chain, peer_chain as _peer_chain
+
+from .common import INNER, PAGE_SIZE, median_rate, rng, unit, update_buffers
 
 DAG_PAGES = 100_000
 DAG_SIZES = [2_000, DAG_PAGES]
@@ -77,67 +80,7 @@ def _bind_all(st, ids, r, parents, op, deadline):
     return len(parents)
 
 
-class _PeerGraph:
-    """The peer: dict of pages, list log, callbacks per child (module-private: not a benchmark)."""
-
-    def __init__(self, n):
-        self.pages = {i: np.zeros(PAGE_SIZE, np.uint8) for i in range(n)}
-        self.epochs = dict.fromkeys(range(n), 0)
-        self.log, self.children, self.compute = [], {}, {}
-
-    def bind(self, child, parents, ufunc=None):
-        ps = [self.pages[p] for p in parents]
-        self.compute[child] = (lambda p=ps[0]: p) if ufunc is None else (lambda: functools.reduce(ufunc, ps))
-        for p in parents:
-            self.children.setdefault(p, []).append(child)
-        numpy_update(self.pages, self.epochs, self.log, child, self.compute[child]())
-
-    def _changed(self, pid):
-        for c in self.children.get(pid, ()):
-            if numpy_update(self.pages, self.epochs, self.log, c, self.compute[c]()):
-                self._changed(c)
-
-    def update(self, pid, data):
-        if numpy_update(self.pages, self.epochs, self.log, pid, data):
-            self._changed(pid)
-
-    def apply(self, deltas):
-        pages, log, changed = self.pages, self.log, {}
-        for pid, idx, vals in deltas:
-            page = pages[pid]
-            diff = page[idx] != vals
-            if diff.any():
-                hit, v = idx[diff], vals[diff]
-                page[hit] = v
-                log.append((pid, hit, v))
-                self.epochs[pid] += 1
-                changed[pid] = None
-        for pid in changed:
-            self._changed(pid)
-
-
 # -- single hop and chains -----------------------------------------------------------------
-
-def _mmsb_chain(n):
-    st = mmsb.start()
-    ids = st.create_pages(n, PAGE_SIZE)
-    for k in range(1, n):
-        st.register_passthrough(ids[k], ids[k - 1])
-    return st, ids
-
-
-def _peer_chain(n):
-    peer = _PeerGraph(n)
-    for k in range(1, n):
-        peer.bind(k, [k - 1])
-    return peer
-
-
-def _head_values(count, second):
-    """Full-page rows; consecutive rows (across both batches too) differ at every byte."""
-    base = rng().integers(0, 256, PAGE_SIZE, dtype=np.uint8)
-    return [(base + j).astype(np.uint8) for j in range(1 + second * count, 1 + (1 + second) * count)]
-
 
 class _Hops:
     params = [[2, 10]]

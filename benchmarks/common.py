@@ -9,22 +9,19 @@ import time
 
 import numpy as np
 
-SEED = 0
-PAGE_SIZE = 1024                   # 1 KiB pages, as in DESIGN.md §5
+# the workload builders live in mmsb.profile, so `python -m mmsb profile` and this suite
+# measure one definition of each workload
+from mmsb.profile import (  # noqa: F401
+    BATCH_PAGES, BATCH_WIDTH, PAGE_SIZE, SEED, numpy_update, rng, sparse_batch, update_buffers,
+)
+
 INNER = 1000                       # ops per timed call for sub-µs work (see bench_core docstring)
 CREATE_COUNTS = [1_000, 100_000]   # create_pages grid
-BATCH_PAGES = 4096                 # apply_batch workload: 4096 x 1 KiB pages
-BATCH_WIDTH = 8                    # 8 sparse bytes per delta
 BIG_PAGES = 1_000_000              # memory workload: 1 M x 1 KiB pages
 WRITE_CHUNK = 65_536               # pages per batch when writing BIG_PAGES (keeps batch arrays ~1.6 MB)
 RATE_REPEATS = 21                  # samples behind a track_ rate (median)
 
 _OS_PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rng():
-    """A fresh generator on the suite's one seed (fresh each call, so order of use never matters)."""
-    return np.random.default_rng(SEED)
 
 
 def pretouch(*arrays):
@@ -38,44 +35,6 @@ def pretouch(*arrays):
             flat = a.reshape(-1).view(np.uint8)
             flat[::_OS_PAGE] = flat[::_OS_PAGE]
     return arrays
-
-
-def update_buffers(content):
-    """Two 1 KiB uint8 buffers that differ from each other; the first is nonzero everywhere.
-
-    content "random": independent random bytes (about 1020 bytes differ);
-    content "10 bytes changed": the second is the first with exactly 10 bytes flipped.
-    """
-    g = rng()
-    a = g.integers(1, 256, PAGE_SIZE, dtype=np.uint8)
-    if content == "random":
-        b = g.integers(1, 256, PAGE_SIZE, dtype=np.uint8)
-        b[b == a] ^= 0xFF      # every byte differs, so the diff size is exactly known
-    elif content == "10 bytes changed":
-        b = a.copy()
-        where = g.choice(PAGE_SIZE, 10, replace=False)
-        b[where] ^= g.integers(1, 256, 10, dtype=np.uint8)   # xor with nonzero: always a change
-    else:
-        raise ValueError(content)
-    return a, b
-
-
-def sparse_batch(n_pages=BATCH_PAGES, width=BATCH_WIDTH, page_size=PAGE_SIZE):
-    """Columnar arrays for one `width`-byte sparse delta per page, in two flavours.
-
-    Returns (starts, indices, values_a, values_b). Delta i owns indices[starts[i]:starts[i+1]];
-    its offsets are distinct (one per page_size/width stripe) so no byte is written twice, and
-    values_b differs from values_a at every offset, so alternating the two always changes bytes.
-    values_a is nonzero, so it also changes a fresh (zero) page.
-    """
-    g = rng()
-    stripe = page_size // width
-    offs = np.arange(width, dtype=np.int64) * stripe + g.integers(0, stripe, (n_pages, width))
-    indices = offs.reshape(-1)
-    values_a = g.integers(1, 256, indices.size, dtype=np.uint8)
-    values_b = values_a ^ g.integers(1, 256, indices.size, dtype=np.uint8)
-    starts = np.arange(n_pages + 1, dtype=np.int64) * width
-    return starts, indices, values_a, values_b
 
 
 def touch_batch(n_pages, offset=0):
@@ -100,24 +59,6 @@ def median_rate(fn, items, repeats=RATE_REPEATS):
         fn()
         samples.append(time.perf_counter() - t0)
     return items / float(np.median(samples))
-
-
-def numpy_update(pages, epochs, log, pid, data):
-    """The peer's update_page: diff, write, count an epoch, log (id, indices, values)."""
-    page = pages[pid]
-    if log is None:                      # no log: no need for the changed offsets
-        if np.array_equal(page, data):
-            return False
-        page[:] = data
-    else:
-        changed = np.flatnonzero(page != data)
-        if changed.size == 0:
-            return False
-        values = data[changed]
-        page[changed] = values
-        log.append((pid, changed, values))
-    epochs[pid] += 1
-    return True
 
 
 def unit(name):
