@@ -20,6 +20,7 @@ from .errors import (
     LogInUseError,
     LogIOError,
     LogTruncatedWarning,
+    MissingFunctionWarning,
     MMSBError,
     PageNotFoundError,
     RecomputeError,
@@ -58,4 +59,5 @@ __all__ = [
     "LogInUseError",
     "LogIOError",
     "LogTruncatedWarning",
+    "MissingFunctionWarning",
 ]

@@ -204,10 +204,13 @@ class Dependencies:
                 for p in ps:
                     if g.add_edge(p, ch, "data"):
                         added.append(p)
-            except GraphCycleError as err:
+            except BaseException as err:
+                # a refused edge (a cycle, or an edge of another kind already there) undoes the others
                 for p in added:
                     g.remove_edge(p, ch)
-                raise self._cycle(err) from None
+                if isinstance(err, GraphCycleError):
+                    raise self._cycle(err) from None
+                raise
             prop.ensure(c.table.capacity)
             prop.bind(ch, Binding(code, dt, ps, ws, fn))
             self._log.append_bind(self._id_of(ch), code, dt, [self._id_of(p) for p in ps], ws,

@@ -9,11 +9,12 @@ A mixin of State (like :mod:`mmsb.dependencies`), plus the module-level
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, LogCorruptError, MissingFunctionWarning
 from .functions import MissingFunction
 from .log import checkpoint as _ckpt
 from .log import replay as _replay
@@ -27,6 +28,14 @@ def _check_lsn(to_lsn: Any) -> int | None:
     if isinstance(to_lsn, (bool, np.bool_)) or not isinstance(to_lsn, (int, np.integer)) or to_lsn < 0:
         raise InvalidArgumentError(f"to_lsn must be a non-negative integer or None, got {to_lsn!r}")
     return int(to_lsn)
+
+
+def _warn_missing(st: Any) -> None:
+    names = st.missing_functions
+    if names:
+        warnings.warn(f"recompute functions {names} are not registered in this process: their pages keep their "
+                      "bytes but fail if a cascade reaches them; call mmsb.register_function(fn, name=...) and "
+                      "register_recompute again", MissingFunctionWarning, stacklevel=3)
 
 
 def open_file_log(st: Any, path: Any, sync: str) -> None:
@@ -48,6 +57,7 @@ def open_file_log(st: Any, path: Any, sync: str) -> None:
         raise
     st._log = log
     log.start()
+    _warn_missing(st)
 
 
 class Durability:
@@ -138,6 +148,7 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, loc
     except BaseException:
         st.close()
         raise
+    _warn_missing(st)
     return st
 
 
@@ -183,6 +194,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
                 from .log.memory import NullLog
 
                 st._log = NullLog(st._c.logbuf)
+            _warn_missing(st)
             return st
         flog, contents = FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
         try:
@@ -195,6 +207,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
     except BaseException:
         st.close()
         raise
+    _warn_missing(st)
     return st
 
 
@@ -213,11 +226,13 @@ def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
         raise InvalidArgumentError(f"{where} is not the log checkpoint {ck.path!r} was taken from, nor one "
                                    "continuing it")
     data, pos = contents.payload, int(ref.get("pos", -1))
+    # the log was synced up to the checkpoint before it was taken: a log that falls short of it is damaged
     if not 0 <= pos <= data.size:
-        raise InvalidArgumentError(f"{where} ends before checkpoint {ck.path!r} (at byte {pos} of its records)")
+        raise LogCorruptError(f"{where} ends before checkpoint {ck.path!r} (at byte {pos} of its records), at "
+                              f"offset {contents.valid_end}", contents.valid_end)
     before, _, lsn = _replay.check(data, 0, pos, None, where, at)
     if before != pos or lsn != ck.lsn and pos:
-        raise InvalidArgumentError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position")
+        raise LogCorruptError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position", at(before))
     if contents.header.base_lsn:
         st._base = (ck, pos)  # the log itself starts at an earlier checkpoint
     cut, _, lsn = _replay.check(data, pos, data.size, None, where, at)

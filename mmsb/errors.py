@@ -25,6 +25,7 @@ __all__ = [
     "LogInUseError",
     "LogIOError",
     "LogTruncatedWarning",
+    "MissingFunctionWarning",
 ]
 
 
@@ -97,3 +98,7 @@ class LogIOError(MMSBError, OSError):
 
 class LogTruncatedWarning(UserWarning):
     """Opening a log cut a torn tail (the end of a write a crash interrupted)."""
+
+
+class MissingFunctionWarning(UserWarning):
+    """A replayed or restored binding names a recompute function this process has not registered."""

@@ -179,7 +179,8 @@ def test_a_binding_to_an_unregistered_function_is_reported_and_fails_loudly(tmp_
     st.register_recompute(b, [a], lambda x: x + 1)  # a lambda: nobody can register it again
     st.update_page(a, b"\x01\x01\x01\x01")
     st.close()
-    r = mmsb.replay(str(tmp_path / "l"))
+    with pytest.warns(mmsb.MissingFunctionWarning, match="<lambda>"):
+        r = mmsb.replay(str(tmp_path / "l"))
     assert bytes(r.query_page(b.id)) == b"\x02\x02\x02\x02"  # replay needs no function
     assert r.missing_functions == ["test_log.test_a_binding_to_an_unregistered_function_is_reported_and_fails_loudly"
                                    ".<locals>.<lambda>"]

@@ -525,3 +525,15 @@ def test_stale_events_survive_more_edge_hits_than_the_kernel_list_holds():
     st.subscribe("page_stale", lambda ids: got.append(ids.tolist()))
     st.apply_batch(mmsb.DeltaBatch.from_sparse(parents, [0, 1, 2, 3], [0, 0, 0], [1, 1, 1]))
     assert len(got) == 1 and sorted(got[0]) == sorted(children)
+
+
+def test_a_binding_refused_midway_leaves_no_edge_behind():
+    st = mmsb.State()
+    a, b, c = (st.create_page(8).id for _ in range(3))
+    st.add_dependency(b, c, "control")
+    with pytest.raises(mmsb.InvalidArgumentError):
+        st.register_recompute(c, [a, b], "sum")  # a -> c goes in first, then b -> c is refused
+    g = st._c.prop.graph
+    assert not g.has_edge(a, c) and g.edge_kind(b, c) == 1
+    st.update_page(a, b"\x01" * 8)
+    assert bytes(st.query_page(c)) == bytes(8)

@@ -40,6 +40,7 @@ from .._version import __version__
 from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, MMSBError
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
+from .memory import LogBuffer, NullLog
 
 MAGIC = b"MMSBCKPT"
 VERSION = 1
@@ -156,6 +157,8 @@ def read(path: Any) -> Checkpoint:
         raise bad(f"format version {version} is not one this mmsb reads ({VERSION})", 8)
     if crc != _crc(_bytes(raw[:52])):
         raise bad("the header fails its checksum", 0)
+    if any(raw[56:HEADER_SIZE]):  # padding is outside the checksums: it must be zero, as written
+        raise bad("the header's padding is not zero", 56)
     buf = _bytes(raw)
     found: dict[int, np.ndarray] = {}
     pos = HEADER_SIZE
@@ -171,6 +174,8 @@ def read(path: Any) -> Checkpoint:
             raise bad(f"section {tag} fails its checksum", pos)
         found[tag] = payload
         pos = start + n + (-n % 8)
+        if any(raw[start + n:pos]):
+            raise bad(f"the padding after section {tag} is not zero", start + n)
     if pos != len(raw) or len(found) != len(_TAGS):
         raise bad("the sections do not add up to the file", min(pos, len(raw)))
     try:
@@ -232,6 +237,7 @@ def load(st: Any, ck: Checkpoint) -> None:
     logfile.scatter_pages(arena.data, offs, sizes, ck.data)
     c.lsn, c.deltas = int(ck.lsn), int(ck.doc["deltas"])
     st._replaying = True
+    log, st._log = st._log, NullLog(LogBuffer(1024))  # the graph is the checkpoint's: nothing to log
     try:
         for b in ck.doc["bindings"]:
             op: Any = b["op"]
@@ -248,6 +254,7 @@ def load(st: Any, ck: Checkpoint) -> None:
         raise LogCorruptError(f"checkpoint {ck.path!r}: its graph does not apply ({exc})", HEADER_SIZE) from None
     finally:
         st._replaying = False
+        st._log = log
 
 
 __all__ = ["Checkpoint", "read", "write", "load"]
