@@ -140,10 +140,12 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, loc
         if base is not None:
             _ckpt.load(st, base[0])
             st._base = base
-        cut, _, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
+        cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
         _replay.apply(st, data, start_at, cut, where, locate, progress)
+        if start_at:
+            deltas += _replay.check(data, 0, start_at, None, where, locate)[1]
         log = MemoryLog(st._c.logbuf)
-        log.load(data[:cut], _replay.check(data, 0, cut, None, where, locate)[1])
+        log.load(data[:cut], deltas)
         st._log = log
     except BaseException:
         st.close()

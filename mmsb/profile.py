@@ -302,6 +302,59 @@ def _small_deltas(impl: str) -> Side:
     return Side(_alternate(apply, a, b), lambda: [pages[i].tobytes() for i in range(BATCH_PAGES)])
 
 
+REPLAY_BATCHES = 32   # replay: 32 batches of the small-delta workload, 131 072 deltas in one log file
+
+
+def _replay(impl: str) -> Side:
+    starts, indices, values_a, values_b = sparse_batch()
+    if impl == "mmsb":
+        import os
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="mmsb-profile-")
+        path = os.path.join(folder, "replay.log")
+        st = mmsb.start(log=path, sync="none")
+        ids = st.create_pages(BATCH_PAGES, PAGE_SIZE)
+        for i in range(REPLAY_BATCHES):
+            st.apply_batch(mmsb.DeltaBatch.from_sparse(ids, starts, indices, (values_a, values_b)[i & 1]))
+        mmsb.stop(st)
+        last: list = []
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                r = mmsb.replay(path)
+                if last:
+                    mmsb.stop(last.pop())
+                last.append(r)
+
+        def result() -> list[bytes]:
+            run(1)
+            return [last[0].query_page(p).tobytes() for p in ids]
+
+        def close() -> None:
+            while last:
+                mmsb.stop(last.pop())
+            shutil.rmtree(folder, ignore_errors=True)
+
+        return Side(run, result, close)
+    log = [(i, indices[starts[i]:starts[i + 1]], v[starts[i]:starts[i + 1]])
+           for v in [(values_a, values_b)[j & 1] for j in range(REPLAY_BATCHES)] for i in range(BATCH_PAGES)]
+    pages: dict = {}
+
+    def peer_run(k: int) -> None:
+        for _ in range(k):
+            pages.clear()
+            pages.update((i, np.zeros(PAGE_SIZE, np.uint8)) for i in range(BATCH_PAGES))
+            for pid, idx, vals in log:
+                pages[pid][idx] = vals
+
+    def peer_result() -> list[bytes]:
+        peer_run(1)
+        return [pages[i].tobytes() for i in range(BATCH_PAGES)]
+
+    return Side(peer_run, peer_result)
+
 
 WORKLOADS: list[Workload] = [
     Workload("allocation", "allocation cycle: start, create 1 KiB page, stop", "cycle", _allocation,
@@ -316,6 +369,9 @@ WORKLOADS: list[Workload] = [
              _chain_batch(128, 2), original_s=19.4e-3, budget_s=40e-6),
     Workload("small_deltas", f"apply_batch of 8-byte sparse deltas over {BATCH_PAGES} x 1 KiB pages",
              "delta", _small_deltas, budget_s=1 / 50e6, items=BATCH_PAGES, rate=True),
+    Workload("replay", f"replay a log file of {REPLAY_BATCHES * BATCH_PAGES} 8-byte deltas into a new state",
+             "delta", _replay, original_s=1e-6, budget_s=1 / 20e6, items=REPLAY_BATCHES * BATCH_PAGES,
+             rate=True, note="original: its Rust core replays about 1 M deltas/s"),
     Workload("gpu_crossover", "GPU crossover: page size from which the device beats one core", "page",
              None, measured=False,
              note="no device: this version of mmsb has no GPU layer (the original: 1 KiB pages 174x "

@@ -33,7 +33,8 @@ def test_quick_json_has_every_row_in_order(quick_json):
     assert set(r["warmup_s"]) == {"kernels"} | {w.key for w in MEASURED}
     assert all(v >= 0 for v in r["warmup_s"].values())
     figures = {"allocation": (6.09e-6, 1e-6), "single_hop": (169.5e-6, 10e-6), "chain_10": (1.37e-3, None),
-               "batch_32x4": (4.02e-3, 1.5e-3), "batch_128x2": (19.4e-3, None), "small_deltas": (None, None)}
+               "batch_32x4": (4.02e-3, 1.5e-3), "batch_128x2": (19.4e-3, None), "small_deltas": (None, None),
+               "replay": (1e-6, None)}
     for row in r["rows"]:
         assert ROW_KEYS <= set(row)
         if row["key"] in figures:
@@ -83,7 +84,7 @@ def _expected(key, ops):
     if key in ("batch_32x4", "batch_128x2"):
         n, d = (32, 4) if key == "batch_32x4" else (128, 2)
         return [prof.head_values(d, 1)[-1].tobytes()] * n  # the last row of the second batch wins
-    if key == "small_deltas":
+    if key in ("small_deltas", "replay"):  # replay: a log of batches alternating a and b, ending with b
         starts, indices, _, values_b = prof.sparse_batch()
         pages = np.zeros((prof.BATCH_PAGES, prof.PAGE_SIZE), np.uint8)
         for i in range(prof.BATCH_PAGES):

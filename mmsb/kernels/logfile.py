@@ -140,10 +140,11 @@ def check_records(data, start, end, to_lsn):
     pending = 0
     lsn = np.uint64(0)
     limit = np.uint64(to_lsn)
+    words = data[: data.size & ~7].view(np.uint64)  # records are 8-aligned
     while pos < end:
         if end - pos < REC_HEADER:
             return cut, commits, deltas, lsn, pos
-        w0 = _u64(data, pos)
+        w0 = words[pos >> 3]
         length = np.int64(w0 & np.uint64(0xFFFFFFFF))
         rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
         if length < REC_HEADER or length & 7 or length > end - pos or rtype < 1 or rtype > _MAX_TYPE:
@@ -151,7 +152,7 @@ def check_records(data, start, end, to_lsn):
         if rtype == REC_DELTA:
             pending += 1
         elif rtype == REC_COMMIT:
-            w1 = _u64(data, pos + 8)
+            w1 = words[(pos >> 3) + 1]
             if w1 > limit:
                 return cut, commits, deltas, lsn, -1
             lsn = w1
