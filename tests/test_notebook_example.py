@@ -22,7 +22,6 @@ def test_quickstart_runs_and_shows_what_it_says(tmp_path, monkeypatch):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "mmsb test", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
     nbclient.NotebookClient(nb, kernel_name="mmsb-test", timeout=300,
