@@ -302,3 +302,22 @@ def test_a_record_that_proves_bad_midway_leaves_no_bytes_in_the_pool():
         fresh = mmsb.start()
         assert not fresh.query_page(fresh.create_page(64)).any()
         fresh.close()
+
+
+def test_a_process_that_exits_without_closing_still_writes_out_group_commits(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "l")
+    script = f"""
+import mmsb
+mmsb.config.set(LOG_GROUP_INTERVAL_US=60_000_000)  # the writer thread would wait a minute
+st = mmsb.start(log={path!r}, sync="group")
+pg = st.create_page(8)
+for i in range(20):
+    st.update_page(pg, bytes([i + 1] * 8))
+print(st.state_hash())
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert mmsb.replay(path).state_hash() == done.stdout.strip()

@@ -19,6 +19,7 @@ raises :class:`mmsb.LogCorruptError` with its offset. Layout: ``docs/FORMAT.md``
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import fcntl
 import os
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -177,7 +179,7 @@ class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
     __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
-                 "_mu", "_io", "_wake", "_thread", "_closing", "_error")
+                 "_mu", "_io", "_wake", "_thread", "_closing", "_error", "__weakref__")
     durable = True
 
     def __init__(self, path: str, policy: str, buffer: LogBuffer | None, header: LogHeader, fd: int,
@@ -249,6 +251,7 @@ class FileLog(MemoryLog):
         if self.policy != "commit" and self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"mmsb-log {self.path}", daemon=True)
             self._thread.start()
+            _unclosed.add(self)
 
     # -- writing -------------------------------------------------------------------
 
@@ -323,6 +326,21 @@ class FileLog(MemoryLog):
 
     def __repr__(self) -> str:
         return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
+
+
+# group/none logs still open: a process that exits without closing its states still
+# writes and syncs what they sealed (a kill -9 cannot be helped: that is what flush() is for)
+_unclosed: weakref.WeakSet[FileLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for log in list(_unclosed):
+        try:
+            if log.fd >= 0:
+                log.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway; nothing left to tell
+            pass
 
 
 def _write_all(fd: int, parts: list[Any], offset: int) -> None:
