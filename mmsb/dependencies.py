@@ -212,12 +212,24 @@ class Dependencies:
                     raise self._cycle(err) from None
                 raise
             prop.ensure(c.table.capacity)
+            old = prop.bindings.get(ch)
+            # a user function may raise on its first run: then the whole call is undone
+            sp = _Savepoint(c, self._log) if fn is not None and not self._replaying else None
             prop.bind(ch, Binding(code, dt, ps, ws, fn))
             self._log.append_bind(self._id_of(ch), code, dt, [self._id_of(p) for p in ps], ws,
                                   "" if fn is None else function_name(fn), c.lsn)
             try:
                 self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+            except BaseException:
+                if sp is not None:
+                    sp.rollback(c, self._log)
+                    for p in added:
+                        g.remove_edge(p, ch)
+                    prop.bind(ch, old)
+                raise
             finally:
+                if sp is not None:
+                    prop.end_undo()
                 self._log.seal(c.lsn)
 
     def _check_bindable(self, c: Any, child: int, parents: list[int], op: int, dtype: int) -> None:
@@ -280,6 +292,9 @@ class Dependencies:
             changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
         if ev is None:
             return
+        # the commit is whole: seal it (durable under sync="commit") before any handler sees it,
+        # so a handler's own writes, checkpoints and replays come after it
+        self._log.seal(c.lsn)
         meta = c.table.array[T_META]
 
         def ids(slots: Any) -> np.ndarray:

@@ -16,7 +16,9 @@ a user-named edge kind ``K``: ``K(ids)``
     pages reached through edges of that kind from a changed page.
 
 A handler that raises does not stop the others and does not touch the state:
-the commit is complete before any handler runs. The exception is logged on
+the commit is complete before any handler runs, and sealed in the log (with a
+file log and ``sync="commit"``, on disk), so what a handler writes, replays or
+checkpoints comes after it. The exception is logged on
 the ``mmsb`` logger with the event's name.
 """
 

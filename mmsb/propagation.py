@@ -235,6 +235,7 @@ class Propagation:
                                   ctl, self.scratch, self.undo, self.undo_index, buf, log.used, c.lsn, seeds,
                                   seed_lsns, dirty, self.funcs)
         except Exception as exc:
+            self._committed(c, log, int(ctl[_k.C_END]), int(ctl[_k.C_LSN]))
             self._abandon()
             raise self._user_error(state, exc) from exc
         if lsn != c.lsn:
@@ -283,6 +284,9 @@ class Propagation:
                 try:
                     end, lsn = _k.run(*self._arrays(c), buf, log.used, c.lsn, self.funcs)
                 except Exception as exc:
+                    # what the kernel committed before the function raised stays: the
+                    # caller's savepoint, if any, rolls it back with the rest
+                    self._committed(c, log, int(ctl[_k.C_END]), int(ctl[_k.C_LSN]))
                     raise self._user_error(state, exc) from exc
                 if lsn != c.lsn:
                     self._committed(c, log, end, lsn)

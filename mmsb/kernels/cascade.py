@@ -47,7 +47,10 @@ C_UNDO, C_UNDO_N, C_UNDO_POS, C_UNDO_NEED = 6, 7, 8, 9
 # running counts for State.stats(), kept here because the kernel is the only
 # place that knows them and an increment in it costs nothing measurable
 C_RECOMPUTED, C_SKIPPED, C_CASCADES = 10, 11, 12
-C_WORDS = 13
+# where the kernel's log and LSN stood before it called a user @njit function, so a raise
+# leaves Python what was committed before it
+C_END, C_LSN = 13, 14
+C_WORDS = 15
 U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
 ST_DONE, ST_PYTHON, ST_SPACE = 0, 1, 2
 M_HEAP, M_DATA, M_OTHER = 1, 2, 4
@@ -293,6 +296,8 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             if k + 1 > bounds.size:
                 bounds = np.empty(2 * k + 2, np.int64)
             ctl[C_SLOT] = s  # names the page if the function raises
+            ctl[C_END] = end
+            ctl[C_LSN] = lsn
             at = _call_user(funcs, binds[s, B_DTYPE], table, arena, pool, scratch, bounds, lo, k, s, n)
             data = scratch[at:at + n]
         else:

@@ -189,13 +189,14 @@ def read(path: Any) -> Checkpoint:
         slots = slots.view(np.uint64).reshape(used, 3)
         free = free.view(np.int64)
         edges = edges.view(np.int64).reshape(-1, 3)
-        _check_table(slots, free, found[DATA].size)
+        _check_table(slots, free, found[DATA])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise bad(f"its contents are inconsistent ({exc})", HEADER_SIZE) from None
     return Checkpoint(path, ckpt_id, lsn, doc, slots, free, found[DATA], edges)
 
 
-def _check_table(slots: np.ndarray, free: np.ndarray, nbytes: int) -> None:
+def _check_table(slots: np.ndarray, free: np.ndarray, data: np.ndarray) -> None:
+    nbytes = data.size
     meta, sizes = slots[:, 0], slots[:, 1]
     live = (meta & np.uint64(_LIVE)) != 0
     if np.any(meta & ~np.uint64(_LIVE | META_GEN_MASK | 0xFF << 32)):
@@ -208,6 +209,10 @@ def _check_table(slots: np.ndarray, free: np.ndarray, nbytes: int) -> None:
         raise ValueError("a page size out of range")
     if int(sizes[live].sum()) != nbytes:
         raise ValueError("page bytes do not match the sizes")
+    # a page no delta ever wrote is zeros (and a pooled state's reset relies on it)
+    unwritten = (slots[live, 2] == 0).repeat(sizes[live].astype(np.int64))
+    if np.any(data[unwritten]):
+        raise ValueError("a page at epoch 0 holds bytes other than zero")
     if free.size and (free.min() < 0 or free.max() >= slots.shape[0] or np.unique(free).size != free.size
                       or live[free].any()):
         raise ValueError("the free-slot list names live or unknown slots")

@@ -179,7 +179,7 @@ class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
     __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
-                 "_mu", "_io", "_wake", "_thread", "_closing", "_error", "__weakref__")
+                 "_mu", "_io", "_wake", "_thread", "_closing", "_error", "_finalizer", "__weakref__")
     durable = True
 
     def __init__(self, path: str, policy: str, buffer: LogBuffer | None, header: LogHeader, fd: int,
@@ -197,6 +197,9 @@ class FileLog(MemoryLog):
         self._closing = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        # a log dropped without close() still releases its file and lock
+        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._finalizer.atexit = False  # at exit, _flush_at_exit writes out first; the OS closes the file
 
     @classmethod
     def open(cls, path: Any, policy: str, buffer: LogBuffer | None = None,
@@ -249,7 +252,9 @@ class FileLog(MemoryLog):
 
     def start(self) -> None:
         if self.policy != "commit" and self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"mmsb-log {self.path}", daemon=True)
+            # the thread holds the log weakly, so a log nobody holds can still be collected
+            self._thread = threading.Thread(target=_writer, args=(weakref.ref(self), self._wake),
+                                            name=f"mmsb-log {self.path}", daemon=True)
             self._thread.start()
             _unclosed.add(self)
 
@@ -300,14 +305,6 @@ class FileLog(MemoryLog):
                 self._raise()
             self._flushed = end
 
-    def _run(self) -> None:
-        interval = config.LOG_GROUP_INTERVAL_US / 1e6
-        while not self._closing:
-            self._wake.wait(interval)
-            try:
-                self._write(sync=False)
-            except LogIOError:
-                return  # kept in _error: the next seal or flush raises it
 
     def close(self) -> None:
         """Write and sync what is sealed, stop the writer thread and release the file."""
@@ -323,9 +320,27 @@ class FileLog(MemoryLog):
         finally:
             os.close(self.fd)
             self.fd = -1
+            self._finalizer.detach()
+        if self._error is not None:
+            self._raise()  # the writer thread failed: commits sealed since its last write are lost
 
     def __repr__(self) -> str:
         return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
+
+
+def _writer(ref: weakref.ref, wake: threading.Event) -> None:
+    """The group/none writer thread: write (and for group, sync) what is sealed, every interval."""
+    interval = config.LOG_GROUP_INTERVAL_US / 1e6
+    while True:
+        wake.wait(interval)
+        log = ref()
+        if log is None or log._closing:
+            return
+        try:
+            log._write(sync=False)
+        except LogIOError:
+            return  # kept in _error: the next seal, flush or close raises it
+        del log
 
 
 # group/none logs still open: a process that exits without closing its states still

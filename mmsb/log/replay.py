@@ -24,6 +24,9 @@ from .file import _kernels
 from .memory import LogBuffer, NullLog
 
 _HEADER = struct.Struct("<QQQQQQ")
+# a log cannot ask for more page-table slots than this (32 B of table each: 8 GiB); a page
+# table that large is a hostile record, and refusing it beats the OOM killer
+_MAX_REPLAY_SLOTS = 1 << 28
 _OP_NAMES = {code: name for name, code in OPS.items()}
 _KIND_NAMES = {0: "data", 1: "control", 2: "sync"}
 
@@ -41,6 +44,8 @@ def check(data: np.ndarray, start: int, end: int, to_lsn: int | None, where: str
     """
     limit = (1 << 64) - 1 if to_lsn is None else to_lsn
     cut, _, deltas, lsn, bad = _kernels().check_records(data, start, end, np.uint64(limit))
+    if bad < 0 and to_lsn is None and cut != end:
+        bad = cut  # records no commit record closes: a log only ever holds whole commits
     if bad >= 0:
         at = locate(int(bad))
         raise LogCorruptError(f"{where}: the record at offset {at} is not well formed", at)
@@ -99,8 +104,8 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             if w5 != LOC_CPU or not 1 <= w4 < 1 << 32:
                 raise bad(f"creates {w4} pages at location {w5}")
             room = c.arena.reserved - c.arena.bump
-            if w4 * max(8, w3) > room:
-                raise bad(f"creates {w4} pages of {w3} B, more than the arena holds")
+            if w4 * max(8, w3) > room or c.table.used + w4 > _MAX_REPLAY_SLOTS:
+                raise bad(f"creates {w4} pages of {w3} B, more than the arena or page table holds")
             first = st.create_pages(int(w4), int(w3))[0] if w4 > 1 else st.create_page(int(w3)).id
             if first != w2:
                 raise bad(f"creates page {w2}, but replaying it gives page {first}")

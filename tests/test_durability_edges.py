@@ -1,0 +1,164 @@
+"""Durability at the edges: user functions that raise, handlers, failing disks, hostile files.
+
+Each test is a case a review of the durable log found; each failed before its fix.
+"""
+
+import errno
+import gc
+import struct
+import time
+import uuid
+
+import numpy as np
+import pytest
+from numba import njit
+
+import mmsb
+import mmsb.log.file as logfile
+from mmsb.kernels.checksum import crc32c
+from mmsb.log import checkpoint as ck
+
+
+@njit(cache=True)
+def copy_first(parents, bounds, out):
+    out[:] = parents[bounds[0]:bounds[1]]
+
+
+@njit(cache=True)
+def refuses_ones(parents, bounds, out):
+    if parents[0] == 1:
+        raise ValueError("no ones")
+    out[:] = parents[bounds[0]:bounds[1]]
+
+
+@njit(cache=True)
+def raises_in_kernel(parents, bounds, out):
+    raise ValueError("always")
+
+
+def raises_always(x):
+    raise ValueError("always")
+
+
+mmsb.register_function(copy_first, name="tests.copy_first")
+mmsb.register_function(refuses_ones, name="tests.refuses_ones")
+
+
+def test_a_raising_njit_function_mid_cascade_leaves_the_log_and_the_state_agreeing(tmp_path):
+    path = str(tmp_path / "l")
+    st = mmsb.start(log=path)
+    p, c, d = (st.create_page(8) for _ in range(3))
+    st.register_recompute(d, [c], refuses_ones)
+    st.update_page(p, np.ones(8, np.uint8))
+    before = st.state_hash()
+    with pytest.raises(mmsb.RecomputeError):
+        st.register_recompute(c, [p], copy_first)  # c becomes ones, then d's function raises
+    assert st.state_hash() == before and st.replay().state_hash() == before
+    st.update_page(c, np.full(8, 2, np.uint8))
+    want = st.state_hash()
+    st.close()
+    again = mmsb.start(log=path)
+    assert again.state_hash() == want
+    again.close()
+
+
+@pytest.mark.parametrize("fn", [raises_always, raises_in_kernel], ids=["python", "njit"])
+def test_a_binding_whose_first_run_raises_is_undone_whole(fn):
+    st = mmsb.State()
+    p, c = st.create_page(8), st.create_page(8)
+    st.update_page(p, np.ones(8, np.uint8))
+    before, records = st.state_hash(), len(list(st.log.records()))
+    with pytest.raises(mmsb.RecomputeError):
+        st.register_recompute(c, [p], fn)
+    assert st.state_hash() == before and len(list(st.log.records())) == records
+    assert st._c.prop.graph.num_edges == 0 and not st._c.prop.bindings
+    st.update_page(p, np.zeros(8, np.uint8))  # nothing bound is left to fail
+
+
+def test_handlers_see_a_sealed_commit_so_their_checkpoints_restore(tmp_path):
+    log, ckpt = str(tmp_path / "l"), str(tmp_path / "c")
+    st = mmsb.start(log=log)
+    p, c = st.create_page(8), st.create_page(8)
+    st.register_passthrough(c, p)
+    st.subscribe("cascade_done", lambda info: st.checkpoint(ckpt) if info["lsn"] == 4 else None)
+    for i in range(1, 4):
+        st.update_page(p, np.full(8, i, np.uint8))
+    want = st.state_hash()
+    st.close()
+    restored = mmsb.restore(ckpt, log=log)
+    assert restored.state_hash() == want
+    restored.close()
+
+
+def test_close_reports_a_writer_thread_that_failed(tmp_path, monkeypatch):
+    st = mmsb.start(log=str(tmp_path / "l"), sync="group")
+    pg = st.create_page(8)
+    st.flush()
+
+    def full_disk(fd, parts, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logfile, "_write_all", full_disk)
+    st.update_page(pg, np.ones(8, np.uint8))
+    deadline = time.monotonic() + 10
+    while st._log._error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monkeypatch.undo()
+    with pytest.raises(mmsb.LogIOError, match="No space"):
+        st.close()
+
+
+def test_a_checkpoint_cannot_smuggle_bytes_into_an_unwritten_page(tmp_path):
+    path = str(tmp_path / "c")
+    st = mmsb.State()
+    st.update_page(st.create_page(16), np.full(16, 0xAB, np.uint8))
+    st.checkpoint(path)
+    st.close()
+    raw = bytearray(open(path, "rb").read())
+    pos = ck.HEADER_SIZE
+    while pos < len(raw):  # set page 0's epoch to 0 and make the section's CRC agree
+        tag, _, n = ck._SECTION.unpack_from(raw, pos)
+        if tag == ck.SLOTS:
+            struct.pack_into("<Q", raw, pos + 16 + 16, 0)
+            body = np.frombuffer(bytes(raw[pos + 16:pos + 16 + n]), np.uint8)
+            struct.pack_into("<I", raw, pos + 4, int(crc32c(body, 0, body.size, 0)))
+        pos += 16 + n + (-n % 8)
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(mmsb.LogCorruptError, match="epoch 0"):
+        mmsb.restore(path)
+
+
+@pytest.mark.parametrize("sync", ["commit", "group"])
+def test_a_state_dropped_without_close_releases_its_log(tmp_path, sync):
+    path = str(tmp_path / "l")
+
+    def work():
+        mmsb.start(log=path, sync=sync).create_page(8)
+
+    work()
+    gc.collect()
+    st = mmsb.start(log=path, sync=sync)  # no LogInUseError: the lock went with the state
+    st.close()
+
+
+def test_a_tail_built_to_slow_the_search_is_refused_quickly(tmp_path):
+    head = logfile.LogHeader(uuid.uuid4().bytes, 0, 0, bytes(16)).pack()
+    tail = bytearray(1 << 22)
+    for off in range(0, len(tail) - 32, 16):  # a plausible frame header every 16 bytes
+        struct.pack_into("<IIQ", tail, off, 0x3146534D, 0, (len(tail) - off - 32) & ~7)
+    path = tmp_path / "l"
+    path.write_bytes(head + bytes(tail))
+    t = time.perf_counter()
+    with pytest.raises(mmsb.LogCorruptError):
+        logfile.read_log(str(path))
+    assert time.perf_counter() - t < 30  # quadratic, it took hours; linear, well under a second
+
+
+def test_records_after_the_last_commit_record_are_damage():
+    st = mmsb.State()
+    st.create_page(8)
+    log = st._log
+    log.append_create(1, 1, 8, 0, 0)  # a record no commit record closes
+    log.sealed = log.used
+    with pytest.raises(mmsb.LogCorruptError, match="not well formed"):
+        st.replay()
