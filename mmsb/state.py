@@ -402,8 +402,7 @@ class State(Dependencies, Durability):
             table.mv_size[slot] = size
             table.mv_meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
             pid = slot | gen << ID_SLOT_BITS
-            self._log.append_create(pid, 1, size, loc, c.lsn)
-            self._log.seal(c.lsn)
+            self._log.append_create(pid, 1, size, loc, c.lsn)  # a whole commit: sealed too
         return Page(self, pid, slot, size)
 
     def create_pages(self, count: int, size: int, location: str = "cpu") -> np.ndarray:
@@ -432,8 +431,7 @@ class State(Dependencies, Durability):
             a[T_SIZE, slots] = size
             a[T_META, slots] = gens | np.uint64(make_meta(0, loc))
             ids = slots | (gens.astype(np.int64) << ID_SLOT_BITS)
-            self._log.append_create(int(ids[0]), count, size, loc, c.lsn)
-            self._log.seal(c.lsn)
+            self._log.append_create(int(ids[0]), count, size, loc, c.lsn)  # a whole commit: sealed too
         return ids
 
     def delete_page(self, page: Any) -> None:

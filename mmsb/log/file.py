@@ -260,6 +260,10 @@ class FileLog(MemoryLog):
 
     # -- writing -------------------------------------------------------------------
 
+    def _append_commit(self, rtype: int, lsn: int, w2: int, w3: int, w4: int, w5: int) -> None:
+        self._append(rtype, lsn, w2, w3, w4, w5)
+        self.seal(lsn)  # through the file
+
     def seal(self, lsn: int) -> None:
         if self.used == self.sealed:
             return

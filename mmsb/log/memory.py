@@ -14,6 +14,7 @@ from ..delta import Delta
 from ..errors import StateClosedError
 
 _HEADER = struct.Struct("<QQQQQQ")
+_SEALED = struct.Struct("<12Q")  # a record and the commit record after it, in one write
 
 
 class LogBuffer:
@@ -93,10 +94,22 @@ class MemoryLog:
         self.used += REC_HEADER
 
     def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
-        self._append(REC_CREATE, lsn, first_id, size, count, location)
+        self._append_commit(REC_CREATE, lsn, first_id, size, count, location)
 
     def append_delete(self, page_id: int, lsn: int) -> None:
-        self._append(REC_DELETE, lsn, page_id, 0, 0, 0)
+        self._append_commit(REC_DELETE, lsn, page_id, 0, 0, 0)
+
+    def _append_commit(self, rtype: int, lsn: int, w2: int, w3: int, w4: int, w5: int) -> None:
+        """A page record that is a whole commit: the record and its commit record, in one write."""
+        buf = self._buf
+        if self.used != self.sealed or buf is None or self.used + 2 * REC_HEADER > buf.array.size:
+            self._append(rtype, lsn, w2, w3, w4, w5)  # the general path
+            self.seal(lsn)
+            return
+        _SEALED.pack_into(buf.mv, self.used, REC_HEADER | (rtype << 32), lsn, w2, w3, w4, w5,
+                          REC_HEADER | (REC_COMMIT << 32), lsn, time.time_ns(), 0, 0, 0)
+        self.used += 2 * REC_HEADER
+        self.sealed = self.used
 
     def _append_named(self, rtype: int, lsn: int, w2: int, w3: int, w4: int, w5: int, body: bytes,
                       name: str) -> None:
@@ -186,6 +199,9 @@ class NullLog(MemoryLog):
         pass
 
     def _append_named(self, *args: object) -> None:
+        pass
+
+    def _append_commit(self, *args: object) -> None:
         pass
 
     def rollback(self, used: int, deltas: int) -> None:
