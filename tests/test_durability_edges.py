@@ -158,7 +158,7 @@ def test_records_after_the_last_commit_record_are_damage():
     st = mmsb.State()
     st.create_page(8)
     log = st._log
-    log.append_create(1, 1, 8, 0, 0)  # a record no commit record closes
+    log._append(2, 0, 1, 8, 1, 0)  # a create record no commit record closes
     log.sealed = log.used
     with pytest.raises(mmsb.LogCorruptError, match="not well formed"):
         st.replay()
