@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InvalidArgumentError, LogCorruptError, MissingFunctionWarning
 from .functions import MissingFunction
-from .log import checkpoint as _ckpt
-from .log import replay as _replay
-from .log.file import FileLog, read_log
 from .log.memory import MemoryLog
+
+if TYPE_CHECKING:
+    from .log.file import FileLog
+
+
+def _io() -> tuple[Any, Any, Any]:
+    """The checkpoint, replay and file-log modules, imported on first use: ``import mmsb``
+    does not pay for what only durable states need."""
+    from .log import checkpoint, file, replay
+
+    return checkpoint, replay, file
 
 
 def _check_lsn(to_lsn: Any) -> int | None:
@@ -40,8 +48,9 @@ def _warn_missing(st: Any) -> None:
 
 def open_file_log(st: Any, path: Any, sync: str) -> None:
     """Open (creating or recovering) the log at ``path`` as ``st``'s log; ``st`` is fresh."""
+    _, _replay, file = _io()
     c = st._c
-    log, contents = FileLog.open(path, sync, c.logbuf)
+    log, contents = file.FileLog.open(path, sync, c.logbuf)
     try:
         if contents is not None:
             if contents.header.base_lsn:
@@ -97,10 +106,10 @@ class Durability:
                 raise _closed()
             log = self._log
             ref = None
-            if isinstance(log, FileLog):
+            if log.durable:
                 log.flush()
                 ref = {"id": log.header.log_id.hex(), "pos": log.sealed, "base": log.header.base_id.hex()}
-            _ckpt.write(self, c, path, ref)
+            _io()[0].write(self, c, path, ref)
 
     def replay(self, to_lsn: Any = None) -> Any:
         """A new state replaying this state's log: after every commit whose LSNs are all <= ``to_lsn``.
@@ -120,7 +129,7 @@ class Durability:
         return _state_from(data, limit, self._base, "this state's log")
 
 
-def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, locate: Any = _replay._same,
+def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, locate: Any = None,
                 progress: Any = None) -> Any:
     """A new state: the records ``data`` up to ``to_lsn``, on top of ``base``.
 
@@ -129,6 +138,8 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, loc
     """
     from .pool import start
 
+    _ckpt, _replay, _ = _io()
+    locate = locate or _replay._same
     start_at = 0
     if base is not None:
         ck, start_at = base
@@ -163,7 +174,7 @@ def replay(log_path: Any, to_lsn: Any = None, progress: Any = None) -> Any:
     in memory. ``progress(done, total)``, if given, is called as records apply (bytes).
     """
     limit = _check_lsn(to_lsn)
-    contents = read_log(os.fspath(log_path))
+    contents = _io()[2].read_log(os.fspath(log_path))
     if contents.header.base_lsn:
         raise InvalidArgumentError(
             f"log {contents.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: use "
@@ -186,6 +197,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
     from .state import _check_options
 
     _check_options(log, sync, "auto")
+    _ckpt, _, file = _io()
     ck = _ckpt.read(path)
     st = start()
     try:
@@ -198,7 +210,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
                 st._log = NullLog(st._c.logbuf)
             _warn_missing(st)
             return st
-        flog, contents = FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
+        flog, contents = file.FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
         try:
             _continue(st, ck, flog, contents)
         except BaseException:
@@ -214,6 +226,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
 
 
 def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
+    _, _replay, _ = _io()
     where = f"log {flog.path!r}"
     at = contents.file_offset if contents is not None else _replay._same
     if contents is None or contents.header.base_id == ck.id:

@@ -275,25 +275,16 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
 
 
 @njit(**_JIT)
-def gather_pages(arena, offsets, sizes, out):
-    """Copy pages (arena ``offsets``, ``sizes``) side by side into ``out``."""
+def copy_pages(arena, offsets, sizes, data, into_arena):
+    """Copy pages (arena ``offsets``, ``sizes``) side by side into ``data``, or back from it."""
     at = 0
     for i in range(offsets.size):
         n = np.int64(sizes[i])
         o = np.int64(offsets[i])
-        out[at:at + n] = arena[o:o + n]
-        at += n
-    return at
-
-
-@njit(**_JIT)
-def scatter_pages(arena, offsets, sizes, data):
-    """The inverse of :func:`gather_pages`."""
-    at = 0
-    for i in range(offsets.size):
-        n = np.int64(sizes[i])
-        o = np.int64(offsets[i])
-        arena[o:o + n] = data[at:at + n]
+        if into_arena:
+            arena[o:o + n] = data[at:at + n]
+        else:
+            data[at:at + n] = arena[o:o + n]
         at += n
     return at
 

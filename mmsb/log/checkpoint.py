@@ -40,6 +40,7 @@ from .._version import __version__
 from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, MMSBError
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
+from .file import _read_all
 from .memory import LogBuffer, NullLog
 
 MAGIC = b"MMSBCKPT"
@@ -74,7 +75,7 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
     live = np.flatnonzero(meta & np.uint64(_LIVE))
     sizes = a[T_SIZE, live]
     data = np.empty(int(sizes.sum()), np.uint8)
-    logfile.gather_pages(c.arena.data, a[T_OFFSET, live], sizes, data)
+    logfile.copy_pages(c.arena.data, a[T_OFFSET, live], sizes, data, False)
     slots = np.stack([meta, a[T_SIZE, :used], a[T_EPOCH, :used]]).T.copy()
     g = c.prop.graph
     indptr, children, kinds = g.csr()
@@ -139,7 +140,7 @@ def read(path: Any) -> Checkpoint:
     what = f"checkpoint {path!r}"
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = _read_all(f.fileno())  # writable: restore copies pages out of it in place
     except FileNotFoundError:
         raise InvalidArgumentError(f"{what} does not exist") from None
     except OSError as exc:
@@ -159,7 +160,7 @@ def read(path: Any) -> Checkpoint:
         raise bad("the header fails its checksum", 0)
     if any(raw[56:HEADER_SIZE]):  # padding is outside the checksums: it must be zero, as written
         raise bad("the header's padding is not zero", 56)
-    buf = _bytes(raw)
+    buf = raw
     found: dict[int, np.ndarray] = {}
     pos = HEADER_SIZE
     for _ in range(count):
@@ -239,7 +240,7 @@ def load(st: Any, ck: Checkpoint) -> None:
     a[T_OFFSET, live] = offs
     table.used = used
     table.free[:] = ck.free.tolist()
-    logfile.scatter_pages(arena.data, offs, sizes, ck.data)
+    logfile.copy_pages(arena.data, offs, sizes, ck.data, True)
     c.lsn, c.deltas = int(ck.lsn), int(ck.doc["deltas"])
     st._replaying = True
     log, st._log = st._log, NullLog(LogBuffer(1024))  # the graph is the checkpoint's: nothing to log
