@@ -3,10 +3,11 @@
 Byte pages in preallocated NumPy arenas; every change a delta with a per-page
 epoch and a state-wide LSN, kept in a transaction log. See the README and
 ``docs/`` for the full picture. ``import mmsb`` does not import numba: the
-kernels load with the first state.
+kernels load with the first state; ``numba.cuda`` loads with the first
+question about a device (``mmsb.gpu``).
 """
 
-from . import config
+from . import config, gpu
 from ._version import __version__
 from .delta import Delta, DeltaBatch
 from .errors import (
@@ -35,6 +36,7 @@ from .state import Page, State
 __all__ = [
     "__version__",
     "config",
+    "gpu",
     "start",
     "stop",
     "replay",

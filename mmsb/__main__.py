@@ -1,7 +1,8 @@
 """``python -m mmsb``: the command line.
 
 ``profile`` measures the original investigation's workloads with mmsb and
-with plain NumPy and prints them beside the original's figures. ``demo``
+with plain NumPy and prints them beside the original's figures. ``calibrate``
+measures where this machine's GPU starts to beat the CPU and stores it. ``demo``
 creates pages, writes them, and prints what happened and how long each step
 took. ``--version`` and ``--help`` do what they say.
 """
@@ -143,6 +144,32 @@ def _replay_cmd(args: argparse.Namespace, out=None) -> int:
     return 0
 
 
+def _calibrate(args: Any, parser: Any, out=sys.stdout) -> int:
+    import json
+
+    from . import gpu
+    from .errors import MMSBError
+
+    try:
+        sizes = None if args.sizes is None else [int(x) for x in args.sizes.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--sizes must be comma-separated integers, got {args.sizes!r}")
+    try:
+        result = gpu.calibrate(sizes, args.repeat, store=not args.no_store)
+    except MMSBError as exc:
+        print(f"mmsb calibrate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result), file=out)
+    else:
+        from .gpu.calibration import format_table
+
+        print(format_table(result), file=out)
+        if not args.no_store:
+            print(f"stored in {gpu.calibration_path()}", file=out)
+    return 0
+
+
 _LOG_COMMANDS = {"inspect": _inspect, "verify": _inspect, "replay": _replay_cmd}
 
 
@@ -171,7 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--size", type=int, default=1024, help="page size in bytes (default 1024)")
     demo.add_argument("--writes", type=int, default=10_000, help="update_page calls (default 10000)")
     _add_log_commands(sub)
+    cal = sub.add_parser("calibrate", help="measure CPU against device apply on this machine's GPU and store "
+                                           "the transfer threshold for location='auto'")
+    cal.add_argument("--sizes", default=None, help="comma-separated page sizes in bytes (default 4 KiB .. 64 MiB)")
+    cal.add_argument("--repeat", type=int, default=5, help="timed runs per size (default 5)")
+    cal.add_argument("--no-store", action="store_true", help="measure and print, but keep the stored threshold")
+    cal.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return _calibrate(args, parser)
     if args.command in _LOG_COMMANDS:
         return _LOG_COMMANDS[args.command](args)
     if args.command == "profile":

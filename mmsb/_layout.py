@@ -70,6 +70,9 @@ OP_MINPLUS = 8
 OP_ORAND = 9
 OP_PYTHON = 100  # a Python callable: the cascade kernel steps out and Python recomputes
 OP_NJIT = 101  # an @njit function, called from inside the cascade kernel
+# a binding with a page on the device (child or parent): the kernel steps out and the gpu layer
+# recomputes it (the binding keeps its own op; this code is only what the kernel sees)
+OP_DEVICE = 102
 OPS = {
     "passthrough": OP_PASSTHROUGH, "sum": OP_SUM, "min": OP_MIN, "max": OP_MAX,
     "and": OP_AND, "or": OP_OR, "xor": OP_XOR, "minplus": OP_MINPLUS, "orand": OP_ORAND,

@@ -82,14 +82,17 @@ def slot_class(size: int) -> int:
     return max(size - 1, MIN_SLOT - 1).bit_length()
 
 
-class Arena:
-    """Slot allocation in one reserved host arena (size classes, free lists, bump)."""
+class Slots:
+    """Slot allocation by size class: per-class LIFO free lists, then a bump pointer.
 
-    __slots__ = ("data", "_map", "bump", "free", "reserved")
+    Shared by the host arena and the device arena (:mod:`mmsb.gpu.arena`), so
+    both lay pages out the same way.
+    """
 
-    def __init__(self, nbytes: int | None = None) -> None:
-        self.data, self._map = reserve_arena(int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES))
-        self.reserved = self.data.size
+    __slots__ = ("bump", "free", "reserved")
+
+    def __init__(self, reserved: int) -> None:
+        self.reserved = reserved
         self.bump = 0
         self.free: dict[int, list[int]] = {}
 
@@ -137,6 +140,21 @@ class Arena:
     def release(self, offset: int, size: int) -> None:
         self.free.setdefault(slot_class(size), []).append(offset)
 
+    def clear(self) -> None:
+        """Forget every allocation; the caller has zeroed what pages wrote."""
+        self.bump = 0
+        self.free.clear()
+
+
+class Arena(Slots):
+    """Slot allocation in one reserved host arena (size classes, free lists, bump)."""
+
+    __slots__ = ("data", "_map")
+
+    def __init__(self, nbytes: int | None = None) -> None:
+        self.data, self._map = reserve_arena(int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES))
+        super().__init__(self.data.size)
+
     def release_span(self) -> bool:
         """Zero the used span by handing its memory back to the OS; False if not possible.
 
@@ -149,11 +167,6 @@ class Arena:
         if length:
             self._map.madvise(mmap.MADV_DONTNEED, 0, length)
         return True
-
-    def clear(self) -> None:
-        """Forget every allocation; the caller has zeroed what pages wrote."""
-        self.bump = 0
-        self.free.clear()
 
 
 class PageTable:

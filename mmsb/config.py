@@ -35,6 +35,12 @@ _DEFAULTS: dict[str, Any] = {
     # sync="group": the longest a sealed commit waits before it is written
     # and synced (microseconds); State.flush() makes it durable at once.
     "LOG_GROUP_INTERVAL_US": 2000,
+    # location="auto": pages of at least this many bytes go to the device. 0 means the
+    # threshold calibrated for this device (python -m mmsb calibrate), else 1 MiB.
+    "GPU_THRESHOLD_BYTES": 0,
+    # First size of a state's device arena; it doubles when full (a device_view taken
+    # before a growth then no longer shows the page).
+    "DEVICE_ARENA_INITIAL_BYTES": 1 << 26,
 }
 
 ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
@@ -45,6 +51,8 @@ RESET_RELEASE_BYTES: int = _DEFAULTS["RESET_RELEASE_BYTES"]
 POOL_KEEP_LOG_BYTES: int = _DEFAULTS["POOL_KEEP_LOG_BYTES"]
 PARALLEL_BATCH_DELTAS: int = _DEFAULTS["PARALLEL_BATCH_DELTAS"]
 LOG_GROUP_INTERVAL_US: int = _DEFAULTS["LOG_GROUP_INTERVAL_US"]
+GPU_THRESHOLD_BYTES: int = _DEFAULTS["GPU_THRESHOLD_BYTES"]
+DEVICE_ARENA_INITIAL_BYTES: int = _DEFAULTS["DEVICE_ARENA_INITIAL_BYTES"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
@@ -55,6 +63,8 @@ _MINIMUM = {
     "POOL_KEEP_LOG_BYTES": 1 << 10,
     "PARALLEL_BATCH_DELTAS": 1,
     "LOG_GROUP_INTERVAL_US": 100,
+    "GPU_THRESHOLD_BYTES": 0,
+    "DEVICE_ARENA_INITIAL_BYTES": 1 << 12,
 }
 
 

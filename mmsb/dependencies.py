@@ -69,9 +69,12 @@ class Dependencies:
         """Add the edge ``parent -> child`` of ``kind``.
 
         Kinds: ``"data"`` (the child's binding recomputes it), ``"control"``
-        (the child is reported stale: event ``page_stale``), ``"sync"``
-        (behaves as control until device pages exist), or any other name (an
-        event of that name fires). A data edge into a bound child adds the
+        (the child is reported stale: event ``page_stale``), ``"sync"`` (the
+        child becomes a mirror of the parent: it gets the parent's bytes after
+        every commit that changes them, across the bus when one page is on the
+        device and the other on the host; same size, one parent, no other
+        binding; also reported stale), or any other name (an event of that
+        name fires). A data edge into a bound child adds the
         parent to its binding and brings the child up to date at once (a
         passthrough takes exactly one parent). Raises
         :class:`mmsb.GraphCycleError` (``.path`` lists the page ids around the
@@ -88,6 +91,11 @@ class Dependencies:
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             b = prop.bindings.get(ch)
+            if b is not None and b.mirror and kind in ("data", "sync"):
+                raise InvalidArgumentError(f"page {self._id_of(ch)} mirrors page {self._id_of(b.parents[0])} "
+                                           "(a sync edge): it takes no other data or sync parent")
+            if kind == "sync":
+                self._check_mirror(c, p, ch, b)
             if b is not None and kind == "data":
                 self._check_bindable(c, ch, [*b.parents, p], b.op, b.dtype)
             try:
@@ -106,8 +114,24 @@ class Dependencies:
                     b.weights.append(0.0)
                     prop.bind(ch, b)
                     self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
+                elif kind == "sync":
+                    prop.bind(ch, Binding(OP_PASSTHROUGH, 0, [p], [0.0], None, mirror=True))
+                    self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
             finally:
                 self._log.seal(c.lsn)
+
+    def _check_mirror(self, c: Any, parent: int, child: int, b: Any) -> None:
+        size = c.table.mv_size
+        if size[parent] != size[child]:
+            raise InvalidArgumentError(f"a sync edge joins pages of one size: page {self._id_of(parent)} has "
+                                       f"{size[parent]} bytes, page {self._id_of(child)} {size[child]}")
+        if b is not None:
+            raise InvalidArgumentError(f"page {self._id_of(child)} has a recompute binding: a sync edge would make "
+                                       "it a mirror too")
+        g = c.prop.graph
+        if child < g.num_nodes and g.parents(child, "data").size:
+            raise InvalidArgumentError(f"page {self._id_of(child)} has data parents: a mirror has only its sync "
+                                       "parent")
 
     def remove_dependency(self, parent: Any, child: Any) -> None:
         """Remove the edge ``parent -> child``. A bound child drops that parent from its
@@ -181,6 +205,10 @@ class Dependencies:
             if self._c is not c:
                 raise _closed()
             ch = self._slot(c, child)
+            old = c.prop.bindings.get(ch)
+            if old is not None and old.mirror:
+                raise InvalidArgumentError(f"page {self._id_of(ch)} mirrors page {self._id_of(old.parents[0])} "
+                                           "(a sync edge): remove that edge before binding it")
             if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
                 parents = [parents]
             ps = [self._slot(c, p) for p in parents]
@@ -259,7 +287,7 @@ class Dependencies:
     def _forget_node(self, c: Any, slot: int) -> None:
         """A deleted page leaves the graph; bindings that read it drop it."""
         prop = c.prop
-        children = prop.graph.children(slot, "data").tolist()
+        children = prop.graph.children(slot).tolist()  # data children and mirrors
         prop.graph.remove_node(slot)
         if slot in prop.bindings:
             prop.bind(slot, None)

@@ -158,6 +158,7 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, loc
         log = MemoryLog(st._c.logbuf)
         log.load(data[:cut], deltas)
         st._log = log
+        st._place_pending()
     except BaseException:
         st.close()
         raise
@@ -208,6 +209,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
                 from .log.memory import NullLog
 
                 st._log = NullLog(st._c.logbuf)
+            st._place_pending()
             _warn_missing(st)
             return st
         flog, contents = file.FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
@@ -218,6 +220,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
             raise
         st._log = flog
         flog.start()
+        st._place_pending()
     except BaseException:
         st.close()
         raise

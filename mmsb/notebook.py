@@ -112,7 +112,8 @@ def page_html(pg: Any, preview: int = PREVIEW_BYTES) -> str:
         return f"<div><b>mmsb.Page</b> {pg.id} (its state is closed)</div>"
     slot = st._slot(st._c, pg)  # raises PageNotFoundError for a deleted page, like every page call
     parents, children = _neighbours(st, slot)
-    data = st.view(pg)
+    # a device page's preview copies only the bytes shown
+    data = st.view(pg) if pg.location == "cpu" else st.device_view(pg)[: preview + 1].copy_to_host()
     rows = [["id", pg.id], ["size", pg.size], ["epoch", pg.epoch], ["location", pg.location],
             ["recompute", _binding(st, slot) or "-"], ["parents", _list(parents, 32) or "-"],
             ["children", _list(children, 32) or "-"]]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, OP_NJIT, OP_PYTHON, OPS
+from ._layout import DTYPE_NAMES, LOC_GPU, META_LOC_SHIFT, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS
 from .errors import InvalidArgumentError, RecomputeError
 from .graph import KIND_DATA, Graph
 
@@ -48,6 +48,7 @@ class Binding:
     parents: list[int]
     weights: list[float]
     fn: Callable[..., Any] | None = None
+    mirror: bool = False  # made by a sync edge: a passthrough that follows that edge
 
 
 class Propagation:
@@ -61,8 +62,10 @@ class Propagation:
     compacted when more than half of it is dead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, table: Any = None) -> None:
         _kernels()
+        self.table = table  # the core's PageTable: where pages live decides who recomputes them
+        self.dev: Any = None  # the core's DeviceArena, once it has one
         self.graph = Graph()
         self.bindings: dict[int, Binding] = {}
         self.binds = np.zeros((1024, _k.B_COLS), np.int64)
@@ -139,8 +142,20 @@ class Propagation:
         self.pool[at:at + k, 1] = np.array(binding.weights, np.float64).view(np.int64)
         self.pool_used = at + k
         second = self._function_index(binding.fn) if binding.op == OP_NJIT else binding.dtype
-        self.binds[slot] = (binding.op, second, at, k, -1)
+        op = OP_DEVICE if self._on_device(slot, binding.parents) else binding.op
+        self.binds[slot] = (op, second, at, k, -1)
         self.changed()
+
+    def _on_device(self, slot: int, parents: list[int]) -> bool:
+        if self.dev is None or not self.dev.pages:
+            return False
+        meta = self.table.mv_meta
+        return any((meta[s] >> META_LOC_SHIFT) & 0xFF == LOC_GPU for s in (slot, *parents))
+
+    def relocated(self) -> None:
+        """Pages moved to the device: bindings that touch them step out to the gpu layer."""
+        for slot, b in self.bindings.items():
+            self.binds[slot, _k.B_OP] = OP_DEVICE if self._on_device(slot, b.parents) else b.op
 
     def _compact(self) -> None:
         self.pool_used = 0
@@ -160,6 +175,8 @@ class Propagation:
     def end_undo(self) -> None:
         ctl = self.ctl
         ctl[_k.C_UNDO], ctl[_k.C_UNDO_N], ctl[_k.C_UNDO_POS] = 0, 0, 0
+        if self.dev is not None:
+            self.dev.drop_saved()
 
     def undo_room(self, nbytes: int, entries: int) -> None:
         ctl = self.ctl
@@ -182,10 +199,17 @@ class Propagation:
         self.undo_room(int(c.table.array[1, arr].sum()), arr.size)
         _k.save_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index, arr)
         saved.update(fresh)
+        if self.dev is not None and self.dev.pages:
+            meta, sizes = self.table.mv_meta, self.table.mv_size
+            for s in fresh:
+                if (meta[s] >> META_LOC_SHIFT) & 0xFF == LOC_GPU:
+                    self.dev.save(s, sizes[s])
 
     def rollback(self, c: Any) -> None:
         """Restore every saved page; signatures are forgotten, so pages recompute when next reached."""
         _k.restore_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index)
+        if self.dev is not None:
+            self.dev.restore_saved()
         self.binds[:, _k.B_SIG] = -1
 
     def clear(self) -> None:
@@ -278,6 +302,10 @@ class Propagation:
                     log.reserve(int(ctl[_k.C_SLOT]) + (1 << 12))
                     if ctl[_k.C_UNDO]:
                         self.undo_room(int(ctl[_k.C_UNDO_NEED]), 1)
+                elif self.binds[ctl[_k.C_SLOT], _k.B_OP] == OP_DEVICE:
+                    from .gpu.cascade import recompute
+
+                    recompute(self, state, c, log, int(ctl[_k.C_SLOT]))
                 else:
                     self._python_recompute(state, c, log, int(ctl[_k.C_SLOT]))
                 buf = log.reserve(1 << 12)
@@ -325,21 +353,13 @@ class Propagation:
             v = arena[off:off + size]
             v.flags.writeable = False
             views.append(v)
-        size = table.mv_size[slot]
-        pid = state._id_of(slot)
-        try:
-            out = b.fn(*views)
-        except Exception as exc:
-            raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
-        data = np.ascontiguousarray(out)
-        if data.dtype != np.uint8 and data.nbytes == size:
-            data = data.reshape(-1).view(np.uint8)
-        if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:
-            raise RecomputeError(
-                f"recompute of page {pid} returned {data.nbytes} bytes of {data.dtype}; the page holds {size}",
-                pid,
-            )
-        buf = log.reserve(64 + 2 * size + 8 * len(b.parents))
+        data = python_result(state, b, views, slot, table.mv_size[slot])
+        self.commit_host(c, log, slot, data)
+
+    def commit_host(self, c: Any, log: Any, slot: int, data: np.ndarray) -> None:
+        """Commit bytes recomputed outside the kernel for host page ``slot``."""
+        size = data.size
+        buf = log.reserve(64 + 2 * size + 8 * len(self.bindings[slot].parents))
         if self.ctl[_k.C_UNDO]:
             self.undo_room(size, 1)
         t, a, nodes, edges, binds, pool, work, ctl, _, undo, index = self._arrays(c)
@@ -347,6 +367,24 @@ class Propagation:
                                 log.used, c.lsn + 1)
         if end != log.used:
             self._committed(c, log, end, c.lsn + 1)
+
+
+def python_result(state: Any, b: Binding, views: list[np.ndarray], slot: int, size: int) -> np.ndarray:
+    """Run a Python recompute on the parents' bytes; its result as the page's bytes, checked."""
+    pid = state._id_of(slot)
+    try:
+        out = b.fn(*views)
+    except Exception as exc:
+        raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
+    data = np.ascontiguousarray(out)
+    if data.dtype != np.uint8 and data.nbytes == size:
+        data = data.reshape(-1).view(np.uint8)
+    if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:
+        raise RecomputeError(
+            f"recompute of page {pid} returned {data.nbytes} bytes of {data.dtype}; the page holds {size}",
+            pid,
+        )
+    return data
 
 
 def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:

@@ -12,11 +12,12 @@ memory without the lock: read it while no other thread writes that page.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 from time import perf_counter_ns as _ns
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from ._layout import (
     ID_SLOT_BITS,
     ID_SLOT_MASK,
     LOC_CPU,
+    LOC_GPU,
     LOCATION_NAMES,
     MAX_PAGE_SIZE,
     META_FLAG_SHIFT,
@@ -58,6 +60,7 @@ __all__ = ["Page", "State"]
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
 _U8 = np.dtype(np.uint8)
 _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
+_GPU_BIT = LOC_GPU << META_LOC_SHIFT  # the location field holds 0 (cpu) or 1 (gpu)
 _KEY_MASK = _LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 _SYNC = ("commit", "group", "none")
 _SMALL_RESET = 8
@@ -96,7 +99,7 @@ def _latency_summary(hist: list[int]) -> dict[str, int | None]:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop", "lat")
+    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop", "lat", "dev")
 
     def __init__(self) -> None:
         _kernels()
@@ -105,7 +108,8 @@ class _Core:
         self.arena = Arena(self.reserve_asked)
         self.table = PageTable()
         self.logbuf = LogBuffer()
-        self.prop = Propagation()
+        self.prop = Propagation(self.table)
+        self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         self.lock = threading.RLock()
         self.lsn = 0
         self.deltas = 0
@@ -116,6 +120,12 @@ class _Core:
     def reset(self) -> None:
         """Back to the state of a fresh core, at a cost that follows what was touched."""
         arena, table = self.arena, self.table
+        if self.dev is not None:
+            if self.dev.pages:
+                # a device page's host slot was never written: keep the reset from touching it
+                meta = table.array[T_META, : table.used]
+                table.array[T_EPOCH, : table.used][(meta & np.uint64(_GPU_BIT)) != 0] = 0
+            self.dev.reset()
         released = arena.bump >= config.RESET_RELEASE_BYTES and arena.release_span()
         if table.used <= _SMALL_RESET:
             # a few rows are cheaper to clear here than through a kernel call
@@ -147,10 +157,16 @@ def _check_options(log: Any, sync: Any, gpu: Any) -> None:
         raise InvalidArgumentError(f"log={log!r}: expected None (in memory), False (none) or a file path")
     if sync not in _SYNC:
         raise InvalidArgumentError(f"sync={sync!r}: expected one of {_SYNC}")
-    if gpu is True:
-        raise DeviceUnavailableError("gpu=True asks for a GPU, and this version of mmsb has no device support")
-    if gpu not in ("auto", False):
+    if gpu is not True and gpu is not False and gpu != "auto":
         raise InvalidArgumentError(f"gpu={gpu!r}: expected 'auto', True or False")
+    if gpu is True:
+        from . import gpu as _gpu
+
+        if not _gpu.available():
+            raise DeviceUnavailableError(
+                "gpu=True asks for a CUDA device, and none is usable here (needs numba-cuda, "
+                "`pip install mmsb[cuda]`, a driver and a device)"
+            )
 
 
 def _check_size(size: Any, what: str = "size") -> int:
@@ -162,12 +178,26 @@ def _check_size(size: Any, what: str = "size") -> int:
     return size
 
 
-def _check_location(location: Any) -> int:
-    if location == "cpu" or location == "auto":
+def _check_location(location: Any, size: int, gpu: Any) -> int:
+    """The location code of a new page of ``size`` bytes on a state started with ``gpu``."""
+    if location == "cpu":
         return LOC_CPU
-    if location == "gpu":
-        raise DeviceUnavailableError("location='gpu' needs a GPU, and this version of mmsb has no device support")
-    raise InvalidPageError(f"unknown location {location!r}: expected 'cpu', 'gpu' or 'auto'")
+    if location != "gpu" and location != "auto":
+        raise InvalidPageError(f"unknown location {location!r}: expected 'cpu', 'gpu' or 'auto'")
+    if gpu is False:
+        if location == "auto":
+            return LOC_CPU
+        raise DeviceUnavailableError("location='gpu' on a state started with gpu=False")
+    from . import gpu as _gpu
+
+    if location == "auto":
+        return LOC_GPU if size >= _gpu.threshold() and _gpu.available() else LOC_CPU
+    if not _gpu.available():
+        raise DeviceUnavailableError(
+            "location='gpu' needs a CUDA device, and none is usable here (needs numba-cuda, "
+            "`pip install mmsb[cuda]`, a driver and a device)"
+        )
+    return LOC_GPU
 
 
 def _page_bytes(data: Any, size: int) -> np.ndarray:
@@ -238,7 +268,8 @@ class State(Dependencies, Durability):
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
     """
 
-    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "__weakref__")
+    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
+                 "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
         _check_options(log, sync, gpu)
@@ -257,6 +288,7 @@ class State(Dependencies, Durability):
         self._txn: _Savepoint | None = None
         self.sync, self.gpu = sync, gpu
         self._replaying = False
+        self._pending_gpu: list[np.ndarray] = []  # ids a replay or restore made on the host for the device
         self._base: Any = None  # (checkpoint, log offset) where this state's history starts, if not at 0
         if log is not None and log is not False:
             try:
@@ -384,18 +416,28 @@ class State(Dependencies, Durability):
             raise _closed()
         if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
             size = _check_size(size)
-        loc = LOC_CPU if location == "cpu" else _check_location(location)
+        loc = LOC_CPU if location == "cpu" else _check_location(location, size, self.gpu)
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             table = c.table
             off = c.arena.allocate(size)  # first: it is the step that may refuse
             if table.free:
-                slot = table.free.pop()
+                slot = table.free[-1]
             else:
                 slot = table.used
                 if slot >= table.capacity:
                     table.reserve(1)
+            if loc != LOC_CPU:
+                try:
+                    (doff,) = self._device(c).reserve(1, size)
+                except BaseException:
+                    c.arena.release(off, size)
+                    raise
+                c.dev.assign(np.array([slot], np.int64), np.array([doff], np.int64))
+            if table.free:
+                table.free.pop()
+            else:
                 table.used = slot + 1
             gen = table.mv_meta[slot] & META_GEN_MASK
             table.mv_offset[slot] = off
@@ -417,14 +459,23 @@ class State(Dependencies, Durability):
             raise InvalidPageError(f"page count must be a positive integer, got {count!r}")
         count = int(count)
         size = _check_size(size)
-        loc = _check_location(location)
+        loc = _check_location(location, size, self.gpu)
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             table = c.table
             table.reserve(max(0, count - len(table.free)))
             offs = c.arena.allocate_many(count, size)
+            if loc != LOC_CPU:
+                try:
+                    doffs = self._device(c).reserve(count, size)
+                except BaseException:
+                    for off in offs[::-1].tolist():
+                        c.arena.release(off, size)
+                    raise
             slots = table.take_many(count)
+            if loc != LOC_CPU:
+                c.dev.assign(slots, doffs)
             a = table.array
             gens = a[T_META, slots] & np.uint64(META_GEN_MASK)
             a[T_OFFSET, slots] = offs
@@ -446,7 +497,9 @@ class State(Dependencies, Durability):
             table = c.table
             pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)
             off, size = table.mv_offset[slot], table.mv_size[slot]
-            if table.mv_epoch[slot]:
+            if table.mv_meta[slot] & _GPU_BIT:
+                c.dev.release(slot, size)
+            elif table.mv_epoch[slot]:
                 _k.zero_bytes(c.arena.data, off, size)
             c.arena.release(off, size)
             table.retire(slot)
@@ -462,6 +515,8 @@ class State(Dependencies, Durability):
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             slot = self._slot(c, page)
+            if c.table.mv_meta[slot] & _GPU_BIT:
+                return c.dev.read(slot, c.table.mv_size[slot])
             off = c.table.mv_offset[slot]
             return c.arena.data[off:off + c.table.mv_size[slot]].copy()
 
@@ -474,10 +529,116 @@ class State(Dependencies, Durability):
         """
         c = self._core()
         slot = self._slot(c, page)
+        if c.table.mv_meta[slot] & _GPU_BIT:
+            raise InvalidArgumentError(
+                f"page {self._id_of(slot)} lives on the device: query_page copies it to the host, "
+                "device_view gives the device array"
+            )
         off = c.table.mv_offset[slot]
         v = c.arena.data[off:off + c.table.mv_size[slot]]
         v.flags.writeable = False
         return v
+
+    def _device(self, c: _Core) -> Any:
+        """The core's device arena, made on first use."""
+        if c.dev is None:
+            from .gpu.arena import DeviceArena
+
+            c.dev = c.prop.dev = DeviceArena()
+        return c.dev
+
+    def _place_pending(self) -> None:
+        """After a replay or restore: pages made on the device go back there, one copy each
+        (they stay on the host when this state may not use a device, or none is usable)."""
+        pending, self._pending_gpu = self._pending_gpu, []
+        if not pending or self.gpu is False:
+            return
+        from . import gpu as _gpu
+
+        if not _gpu.available():
+            return
+        c = self._core()
+        table = c.table
+        ids = np.concatenate(pending)
+        slots = ids & ID_SLOT_MASK
+        meta = table.array[T_META, slots]
+        keep = ((meta & np.uint64(_KEY_MASK)) == (np.uint64(_LIVE_BIT) | (ids >> ID_SLOT_BITS).astype(np.uint64)))
+        slots = np.unique(slots[keep])
+        dev = self._device(c)
+        for slot in slots.tolist():
+            size, off = table.mv_size[slot], table.mv_offset[slot]
+            (doff,) = dev.reserve(1, size)
+            dev.assign(np.array([slot], np.int64), np.array([doff], np.int64))
+            if table.mv_epoch[slot]:
+                dev.write(slot, c.arena.data[off:off + size])
+                _k.zero_bytes(c.arena.data, off, size)
+            table.mv_meta[slot] |= _GPU_BIT
+        c.prop.relocated()
+
+    def device_view(self, page: Any) -> Any:
+        """The device array (numba.cuda, uint8, zero-copy) of a device page, for your own kernels.
+
+        Read it freely. Write to it only inside :meth:`device_write`, which
+        tells mmsb what changed; other writes are invisible to epochs, the log
+        and cascades, and the next mmsb write to the page may undo them. The
+        array is valid until the device arena grows (when device pages are
+        created): take a new one after. Raises
+        :class:`mmsb.InvalidArgumentError` for a page on the CPU.
+        """
+        c = self._core()
+        with c.lock:
+            slot = self._slot(c, page)
+            if not c.table.mv_meta[slot] & _GPU_BIT:
+                raise InvalidArgumentError(f"page {self._id_of(slot)} lives on the CPU: use view()")
+            return c.dev.view(slot, c.table.mv_size[slot])
+
+    @contextlib.contextmanager
+    def device_write(self, page: Any) -> Iterator[Any]:
+        """Write a device page with your own kernels: ``with st.device_write(pg) as arr: ...``.
+
+        ``arr`` is :meth:`device_view`'s array. On a clean exit the bytes that
+        differ from those at entry are committed as one delta, exactly as
+        ``update_page`` with the new bytes would (epoch, LSN, log, cascade).
+        If the body raises, the page gets its
+        bytes from entry back and nothing is committed. The state's lock is
+        held throughout, so keep the body to device work.
+        """
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            slot = self._slot(c, page)
+            if not c.table.mv_meta[slot] & _GPU_BIT:
+                raise InvalidArgumentError(f"page {self._id_of(slot)} lives on the CPU: use update_page()")
+            dev, size = c.dev, c.table.mv_size[slot]
+            arr = dev.view(slot, size)
+            before = dev.cuda.device_array(size, np.uint8)
+            before.copy_to_device(arr)
+            try:
+                yield arr
+            except BaseException:
+                dev.view(slot, size).copy_to_device(before)
+                raise
+            from .gpu import kernels as gk
+
+            # diff the page into a copy of its bytes at entry: bits say which bytes changed
+            probe = dev.cuda.device_array(size, np.uint8)
+            probe.copy_to_device(before)
+            (bits_d,) = dev.stage(np.zeros((size + 7) >> 3, np.uint8))
+            dev._launch(gk.diff_into, gk.grid(bits_d.size), probe, 0, dev.view(slot, size), 0, bits_d, size)
+            bits = dev.fetch(bits_d)
+            if not bits.any():
+                return
+            data = dev.read(slot, size)
+            log = self._log
+            if self._txn is not None or (c.prop.graph.num_edges and c.prop.fallible):
+                dev.saved.setdefault(slot, before)  # a rollback restores the bytes at entry
+            sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
+            buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+            pos = log.used
+            old = data ^ np.unpackbits(bits, count=size, bitorder="little")
+            end = _k.update_known(c.table.array, old, slot, data, buf, pos, c.lsn + 1)
+            self._committed(c, log, sp, slot, pos, end)
 
     # -- writes ----------------------------------------------------------------
 
@@ -506,7 +667,15 @@ class State(Dependencies, Durability):
             buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
             pos = log.used
             sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
-            end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
+            if c.dev is not None and c.table.mv_meta[slot] & _GPU_BIT:
+                # the diff runs on the device; the bits of the bytes that changed come back
+                bits = c.dev.update(slot, data)
+                end = pos
+                if bits.any():
+                    old = data ^ np.unpackbits(bits, count=size, bitorder="little")
+                    end = _k.update_known(c.table.array, old, slot, data, buf, pos, c.lsn + 1)
+            else:
+                end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
             delta = self._committed(c, log, sp, slot, pos, end)
             if t0 and delta is not None and self._txn is None:
                 c.lat[(_ns() - t0).bit_length()] += 1
@@ -556,7 +725,13 @@ class State(Dependencies, Durability):
             log = self._log
             pos = log.used
             sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
-            if delta.kind == "sparse":
+            if c.dev is not None and c.table.mv_meta[slot] & _GPU_BIT:
+                try:
+                    end = self._apply_on_device(c, log, slot, delta.kind, a, b, delta.page_id)
+                except InvalidDeltaError:
+                    self._end_write(c, sp)
+                    raise
+            elif delta.kind == "sparse":
                 buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
                 end = _k.apply_sparse(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
                 if end < 0:
@@ -576,6 +751,47 @@ class State(Dependencies, Durability):
             if t0 and delta is not None and self._txn is None:
                 c.lat[(_ns() - t0).bit_length()] += 1
             return delta
+
+    def _apply_on_device(self, c: _Core, log: Any, slot: int, kind: str, a: np.ndarray, b: np.ndarray,
+                         pid: int) -> int:
+        """``apply_delta`` to a device page: one launch applies it, then the host logs it; the log end."""
+        size = c.table.mv_size[slot]
+        pos = log.used
+        if kind == "sparse":
+            bad = np.flatnonzero((a < 0) | (a >= size))
+            if bad.size:
+                raise InvalidDeltaError(f"index {int(a[bad[0]])} is out of range for page {pid} of {size} bytes")
+            buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
+            if a.size and c.dev.apply_sparse(np.array([slot], np.int64), np.array([0, a.size], np.int64), a, b)[0]:
+                return _k.log_sparse(c.table.array, slot, a, b, buf, pos, c.lsn + 1)
+            return pos
+        if a.size != size:
+            raise InvalidDeltaError(f"dense delta has {a.size} mask entries, page {pid} has {size} bytes")
+        buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+        if c.dev.apply_dense(slot, a, b):
+            return _k.log_dense(c.table.array, slot, a, b, buf, pos, c.lsn + 1)
+        return pos
+
+    def _batch_on_device(self, c: _Core, batch: DeltaBatch, slots: np.ndarray, gpu: np.ndarray, buf: np.ndarray,
+                         pos: int, out: np.ndarray) -> tuple[int, int]:
+        """``apply_batch`` with deltas to device pages: those in one launch, the rest on the host,
+        then every delta logged in batch order; (log end, last LSN), or (-1 - i, lsn) for a bad delta i."""
+        a = c.table.array
+        starts, indices, values = batch.starts, batch.indices, batch.values
+        bad = _k.check_sparse_batch(a, slots, starts, indices)
+        if bad >= 0:
+            return -1 - bad, c.lsn
+        changed = np.zeros(slots.size, np.uint8)
+        sel = np.flatnonzero(gpu)
+        lens = (starts[1:] - starts[:-1])[sel]
+        sub_starts = np.zeros(sel.size + 1, np.int64)
+        np.cumsum(lens, out=sub_starts[1:])
+        entries = np.repeat(starts[sel] - sub_starts[:-1], lens) + np.arange(int(sub_starts[-1]))
+        changed[sel] = c.dev.apply_sparse(slots[sel], sub_starts, indices[entries], values[entries])
+        if sel.size < slots.size:
+            _k.apply_marked(a, c.arena.data, slots, starts, indices, values, (~gpu).view(np.uint8), changed)
+        out[:] = changed
+        return _k.log_grouped(a, slots, starts, indices, values, buf, pos, c.lsn, out)
 
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
         """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
@@ -612,7 +828,12 @@ class State(Dependencies, Durability):
             sp = self._begin_write(c, slots) if c.prop.graph.num_edges or self._txn is not None else None
             # one kernel call checks every offset first, then applies
             args = (a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out)
-            if len(batch) >= config.PARALLEL_BATCH_DELTAS:
+            gpu = None
+            if c.dev is not None and c.dev.pages:
+                gpu = (a[T_META, slots] & np.uint64(_GPU_BIT)) != 0
+            if gpu is not None and gpu.any():
+                end, lsn = self._batch_on_device(c, batch, slots, gpu, buf, log.used, out)
+            elif len(batch) >= config.PARALLEL_BATCH_DELTAS:
                 # numba's default (workqueue) threading layer aborts the process
                 # when two threads launch parallel kernels at once
                 with _PARALLEL:
@@ -662,8 +883,10 @@ class State(Dependencies, Durability):
             h.update(a[T_SIZE, slots].tobytes())
             h.update(a[T_EPOCH, slots].tobytes())
             data = c.arena.data
-            for off, size in zip(a[T_OFFSET, slots].tolist(), a[T_SIZE, slots].tolist()):
-                h.update(data[off:off + size])
+            gpu = ((a[T_META, slots] & np.uint64(_GPU_BIT)) != 0).tolist()
+            for slot, off, size, on_dev in zip(slots.tolist(), a[T_OFFSET, slots].tolist(),
+                                               a[T_SIZE, slots].tolist(), gpu):
+                h.update(c.dev.read(slot, size) if on_dev else data[off:off + size])
         return h.hexdigest()
 
     def stats(self) -> dict[str, int | None]:
@@ -681,8 +904,9 @@ class State(Dependencies, Durability):
           (the epoch cut-off), counted inside the cascade kernel.
         - ``log_bytes``: bytes of the log's records; ``syncs``: fsync calls the
           log made (0 for a log in memory).
-        - ``device_launches``: GPU kernel launches; always 0, as this version of
-          mmsb has no device layer.
+        - ``device_pages``: live pages on the device; ``device_launches``: CUDA
+          kernel launches made; ``device_bytes_in``/``device_bytes_out``: bytes
+          copied to/from the device (see :mod:`mmsb.gpu` for what crosses when).
         - ``write_time_samples``, ``write_time_p50_ns``, ``write_time_p99_ns``,
           ``write_time_max_ns``: duration of ``update_page``/``apply_delta``/
           ``apply_batch`` calls (cascade included) that committed a delta outside a
@@ -705,6 +929,7 @@ class State(Dependencies, Durability):
 
                 written = int(delta_bytes(log.reserve(0), log.used))
             cascades, recomputed, skipped = c.prop.counters()
+            dev = c.dev
             return {
                 "pages": int(live.sum()),
                 "page_bytes": int(c.table.array[T_SIZE, : c.table.used][live].sum()),
@@ -720,7 +945,10 @@ class State(Dependencies, Durability):
                 "pages_recomputed": recomputed,
                 "pages_skipped": skipped,
                 "syncs": getattr(log, "syncs", 0),
-                "device_launches": 0,
+                "device_pages": dev.pages if dev is not None else 0,
+                "device_launches": dev.launches if dev is not None else 0,
+                "device_bytes_in": dev.bytes_in if dev is not None else 0,
+                "device_bytes_out": dev.bytes_out if dev is not None else 0,
                 **_latency_summary(c.lat),
             }
 

@@ -63,8 +63,9 @@ def run_op(op, dtype, weights, parents):
 
 
 class Binding:
-    def __init__(self, op, dtype, parents, weights):
+    def __init__(self, op, dtype, parents, weights, mirror=False):
         self.op, self.dtype, self.parents, self.weights = op, dtype, list(parents), list(weights)
+        self.mirror = mirror  # made by a sync edge: the child copies its one parent
 
 
 class Commit:
@@ -122,10 +123,10 @@ class NaivePropagation:
         return None
 
     def topo(self, prefer):
-        """All pages, parents before children, through data edges (Kahn)."""
+        """All pages, parents before children, through data and sync edges (Kahn)."""
         indeg = {pid: 0 for pid in self.pages}
         for (p, c), kind in self.edges.items():
-            if kind == "data":
+            if kind in ("data", "sync"):
                 indeg[c] += 1
         ready = [(prefer.get(v, -1), v) for v, d in indeg.items() if d == 0]
         heapq.heapify(ready)
@@ -134,7 +135,7 @@ class NaivePropagation:
             _, v = heapq.heappop(ready)
             order.append(v)
             for (p, c), kind in self.edges.items():
-                if p == v and kind == "data":
+                if p == v and kind in ("data", "sync"):
                     indeg[c] -= 1
                     if indeg[c] == 0:
                         heapq.heappush(ready, (prefer.get(c, -1), c))
@@ -198,6 +199,17 @@ class NaivePropagation:
         self.bindings[child] = Binding(op, dtype, parents, weights or [0] * len(parents))
         return self.commit(dirty=child, prefer=prefer)
 
+    def refuses(self, parent, child, kind):
+        """Whether add_dependency must refuse the edge (InvalidArgumentError): a sync edge makes
+        its child a mirror, which needs the parent's size and no other binding or data parent."""
+        b = self.bindings.get(child)
+        if b is not None and b.mirror and kind in ("data", "sync"):
+            return True
+        if kind == "sync":
+            data_parents = [p for (p, c), k in self.edges.items() if c == child and k == "data"]
+            return len(self.pages[parent]) != len(self.pages[child]) or b is not None or bool(data_parents)
+        return False
+
     def add_dependency(self, parent, child, kind, prefer=None):
         """The cycle's path [child, ..., parent, child] when refused, else the Commit (or None)."""
         back = self.path(child, parent)
@@ -205,6 +217,9 @@ class NaivePropagation:
             return back + [child]
         self.edges[(parent, child)] = kind
         b = self.bindings.get(child)
+        if kind == "sync":
+            self.bindings[child] = Binding("passthrough", "uint8", [parent], [0], mirror=True)
+            return self.commit(dirty=child, prefer=prefer)
         if kind == "data" and b is not None:
             b.parents.append(parent)
             b.weights.append(0)

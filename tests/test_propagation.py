@@ -106,6 +106,12 @@ class Harness:
         """register_recompute; "njit" binds njit_mix in mmsb and its Python twin in the model."""
         model_op = make_mix(len(self.m.pages[child]), 7) if op == "njit" else op
         op = njit_mix if op == "njit" else op
+        b = self.m.bindings.get(child)
+        if b is not None and b.mirror:  # a mirror is bound by its sync edge alone
+            with pytest.raises(mmsb.InvalidArgumentError):
+                self.st.register_recompute(child, parents, op, dtype=dtype, weights=weights)
+            self.step(lambda: None, lambda pf: None)
+            return
         self.step(lambda: self.st.register_recompute(child, parents, op, dtype=dtype, weights=weights),
                   lambda pf: self.m.register(child, list(parents), model_op, dtype, weights, prefer=pf))
 
@@ -129,6 +135,11 @@ class Harness:
 
     def link(self, parent, child, kind):
         """add_dependency; a refused cycle must name a real cycle and change nothing."""
+        if self.m.refuses(parent, child, kind):
+            with pytest.raises(mmsb.InvalidArgumentError):
+                self.st.add_dependency(parent, child, kind)
+            self.step(lambda: None, lambda pf: None)
+            return
         back = self.m.path(child, parent)
         if back is None:
             self.step(lambda: self.st.add_dependency(parent, child, kind),
@@ -213,7 +224,9 @@ def draw_graph_change(data, h):
         parents = keep + [p for p in more if p != c and p not in keep and (p, c) not in h.m.edges]
         fn = data.draw(hs.sampled_from([make_mix(len(h.m.pages[c]), data.draw(hs.integers(0, 255))), "njit"]))
         loops = [p for p in parents if h.m.path(c, p)]
-        if parents and not loops:
+        if parents and b is not None and b.mirror:
+            h.bind(c, parents, fn)  # refused whatever the parents: checked first
+        elif parents and not loops:
             h.bind(c, parents, fn)
         elif loops:
             with pytest.raises(mmsb.GraphCycleError) as err:

@@ -237,3 +237,66 @@ def apply_sparse_batch_parallel(table, arena, slots, starts, indices, values, bu
     groups = np.concatenate(([0], groups, [slots.size])).astype(np.int64)
     _apply_grouped(table, arena, slots, starts, indices, values, order, groups, out)
     return _log_grouped(table, slots, starts, indices, values, buf, pos, lsn, out)
+
+
+# -- the host half of writes to device pages: the device applied the bytes and said whether they
+# changed; these move epochs and write the same records the CPU kernels above would
+
+@njit(**_JIT)
+def log_sparse(table, slot, indices, values, buf, pos, lsn):
+    """Log one sparse delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
+    epoch = table[T_EPOCH, slot] + U(1)
+    table[T_EPOCH, slot] = epoch
+    end = write_sparse(
+        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
+        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
+    )
+    return np.int64(end)
+
+
+@njit(**_JIT)
+def log_dense(table, slot, mask, payload, buf, pos, lsn):
+    """Log one dense delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
+    epoch = table[T_EPOCH, slot] + U(1)
+    table[T_EPOCH, slot] = epoch
+    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload,
+                      table[T_SIZE, slot])
+    return np.int64(end)
+
+
+@njit(**_JIT)
+def apply_marked(table, arena, slots, starts, indices, values, here, changed):
+    """Apply, in batch order, the deltas with ``here[i]`` (the rest are on the device);
+    ``changed[i]`` says whether delta i changed its page. Offsets were checked."""
+    longest = 0
+    for i in range(slots.size):
+        longest = max(longest, starts[i + 1] - starts[i])
+    scratch = np.empty(2 * longest, np.uint8)
+    for i in range(slots.size):
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
+        if here[i] and lo < hi:
+            changed[i] = _write_entries(arena, table[T_OFFSET, slots[i]], indices, values, lo, hi, scratch)
+
+
+@njit(**_JIT)
+def repeated_offsets(starts, indices, out):
+    """``out[i] = 1`` where delta i's offsets are not pairwise distinct."""
+    for i in range(starts.size - 1):
+        lo, hi = starts[i], starts[i + 1]
+        if _distinct(indices, U(lo), U(hi)):
+            out[i] = 0
+        else:
+            s = np.sort(indices[lo:hi])
+            out[i] = 0
+            for j in range(1, s.size):
+                if s[j] == s[j - 1]:
+                    out[i] = 1
+                    break
+
+
+@njit(**_JIT)
+def cast_weights(weights, out):
+    """Weights in a page dtype, converted as the CPU recompute converts them."""
+    for i in range(weights.size):
+        out[i] = weights[i]

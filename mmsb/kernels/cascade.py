@@ -18,8 +18,8 @@ and does not push its children.
 import numpy as np
 from numba import njit
 
-from .._layout import OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
-from .diff import commit_bytes
+from .._layout import OP_DEVICE, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .diff import commit_bytes, commit_page
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
 from .records import U
@@ -54,6 +54,7 @@ C_WORDS = 15
 U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
 ST_DONE, ST_PYTHON, ST_SPACE = 0, 1, 2
 M_HEAP, M_DATA, M_OTHER = 1, 2, 4
+KIND_SYNC = 2  # mmsb.graph.KIND_SYNC
 
 
 @njit(inline="always", **_JIT)
@@ -107,6 +108,8 @@ def _push_children(nodes, edges, work, ctl, s):
         if k == 0:
             m |= M_DATA
         else:
+            if k == KIND_SYNC:
+                m |= M_DATA  # a mirror is recomputed (a copy of its parent) and reported stale
             # every (page, kind) reached; repeats are merged when events are made
             m |= M_OTHER
             i = ctl[C_STALE]
@@ -179,7 +182,8 @@ def _mark_dirty(nodes, work, ctl, s):
 
 
 @njit(inline="always", **_JIT)
-def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn):
+def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn,
+                    before):
     if ctl[C_UNDO]:
         _save_image(table, arena, ctl, undo, index, s)
     nc = 0
@@ -189,7 +193,10 @@ def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, in
         if cause != 0:
             work[nc, W_CAUSE] = cause
             nc += 1
-    end = commit_bytes(table, arena, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
+    if before is None:
+        end = commit_bytes(table, arena, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
+    else:
+        end = commit_page(table, before, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
     if end != pos:
         _record_change(work, ctl, s, lsn)
         i = ctl[C_OUT]
@@ -206,7 +213,16 @@ def commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, ind
     With undo on, the caller made room for one more saved image of ``s``.
     """
     return _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos,
-                           lsn)
+                           lsn, None)
+
+
+@njit(**_JIT)
+def commit_derived_known(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, before, data, buf,
+                         pos, lsn):
+    """:func:`commit_derived` of a page whose bytes are elsewhere (on the device): ``before``
+    differs from ``data`` exactly where the page changed (see ``diff.update_known``)."""
+    return _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos,
+                           lsn, before)
 
 
 @njit(inline="always", **_JIT)
@@ -265,7 +281,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
                 op = 0  # cut-off 1: no parent moved since the last recompute
                 ctl[C_SKIPPED] += 1
         n = np.int64(table[T_SIZE, s])
-        if op != 0 and op != OP_PYTHON:
+        if op != 0 and op != OP_PYTHON and op != OP_DEVICE:
             need = REC_HEADER + 16 + n + ((n + 7) >> 3) + 8 * (hi - lo)
             short_undo = ctl[C_UNDO] != 0 and (
                 ctl[C_UNDO_POS] + n > undo.size or ctl[C_UNDO_N] >= index.shape[0]
@@ -281,7 +297,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             continue
         ctl[C_RECOMPUTED] += 1
         binds[s, B_SIG] = sg
-        if op == OP_PYTHON:
+        if op == OP_PYTHON or op == OP_DEVICE:
             ctl[C_STATUS] = ST_PYTHON
             ctl[C_SLOT] = s
             return end, lsn
@@ -311,7 +327,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             recompute(op, binds[s, B_DTYPE], scratch, arena, offsets[:k], weights[:k], n)
             data = scratch[:n]
         new_end = _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf,
-                                  end, lsn + 1)
+                                  end, lsn + 1, None)
         if new_end != end:
             lsn += 1
             end = new_end

@@ -45,10 +45,22 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
 def commit_bytes(table, arena, slot, data, buf, pos, lsn, causes, ncauses):
     """:func:`update_page`, recording ``causes[:ncauses]``: LSNs that caused this delta."""
     off = table[T_OFFSET, slot]
+    return commit_page(table, arena[off:off + table[T_SIZE, slot]], slot, data, buf, pos, lsn, causes, ncauses)
+
+
+@njit(**_JIT)
+def update_known(table, before, slot, data, buf, pos, lsn):
+    """:func:`update_page` of a page whose bytes are elsewhere (on the device), given bytes
+    that differ from ``data`` exactly where the page changed (``before`` is overwritten)."""
+    return commit_page(table, before, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+
+
+@njit(inline="always", **_JIT)
+def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
+    """:func:`commit_bytes` with the page's current bytes given as ``page`` (which then takes ``data``)."""
     n = table[T_SIZE, slot]
     nw = n >> U(3)
     tail = nw * U(8)
-    page = arena[off:off + n]
     p64 = page[:tail].view(np.uint64)
     d64 = data[:tail].view(np.uint64)
     changed = U(0)

@@ -30,6 +30,8 @@ from .._layout import (
     MAX_PAGE_SIZE,
     META_FLAG_SHIFT,
     META_GEN_MASK,
+    META_LOC_SHIFT,
+    LOC_GPU,
     OPS,
     T_EPOCH,
     T_META,
@@ -76,6 +78,12 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
     sizes = a[T_SIZE, live]
     data = np.empty(int(sizes.sum()), np.uint8)
     logfile.copy_pages(c.arena.data, a[T_OFFSET, live], sizes, data, False)
+    on_dev = np.flatnonzero((meta[live] >> np.uint64(META_LOC_SHIFT)) & np.uint64(0xFF) == LOC_GPU)
+    if on_dev.size:  # device pages: their bytes come from the device, one copy each
+        ends = np.cumsum(sizes.astype(np.int64))
+        for i in on_dev.tolist():
+            size = int(sizes[i])
+            data[ends[i] - size:ends[i]] = c.dev.read(int(live[i]), size)
     slots = np.stack([meta, a[T_SIZE, :used], a[T_EPOCH, :used]]).T.copy()
     g = c.prop.graph
     indptr, children, kinds = g.csr()
@@ -84,6 +92,8 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
     edges = np.stack([parents | gens[parents], children | gens[children], kinds.astype(np.int64)]).T.copy()
     bindings = []
     for child, b in sorted(c.prop.bindings.items()):
+        if b.mirror:
+            continue  # made by its sync edge, which the edges section holds
         fn = "" if b.fn is None else (b.fn.name if isinstance(b.fn, MissingFunction) else function_name(b.fn))
         bindings.append({"child": st._id_of(child), "op": _OP_NAMES.get(b.op, ""), "function": fn,
                          "dtype": DTYPE_NAMES[b.dtype], "parents": [st._id_of(p) for p in b.parents],
@@ -202,8 +212,9 @@ def _check_table(slots: np.ndarray, free: np.ndarray, data: np.ndarray) -> None:
     live = (meta & np.uint64(_LIVE)) != 0
     if np.any(meta & ~np.uint64(_LIVE | META_GEN_MASK | 0xFF << 32)):
         raise ValueError("slot flags out of range")
-    if np.any((meta >> np.uint64(32)) & np.uint64(0xFF)):
-        raise ValueError("a page is on a device")
+    loc = (meta >> np.uint64(META_LOC_SHIFT)) & np.uint64(0xFF)
+    if np.any(loc > LOC_GPU) or np.any(~live & (loc != 0)):
+        raise ValueError("a page location out of range")
     if np.any((meta & np.uint64(META_GEN_MASK)) > MAX_GENERATION):
         raise ValueError("a generation out of range")
     if np.any(live & ((sizes < 1) | (sizes > MAX_PAGE_SIZE))) or np.any(~live & (sizes != 0)):
@@ -235,6 +246,13 @@ def load(st: Any, ck: Checkpoint) -> None:
         pick = sizes == size
         offs[pick] = arena.allocate_many(int(pick.sum()), int(size))
     a[T_META, :used] = ck.slots[:, 0]
+    # pages the checkpoint had on the device load on the host, and go there at the end (see place)
+    loc = np.uint64(0xFF << META_LOC_SHIFT)
+    on_dev = live[(ck.slots[live, 0] & loc) != 0]
+    if on_dev.size:
+        a[T_META, on_dev] &= ~loc
+        gens = (a[T_META, on_dev] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+        st._pending_gpu.append(on_dev.astype(np.int64) | gens << 32)
     a[T_SIZE, :used] = ck.slots[:, 1]
     a[T_EPOCH, :used] = ck.slots[:, 2]
     a[T_OFFSET, live] = offs

@@ -1,0 +1,140 @@
+"""The GPU layer: device pages on ``numba.cuda``, the transfer threshold, calibration.
+
+Importing this module is cheap and never touches CUDA: ``numba.cuda`` is
+imported on the first question that needs it (:func:`available`, a device
+page), and every failure there (numba-cuda missing, no driver, no device)
+reads as "no device". The kernels live in :mod:`mmsb.gpu.kernels`, the device
+arena and what each state does with it in :mod:`mmsb.gpu.arena`.
+
+Where bytes cross the bus
+-------------------------
+Pages on the device stay there; what crosses, and when:
+
+- a write to a device page (``update_page``, ``apply_delta``, the device part of
+  ``apply_batch``) stages the delta in pinned host memory, copies it in, and
+  applies it with one kernel launch per commit; back come one flag per delta
+  (``update_page``: one bit per page byte, the diff);
+- a recompute of a device page from device parents runs on the device; a
+  parent on the CPU is copied in first. The recomputed page's diff comes back
+  as one bit per byte, and, when some byte changed, the new bytes (the log
+  records them);
+- a CPU page recomputed from device parents gets those parents' bytes copied
+  out; ``query_page`` copies a device page out; ``view`` refuses;
+- a checkpoint copies device pages out; a restore or replay copies them in.
+
+A ``sync`` edge makes its child a mirror of its parent: the parent's bytes are
+copied across after every commit that changes the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_THRESHOLD = 1 << 20  # the original system's proposal; used until a calibration exists
+
+_probe: dict[str, Any] = {}
+
+
+def _patch_numpy() -> None:
+    """numba-cuda 0.30 registers ``np.row_stack`` when it first compiles a kernel, and
+    numpy 2.5 removed it (an alias of ``np.vstack`` since numpy 1.x). Give it back, only
+    where missing, before numba.cuda is imported."""
+    import numpy as np
+
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+def cuda() -> Any:
+    """The ``numba.cuda`` module when a device (or the simulator) can be used, else None."""
+    if "cuda" not in _probe:
+        mod = None
+        try:
+            _patch_numpy()
+            from numba import cuda as mod  # noqa: PLC0415 - lazy: costs ~0.3 s and needs numba-cuda
+
+            if not mod.is_available():
+                mod = None
+        except Exception:  # no numba-cuda, no driver, a broken install: all mean no device
+            mod = None
+        _probe["cuda"] = mod
+    return _probe["cuda"]
+
+
+def available() -> bool:
+    """Whether a CUDA device (or ``NUMBA_ENABLE_CUDASIM=1``'s simulator) is usable here."""
+    return cuda() is not None
+
+
+def simulated() -> bool:
+    """Whether the device is numba's CUDA simulator (timings mean nothing there)."""
+    if cuda() is None:
+        return False
+    import numba
+
+    return bool(getattr(numba.config, "ENABLE_CUDASIM", 0)) or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def device_name() -> str | None:
+    """The present device's name (e.g. ``"NVIDIA H100 80GB HBM3"``), or None without one."""
+    mod = cuda()
+    if mod is None:
+        return None
+    if simulated():
+        return "cuda-simulator"
+    name = mod.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def calibration_path() -> Path:
+    """Where calibrations are stored: ``$MMSB_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmsb``,
+    else ``~/.cache/mmsb``; the file is ``calibration.json``, keyed by device name."""
+    root = os.environ.get("MMSB_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mmsb")
+    return Path(root) / "calibration.json"
+
+
+def stored_calibrations() -> dict[str, Any]:
+    """Every stored calibration, by device name ({} when none or the file is unreadable)."""
+    try:
+        data = json.loads(calibration_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def threshold() -> int:
+    """The page size from which ``location="auto"`` puts a page on the device.
+
+    ``mmsb.config.GPU_THRESHOLD_BYTES`` when set (>= 1); otherwise the threshold
+    calibrated for this device (``python -m mmsb calibrate``); otherwise
+    :data:`DEFAULT_THRESHOLD` (1 MiB).
+    """
+    from .. import config
+
+    if config.GPU_THRESHOLD_BYTES:
+        return int(config.GPU_THRESHOLD_BYTES)
+    if "threshold" not in _probe:  # read once per process (calibrate refreshes it)
+        name = device_name()
+        entry = stored_calibrations().get(name) if name else None
+        try:
+            _probe["threshold"] = max(1, int(entry["threshold"]))
+        except (TypeError, KeyError, ValueError):
+            _probe["threshold"] = DEFAULT_THRESHOLD
+    return _probe["threshold"]
+
+
+def calibrate(sizes: Any = None, repeat: int = 5, store: bool = True) -> dict[str, Any]:
+    """Measure CPU against device apply over ``sizes`` and find the crossover; see
+    :func:`mmsb.gpu.calibration.calibrate`."""
+    from .calibration import calibrate as _calibrate
+
+    return _calibrate(sizes, repeat, store)
+
+
+__all__ = ["DEFAULT_THRESHOLD", "available", "calibrate", "calibration_path", "device_name", "simulated",
+           "stored_calibrations", "threshold"]

@@ -1,0 +1,161 @@
+"""Recomputes that touch the device, run when the cascade kernel steps out (``OP_DEVICE``).
+
+Where a recompute runs decides what crosses the bus:
+
+- a built-in op for a device page runs on the device; its host parents are
+  copied in, its device parents read in place. Then the result is diffed into
+  the page on the device: one bit per byte comes back, and the new bytes when
+  some changed (the log records them);
+- a built-in op for a host page copies its device parents out and runs the CPU
+  kernel;
+- a user function (``@njit`` or Python) always runs on the host: device parents
+  are copied out, and a device page's result copied in and diffed there.
+
+A page's turn comes in the same topological order as every other page's, with
+the same two cut-offs and the same records as the CPU path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._layout import DTYPE_NAMES, LOC_GPU, META_LOC_SHIFT, OP_NJIT
+from ..errors import RecomputeError
+from ..propagation import python_result
+from . import kernels as k
+
+_U8 = np.uint8
+
+
+def _on_device(c: Any, slot: int) -> bool:
+    return (c.table.mv_meta[slot] >> META_LOC_SHIFT) & 0xFF == LOC_GPU
+
+
+def host_bytes(c: Any, slot: int) -> np.ndarray:
+    """A page's bytes on the host: a read-only view of a host page, a copy of a device page."""
+    size = c.table.mv_size[slot]
+    if _on_device(c, slot):
+        return c.dev.read(slot, size)
+    off = c.table.mv_offset[slot]
+    v = c.arena.data[off:off + size]
+    v.flags.writeable = False
+    return v
+
+
+def recompute(prop: Any, state: Any, c: Any, log: Any, slot: int) -> None:
+    """Recompute page ``slot`` (the kernel stopped at it) and commit the result."""
+    b = prop.bindings[slot]
+    size = c.table.mv_size[slot]
+    if b.fn is None and _on_device(c, slot):
+        _commit_device(prop, c, log, slot, _builtin_on_device(c, b, size))
+        return
+    parents = [host_bytes(c, p) for p in b.parents]
+    if b.fn is None:
+        data = _builtin_on_host(b, parents, size)
+    elif b.op == OP_NJIT:
+        data = _njit_on_host(state, c, b, parents, slot, size)
+    else:
+        data = python_result(state, b, parents, slot, size)
+    if not _on_device(c, slot):
+        prop.commit_host(c, log, slot, data)
+        return
+    if prop.ctl[_ctl_undo()]:
+        c.dev.save(slot, size)
+    bits = c.dev.update(slot, data)
+    _commit_known(prop, c, log, slot, data, bits)
+
+
+def _ctl_undo() -> int:
+    from ..kernels.cascade import C_UNDO
+
+    return C_UNDO
+
+
+def _builtin_on_host(b: Any, parents: list[np.ndarray], size: int) -> np.ndarray:
+    from ..kernels.ops import recompute as host_recompute
+
+    src = np.concatenate(parents) if len(parents) > 1 else np.ascontiguousarray(parents[0])
+    offsets = np.arange(len(parents), dtype=np.uint64) * np.uint64(size)
+    out = np.empty(size, _U8)
+    host_recompute(b.op, b.dtype, out, src, offsets, np.array(b.weights, np.float64), size)
+    return out
+
+
+def _njit_on_host(state: Any, c: Any, b: Any, parents: list[np.ndarray], slot: int, size: int) -> np.ndarray:
+    src = np.concatenate(parents)
+    bounds = np.zeros(len(parents) + 1, np.int64)
+    np.cumsum([p.size for p in parents], out=bounds[1:])
+    out = np.array(host_bytes(c, slot))  # the function starts from the page's current bytes
+    try:
+        b.fn(src, bounds, out)
+    except Exception as exc:
+        pid = state._id_of(slot)
+        raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
+    return out
+
+
+def _builtin_on_device(c: Any, b: Any, size: int) -> Any:
+    """Run a built-in op for device page of ``size`` bytes; the result in device scratch."""
+    from ..kernels.apply import cast_weights
+
+    dev = c.dev
+    kcount = len(b.parents)
+    dtype = np.dtype(DTYPE_NAMES[b.dtype])
+    typed = b.op in k.OPS_TYPED
+    item = dtype.itemsize if typed else 1
+    weights = np.empty(kcount, dtype)
+    cast_weights(np.array(b.weights, np.float64), weights)
+    sel = np.zeros(kcount, _U8)
+    offs = np.zeros(kcount, np.int64)
+    # the staging layout: sel, offs, weights, then the host parents' bytes (all 8-aligned)
+    at = sum((a.nbytes + 7) & ~7 for a in (sel, offs, weights))
+    host = []
+    for j, p in enumerate(b.parents):
+        if _on_device(c, p):
+            offs[j] = dev.offsets[p] // item
+        else:
+            sel[j] = 1
+            offs[j] = at // item
+            host.append(host_bytes(c, p))
+            at += (size + 7) & ~7
+    sel_d, offs_d, w_d, *_ = dev.stage(sel, offs, weights, *host)
+    out = dev._scratch(size)[:size]
+    if typed:
+        n = size // item
+        dev._launch(k.recompute_typed, k.grid(n), dev.data.view(dtype), dev.stage_d.view(dtype), sel_d, offs_d,
+                    w_d, out.view(dtype), n, b.op)
+    else:
+        dev._launch(k.recompute_bytes, k.grid(size), dev.data, dev.stage_d, sel_d, offs_d, out, size, b.op)
+    return out
+
+
+def _commit_device(prop: Any, c: Any, log: Any, slot: int, result: Any) -> None:
+    size = c.table.mv_size[slot]
+    if prop.ctl[_ctl_undo()]:
+        c.dev.save(slot, size)
+    bits = c.dev.diff(slot, size, result)
+    if bits.any():
+        _commit_known(prop, c, log, slot, c.dev.fetch(result), bits)
+
+
+def _commit_known(prop: Any, c: Any, log: Any, slot: int, data: np.ndarray, bits: np.ndarray) -> None:
+    """Log and account a device page's recompute whose changed bytes are ``bits``."""
+    if not bits.any():
+        return
+    from ..kernels.cascade import commit_derived_known
+
+    size = data.size
+    before = data ^ np.unpackbits(bits, count=size, bitorder="little")
+    buf = log.reserve(64 + 2 * size + 8 * len(prop.bindings[slot].parents))
+    if prop.ctl[_ctl_undo()]:
+        prop.undo_room(size, 1)
+    t, a, nodes, edges, binds, pool, work, ctl, _, undo, index = prop._arrays(c)
+    end = commit_derived_known(t, a, nodes, edges, binds, pool, work, ctl, undo, index, slot, before, data, buf,
+                               log.used, c.lsn + 1)
+    if end != log.used:
+        prop._committed(c, log, end, c.lsn + 1)
+
+
+__all__ = ["host_bytes", "recompute"]
