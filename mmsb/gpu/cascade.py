@@ -49,7 +49,7 @@ def recompute(prop: Any, state: Any, c: Any, log: Any, slot: int) -> None:
     b = prop.bindings[slot]
     size = c.table.mv_size[slot]
     if b.fn is None and _on_device(c, slot):
-        _commit_device(prop, c, log, slot, _builtin_on_device(c, b, size))
+        _builtin_on_device(prop, c, log, slot, b, size)
         return
     parents = [host_bytes(c, p) for p in b.parents]
     if b.fn is None:
@@ -96,8 +96,8 @@ def _njit_on_host(state: Any, c: Any, b: Any, parents: list[np.ndarray], slot: i
     return out
 
 
-def _builtin_on_device(c: Any, b: Any, size: int) -> Any:
-    """Run a built-in op for device page of ``size`` bytes; the result in device scratch."""
+def _builtin_on_device(prop: Any, c: Any, log: Any, slot: int, b: Any, size: int) -> None:
+    """Run a built-in op for a device page and diff the result into it: one launch."""
     from ..kernels.apply import cast_weights
 
     dev = c.dev
@@ -109,8 +109,9 @@ def _builtin_on_device(c: Any, b: Any, size: int) -> Any:
     cast_weights(np.array(b.weights, np.float64), weights)
     sel = np.zeros(kcount, _U8)
     offs = np.zeros(kcount, np.int64)
-    # the staging layout: sel, offs, weights, then the host parents' bytes (all 8-aligned)
-    at = sum((a.nbytes + 7) & ~7 for a in (sel, offs, weights))
+    # the staging layout: sel, offs, weights, bits, then the host parents' bytes (all 8-aligned)
+    bits = np.zeros((size + 7) >> 3, _U8)
+    at = sum((a.nbytes + 7) & ~7 for a in (sel, offs, weights, bits))
     host = []
     for j, p in enumerate(b.parents):
         if _on_device(c, p):
@@ -120,24 +121,21 @@ def _builtin_on_device(c: Any, b: Any, size: int) -> Any:
             offs[j] = at // item
             host.append(host_bytes(c, p))
             at += (size + 7) & ~7
-    sel_d, offs_d, w_d, *_ = dev.stage(sel, offs, weights, *host)
-    out = dev._scratch(size)[:size]
-    if typed:
-        n = size // item
-        dev._launch(k.recompute_typed, k.grid(n), dev.data.view(dtype), dev.stage_d.view(dtype), sel_d, offs_d,
-                    w_d, out.view(dtype), n, b.op)
-    else:
-        dev._launch(k.recompute_bytes, k.grid(size), dev.data, dev.stage_d, sel_d, offs_d, out, size, b.op)
-    return out
-
-
-def _commit_device(prop: Any, c: Any, log: Any, slot: int, result: Any) -> None:
-    size = c.table.mv_size[slot]
     if prop.ctl[_ctl_undo()]:
-        c.dev.save(slot, size)
-    bits = c.dev.diff(slot, size, result)
+        dev.save(slot, size)
+    sel_d, offs_d, w_d, bits_d, *_ = dev.stage(sel, offs, weights, bits, *host)
+    out = dev._scratch(size)[:size]
+    off = int(dev.offsets[slot])
+    if typed:
+        dev._launch(k.recompute_typed, k.grid(bits.size), dev.data.view(dtype), dev.stage_d.view(dtype), sel_d,
+                    offs_d, w_d, out.view(dtype), 8 // item, b.op, dev.data, out, off, bits_d, size)
+    else:
+        dev._launch(k.recompute_bytes, k.grid(bits.size), dev.data, dev.stage_d, sel_d, offs_d, out, b.op, off,
+                    bits_d, size)
+    dev.dirty = True
+    bits = dev.fetch(bits_d)
     if bits.any():
-        _commit_known(prop, c, log, slot, c.dev.fetch(result), bits)
+        _commit_known(prop, c, log, slot, dev.fetch(out), bits)
 
 
 def _commit_known(prop: Any, c: Any, log: Any, slot: int, data: np.ndarray, bits: np.ndarray) -> None:

@@ -30,6 +30,20 @@ cuda = _cuda_module()
 _JIT = {} if simulated() else {"cache": True}
 
 
+@cuda.jit(device=True, **_JIT)
+def _diff_word(arena, off, src, soff, bits, w, n):
+    """Bytes 8w .. 8w+7 of the page take ``src``'s; mask byte w gets a bit per byte that changed."""
+    b = 0
+    for k in range(8):
+        j = 8 * w + k
+        if j < n:
+            new = src[soff + j]
+            if arena[off + j] != new:
+                arena[off + j] = new
+                b |= 1 << k
+    bits[w] = b
+
+
 @cuda.jit(**_JIT)
 def diff_into(arena, off, src, soff, bits, n):
     """Page ``arena[off:off+n]`` takes ``src[soff:soff+n]``; ``bits`` gets one bit per byte that changed.
@@ -38,15 +52,7 @@ def diff_into(arena, off, src, soff, bits, n):
     """
     start, stride = cuda.grid(1), cuda.gridsize(1)
     for w in range(start, (n + 7) // 8, stride):
-        b = 0
-        for k in range(8):
-            j = 8 * w + k
-            if j < n:
-                new = src[soff + j]
-                if arena[off + j] != new:
-                    arena[off + j] = new
-                    b |= 1 << k
-        bits[w] = b
+        _diff_word(arena, off, src, soff, bits, w, n)
 
 
 @cuda.jit(**_JIT)
@@ -94,58 +100,78 @@ def apply_sparse_groups(arena, offs, order, groups, starts, indices, values, rep
         cuda.syncthreads()
 
 
-@cuda.jit(**_JIT)
-def recompute_bytes(arena, stage, sel, offs, out, n, op):
-    """Bitwise ops and copies over raw bytes: ``out[:n]`` from parents at byte ``offs[p]``
-    of the arena (``sel[p] == 0``) or of the staging buffer (``sel[p] == 1``)."""
-    start, stride = cuda.grid(1), cuda.gridsize(1)
-    k = offs.size
-    for j in range(start, n, stride):
-        acc = arena[offs[0] + j] if sel[0] == 0 else stage[offs[0] + j]
-        for p in range(1, k):
-            x = arena[offs[p] + j] if sel[p] == 0 else stage[offs[p] + j]
-            if op == OP_AND:
-                acc &= x
-            elif op == OP_OR:
-                acc |= x
-            elif op == OP_XOR:
-                acc ^= x
-            elif op == OP_PASSTHROUGH:
-                acc = x
-        out[j] = acc
+@cuda.jit(device=True, **_JIT)
+def _fold_bytes(arena, stage, sel, offs, out, j, op):
+    acc = arena[offs[0] + j] if sel[0] == 0 else stage[offs[0] + j]
+    for p in range(1, offs.size):
+        x = arena[offs[p] + j] if sel[p] == 0 else stage[offs[p] + j]
+        if op == OP_AND:
+            acc &= x
+        elif op == OP_OR:
+            acc |= x
+        elif op == OP_XOR:
+            acc ^= x
+        elif op == OP_PASSTHROUGH:
+            acc = x
+    out[j] = acc
+
+
+@cuda.jit(device=True, **_JIT)
+def _fold_typed(arena, stage, sel, offs, weights, out, j, op):
+    # out is the accumulator, as on the CPU, so every step wraps in the dtype
+    for p in range(offs.size):
+        x = arena[offs[p] + j] if sel[p] == 0 else stage[offs[p] + j]
+        w = weights[p]
+        if op == OP_MINPLUS:
+            a = out[j]
+            out[j] = x + w  # stored first: the sum wraps in the dtype before it is compared
+            if p != 0 and not out[j] < a:
+                out[j] = a
+        elif op == OP_ORAND:
+            if p == 0:
+                out[j] = 1 if (x != 0 and w != 0) else 0
+            elif w != 0:
+                out[j] = 1 if (out[j] != 0 or x != 0) else 0
+        elif p == 0:
+            out[j] = x
+        elif op == OP_SUM:
+            out[j] = out[j] + x
+        elif op == OP_MIN:
+            a = out[j]
+            out[j] = x if x < a else a
+        elif op == OP_MAX:
+            a = out[j]
+            out[j] = x if x > a else a
 
 
 @cuda.jit(**_JIT)
-def recompute_typed(arena, stage, sel, offs, weights, out, n, op):
-    """Element-wise ops over a dtype view (``arena``, ``stage``, ``out`` and ``weights``
-    share it; ``offs`` in elements). ``out`` is the accumulator, as on the CPU, so every
-    step wraps in the dtype."""
+def recompute_bytes(arena, stage, sel, offs, out, op, off, bits, n):
+    """A bitwise op or copy over raw bytes, diffed into the page in the same launch.
+
+    Parent p is at byte ``offs[p]`` of the arena (``sel[p] == 0``) or of the staging buffer
+    (``sel[p] == 1``). The result goes to ``out`` and into page ``arena[off:off+n]``;
+    ``bits`` as in :func:`diff_into`. A thread owns 8 bytes of result and page.
+    """
     start, stride = cuda.grid(1), cuda.gridsize(1)
-    k = offs.size
-    for j in range(start, n, stride):
-        for p in range(k):
-            x = arena[offs[p] + j] if sel[p] == 0 else stage[offs[p] + j]
-            w = weights[p]
-            if op == OP_MINPLUS:
-                a = out[j]
-                out[j] = x + w  # stored first: the sum wraps in the dtype before it is compared
-                if p != 0 and not out[j] < a:
-                    out[j] = a
-            elif op == OP_ORAND:
-                if p == 0:
-                    out[j] = 1 if (x != 0 and w != 0) else 0
-                elif w != 0:
-                    out[j] = 1 if (out[j] != 0 or x != 0) else 0
-            elif p == 0:
-                out[j] = x
-            elif op == OP_SUM:
-                out[j] = out[j] + x
-            elif op == OP_MIN:
-                a = out[j]
-                out[j] = x if x < a else a
-            elif op == OP_MAX:
-                a = out[j]
-                out[j] = x if x > a else a
+    for w in range(start, (n + 7) // 8, stride):
+        for j in range(8 * w, min(8 * w + 8, n)):
+            _fold_bytes(arena, stage, sel, offs, out, j, op)
+        _diff_word(arena, off, out, 0, bits, w, n)
+
+
+@cuda.jit(**_JIT)
+def recompute_typed(arena_t, stage_t, sel, offs, weights, out_t, per, op, arena, out, off, bits, n):
+    """An element-wise op over a dtype view, diffed into the page in the same launch.
+
+    ``arena_t``, ``stage_t``, ``out_t`` and ``weights`` are views in the page dtype (``offs``
+    in elements), ``arena`` and ``out`` the same memory as bytes; ``per`` elements fill 8 bytes.
+    """
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    nelem = n // (8 // per)
+    for w in range(start, (n + 7) // 8, stride):
+        for e in range(per * w, min(per * w + per, nelem)):
+            _fold_typed(arena_t, stage_t, sel, offs, weights, out_t, e, op)
+        _diff_word(arena, off, out, 0, bits, w, n)
 
 
 # launch shapes: a grid-stride loop is correct for any; the simulator runs each thread
