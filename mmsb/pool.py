@@ -23,8 +23,9 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     :mod:`mmsb.log.file`). ``sync``: "commit" (a call returns once its
     commit is on disk), "group" (synced within ``config.LOG_GROUP_INTERVAL_US``;
     ``State.flush`` waits for it) or "none" (the OS decides); in memory all
-    are the same. ``gpu``: "auto" or False; True raises
-    :class:`mmsb.DeviceUnavailableError` as this version has no device support.
+    are the same. ``gpu``: "auto" (device pages where asked, see
+    ``State.create_page``), True (raises :class:`mmsb.DeviceUnavailableError`
+    when no CUDA device is usable) or False (no device pages).
     """
     if log is not None or sync != "commit" or gpu != "auto":
         _check_options(log, sync, gpu)

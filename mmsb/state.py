@@ -405,9 +405,13 @@ class State(Dependencies, Durability):
     def create_page(self, size: int, location: str = "cpu") -> Page:
         """A new zero-filled page of ``size`` bytes (1 B .. 4 GiB).
 
+        ``location``: ``"cpu"``; ``"gpu"``, the device (see ``docs/GPU.md``);
+        ``"auto"``, the device when one is usable, the state was not started
+        with ``gpu=False`` and ``size >= mmsb.gpu.threshold()``, else the CPU.
         Raises :class:`mmsb.InvalidPageError` for a bad size or location,
-        :class:`mmsb.DeviceUnavailableError` for ``location="gpu"``, and
-        :class:`mmsb.CapacityError` when the arena is full.
+        :class:`mmsb.DeviceUnavailableError` for ``location="gpu"`` without a
+        usable device (or with ``gpu=False``), and
+        :class:`mmsb.CapacityError` when the arena (host or device) is full.
         """
         c = self._c
         if self._txn is not None:

@@ -54,7 +54,7 @@ def cuda() -> Any:
         mod = None
         try:
             _patch_numpy()
-            from numba import cuda as mod  # noqa: PLC0415 - lazy: costs ~0.3 s and needs numba-cuda
+            from numba import cuda as mod
 
             if not mod.is_available():
                 mod = None

@@ -22,8 +22,8 @@ from .. import config
 from ..arena import Slots
 from ..errors import CapacityError
 from . import cuda as _cuda
-from . import simulated
 from . import kernels as k
+from . import simulated
 
 _U8 = np.uint8
 

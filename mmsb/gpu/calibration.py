@@ -79,7 +79,14 @@ def calibrate(sizes: Any = None, repeat: int = 5, store: bool = True) -> dict[st
     :func:`mmsb.gpu.threshold` finds it. Raises :class:`mmsb.DeviceUnavailableError`
     without a device, :class:`mmsb.InvalidArgumentError` for bad sizes or repeat.
     """
-    from . import _probe, available, calibration_path, device_name, simulated, stored_calibrations
+    from . import (
+        _probe,
+        available,
+        calibration_path,
+        device_name,
+        simulated,
+        stored_calibrations,
+    )
 
     sizes = sorted({int(s) for s in (SIZES if sizes is None else sizes)})
     if not sizes or sizes[0] < 8:

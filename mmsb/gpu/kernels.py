@@ -23,7 +23,8 @@ from .._layout import (
     OP_SUM,
     OP_XOR,
 )
-from . import cuda as _cuda_module, simulated
+from . import cuda as _cuda_module
+from . import simulated
 
 cuda = _cuda_module()
 # cache=True keeps compiled kernels on disk next to the CPU ones; the simulator has nothing to cache
@@ -138,10 +139,10 @@ def _fold_typed(arena, stage, sel, offs, weights, out, j, op):
             out[j] = out[j] + x
         elif op == OP_MIN:
             a = out[j]
-            out[j] = x if x < a else a
+            out[j] = x if x < a else a  # noqa: FURB136 - min() may not keep numba's NaN rule on a device
         elif op == OP_MAX:
             a = out[j]
-            out[j] = x if x > a else a
+            out[j] = x if x > a else a  # noqa: FURB136 - likewise
 
 
 @cuda.jit(**_JIT)
