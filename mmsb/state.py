@@ -633,15 +633,14 @@ class State(Dependencies, Durability):
             bits = dev.fetch(bits_d)
             if not bits.any():
                 return
-            data = dev.read(slot, size)
+            data, flags = dev.changed_bytes(dev.view(slot, size), bits)
             log = self._log
             if self._txn is not None or (c.prop.graph.num_edges and c.prop.fallible):
                 dev.saved.setdefault(slot, before)  # a rollback restores the bytes at entry
             sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
             buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
             pos = log.used
-            old = data ^ np.unpackbits(bits, count=size, bitorder="little")
-            end = _k.update_known(c.table.array, old, slot, data, buf, pos, c.lsn + 1)
+            end = _k.update_known(c.table.array, data ^ flags, slot, data, buf, pos, c.lsn + 1)
             self._committed(c, log, sp, slot, pos, end)
 
     # -- writes ----------------------------------------------------------------

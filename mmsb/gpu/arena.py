@@ -161,6 +161,21 @@ class DeviceArena:
         self.bytes_in += data.nbytes
         self.dirty = True
 
+    def changed_bytes(self, src: Any, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """New bytes on the device (``src``, the page's size) whose changed bytes are ``bits``:
+        ``(data, flags)`` on the host, ``data`` right where ``flags`` is 1 (what a log record
+        needs). Few changes come back gathered, one launch; many, as the whole page."""
+        n = src.size
+        flags = np.unpackbits(bits, count=n, bitorder="little")
+        idx = np.flatnonzero(flags)
+        if 16 * idx.size > n:
+            return self.fetch(src), flags
+        idx_d, out_d = self.stage(idx.astype(np.int64), np.zeros(idx.size, _U8))
+        self._launch(k.gather, k.grid(idx.size), src, idx_d, out_d)
+        data = np.zeros(n, _U8)
+        data[idx] = self.fetch(out_d)
+        return data, flags
+
     def _scratch(self, n: int) -> Any:
         if n > self.scratch.size:
             self.scratch = self.cuda.device_array(max(n, 2 * self.scratch.size), _U8)

@@ -64,7 +64,8 @@ def recompute(prop: Any, state: Any, c: Any, log: Any, slot: int) -> None:
     if prop.ctl[_ctl_undo()]:
         c.dev.save(slot, size)
     bits = c.dev.update(slot, data)
-    _commit_known(prop, c, log, slot, data, bits)
+    if bits.any():
+        _commit_known(prop, c, log, slot, data, np.unpackbits(bits, count=size, bitorder="little"))
 
 
 def _ctl_undo() -> int:
@@ -135,17 +136,17 @@ def _builtin_on_device(prop: Any, c: Any, log: Any, slot: int, b: Any, size: int
     dev.dirty = True
     bits = dev.fetch(bits_d)
     if bits.any():
-        _commit_known(prop, c, log, slot, dev.fetch(out), bits)
+        data, flags = dev.changed_bytes(out, bits)
+        _commit_known(prop, c, log, slot, data, flags)
 
 
-def _commit_known(prop: Any, c: Any, log: Any, slot: int, data: np.ndarray, bits: np.ndarray) -> None:
-    """Log and account a device page's recompute whose changed bytes are ``bits``."""
-    if not bits.any():
-        return
+def _commit_known(prop: Any, c: Any, log: Any, slot: int, data: np.ndarray, flags: np.ndarray) -> None:
+    """Log and account a device page's recompute: ``flags`` (one per byte) mark the bytes that
+    changed, and ``data`` holds their new values (elsewhere it may hold anything)."""
     from ..kernels.cascade import commit_derived_known
 
     size = data.size
-    before = data ^ np.unpackbits(bits, count=size, bitorder="little")
+    before = data ^ flags
     buf = log.reserve(64 + 2 * size + 8 * len(prop.bindings[slot].parents))
     if prop.ctl[_ctl_undo()]:
         prop.undo_room(size, 1)

@@ -57,6 +57,14 @@ def diff_into(arena, off, src, soff, bits, n):
 
 
 @cuda.jit(**_JIT)
+def gather(src, idx, out):
+    """``out[i] = src[idx[i]]``: the bytes that changed, for the log."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)
+    for i in range(start, idx.size, stride):
+        out[i] = src[idx[i]]
+
+
+@cuda.jit(**_JIT)
 def apply_dense(arena, off, mask, payload, n, flag):
     """Write ``payload[j]`` where ``mask[j]``; ``flag[0] = 1`` if a byte changed (else untouched)."""
     start, stride = cuda.grid(1), cuda.gridsize(1)
@@ -193,5 +201,5 @@ def block() -> int:
 
 OPS_TYPED = (OP_SUM, OP_MIN, OP_MAX, OP_MINPLUS, OP_ORAND)
 OPS_BYTES = (OP_PASSTHROUGH, OP_AND, OP_OR, OP_XOR)
-__all__ = ["apply_dense", "apply_sparse_groups", "block", "diff_into", "grid", "recompute_bytes",
+__all__ = ["apply_dense", "apply_sparse_groups", "block", "diff_into", "gather", "grid", "recompute_bytes",
            "recompute_typed"]
