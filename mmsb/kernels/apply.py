@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._layout import ID_SLOT_BITS, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE
-from .records import U, write_dense, write_sparse
+from .records import U, byte_flags, write_dense, write_sparse
 
 _JIT = dict(cache=True, nogil=True)
 
@@ -118,17 +118,36 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     return np.int64(end)
 
 
+@njit(inline="always", **_JIT)
+def _write_masked(arena, off, mask, payload, n):
+    """Write ``payload`` where ``mask``; whether a byte changed. Eight bytes at a time,
+    branch-free (a byte loop with a branch ran 20x slower); slots are 8-aligned."""
+    m8 = mask.view(np.uint8)
+    nw = n >> U(3)
+    tail = nw * U(8)
+    a64 = arena[off:off + tail].view(np.uint64)
+    m64 = m8[:tail].view(np.uint64)
+    p64 = payload[:tail].view(np.uint64)
+    diff = U(0)
+    for w in range(nw):
+        m = byte_flags(m64[w]) * U(0xFF)
+        old = a64[w]
+        new = (old & ~m) | (p64[w] & m)
+        a64[w] = new
+        diff |= old ^ new
+    for j in range(tail, n):
+        if m8[j] and arena[off + j] != payload[j]:
+            arena[off + j] = payload[j]
+            diff |= U(1)
+    return diff != U(0)
+
+
 @njit(**_JIT)
 def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
     """Apply one dense delta (lengths checked by the caller) as LSN ``lsn``."""
     off = table[T_OFFSET, slot]
     n = table[T_SIZE, slot]
-    changed = False
-    for j in range(n):
-        if mask[j] and arena[off + j] != payload[j]:
-            arena[off + j] = payload[j]
-            changed = True
-    if not changed:
+    if not _write_masked(arena, off, mask, payload, n):
         return pos
     epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch

@@ -11,23 +11,10 @@ from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
-from .records import _HEADER, U, pad8, write_header, zero_tail
+from .records import _GATHER, _HEADER, _LOW, U, byte_flags as _byte_flags, pad8, write_header, zero_tail
 
 _JIT = dict(cache=True, nogil=True)
-_LOW = np.uint64(0x0101010101010101)
 _NO_CAUSES = np.zeros(0, np.int64)
-# multiplying the low bits of eight bytes by this gathers them, byte k's bit
-# landing on bit 56 + k
-_GATHER = np.uint64(0x0102040810204080)
-
-
-@njit(inline="always", **_JIT)
-def _byte_flags(x):
-    """0x01 in each byte of ``x`` that is nonzero, 0x00 elsewhere."""
-    x |= x >> np.uint64(4)
-    x |= x >> np.uint64(2)
-    x |= x >> np.uint64(1)
-    return x & _LOW
 
 
 @njit(**_JIT)

@@ -15,6 +15,20 @@ U = np.uint64
 _HEADER = U(REC_HEADER)
 
 
+_LOW = np.uint64(0x0101010101010101)
+# multiplying the low bits of eight bytes by this gathers them, byte k's bit landing on bit 56 + k
+_GATHER = np.uint64(0x0102040810204080)
+
+
+@njit(inline="always", **_JIT)
+def byte_flags(x):
+    """0x01 in each byte of ``x`` that is nonzero, 0x00 elsewhere."""
+    x |= x >> np.uint64(4)
+    x |= x >> np.uint64(2)
+    x |= x >> np.uint64(1)
+    return x & _LOW
+
+
 @njit(inline="always", **_JIT)
 def pad8(n):
     return (n + U(7)) & ~U(7)
@@ -56,20 +70,45 @@ def write_sparse(buf, buf32, buf64, pos, lsn, page_id, epoch, size, indices, val
 
 @njit(inline="always", **_JIT)
 def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
-    """Append a dense delta record (bitmask + masked payload); return the new end."""
+    """Append a dense delta record (bitmask + masked payload); return the new end.
+
+    Eight mask bytes at a time: all clear or all set are one test each (the common
+    runs), only mixed words go byte by byte.
+    """
     nmask = (n + U(7)) >> U(3)
     mb = pos + _HEADER
     pb = mb + nmask
     m = U(0)
-    for k in range(nmask):
+    m8 = mask.view(np.uint8)
+    nw = n >> U(3)
+    m64 = m8[: nw * U(8)].view(np.uint64)
+    for w in range(nw):
+        x = byte_flags(m64[w])
+        j = U(8) * w
+        if x == 0:
+            buf[mb + w] = 0
+        elif x == _LOW:
+            buf[mb + w] = 0xFF
+            for b in range(8):
+                buf[pb + m + U(b)] = payload[j + U(b)]
+            m += U(8)
+        else:
+            buf[mb + w] = np.uint8((x * _GATHER) >> U(56))
+            # branch-free compaction: write every byte, advance only past masked ones (random
+            # masks mispredict a branch half the time). The stray bytes land at or after the
+            # record's end, inside the room the caller reserved, and later writes or the zeroed
+            # tail cover them.
+            for b in range(8):
+                buf[pb + m] = payload[j + U(b)]
+                m += U((x >> U(8 * b)) & U(1))
+    if nw < nmask:
         bits = 0
-        for b in range(8):
-            j = U(8) * k + U(b)
-            if j < n and mask[j]:
-                bits |= 1 << b
+        for j in range(nw * U(8), n):
+            if m8[j]:
+                bits |= 1 << (j - nw * U(8))
                 buf[pb + m] = payload[j]
                 m += U(1)
-        buf[mb + k] = bits
+        buf[mb + nw] = bits
     body = _HEADER + nmask + m
     length = pad8(body)
     write_header(buf64, pos, length, REC_DELTA, ENC_DENSE, lsn, page_id, epoch, n, n)
