@@ -39,7 +39,8 @@ _DEFAULTS: dict[str, Any] = {
     # threshold calibrated for this device (python -m mmsb calibrate), else 1 MiB.
     "GPU_THRESHOLD_BYTES": 0,
     # First size of a state's device arena; it doubles when full (a device_view taken
-    # before a growth then no longer shows the page).
+    # before a growth then no longer shows the page). Under numba's CUDA simulator at
+    # most 64 KiB (its device memory is host memory).
     "DEVICE_ARENA_INITIAL_BYTES": 1 << 26,
 }
 

@@ -374,9 +374,24 @@ WORKLOADS: list[Workload] = [
              rate=True, note="original: its Rust core replays about 1 M deltas/s"),
     Workload("gpu_crossover", "GPU crossover: page size from which the device beats one core", "page",
              None, measured=False,
-             note="no device: this version of mmsb has no GPU layer (the original: 1 KiB pages 174x "
-                  "slower on its GPU, threshold proposed at 1 MiB)"),
+             note="the original: 1 KiB pages 174x slower on its GPU, threshold proposed at 1 MiB"),
 ]
+
+
+def _gpu_note(original: str) -> str:
+    """What this machine says about the crossover: stored calibration, or how to get one."""
+    from . import gpu
+
+    if not gpu.available():
+        where = "no CUDA device here"
+    elif gpu.simulated():
+        where = "numba's CUDA simulator here (no timings)"
+    else:
+        entry = gpu.stored_calibrations().get(gpu.device_name() or "")
+        where = (f"{gpu.device_name()}: not calibrated yet" if not entry else
+                 f"{gpu.device_name()}: {entry['threshold']} B, calibrated {entry.get('when', '')}")
+    return (f"{where}; python -m mmsb calibrate measures it and benchmarks/gpu_bench.py times the device "
+            f"({original})")
 
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -476,7 +491,8 @@ def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
     for w in workloads:
         row: dict[str, Any] = {"key": w.key, "workload": w.title, "per": w.per, "items": w.items,
                                "rate": w.rate, "original_s": w.original_s, "target_s": w.target_s,
-                               "budget_s": w.budget_s, "note": w.note, "measured": w.measured}
+                               "budget_s": w.budget_s, "measured": w.measured,
+                               "note": _gpu_note(w.note) if w.key == "gpu_crossover" else w.note}
         if w.measured:
             for impl in ("numpy", "mmsb"):
                 samples, k = _samples(w, impl, repeats, sample_s)

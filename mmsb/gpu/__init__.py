@@ -73,9 +73,12 @@ def simulated() -> bool:
     """Whether the device is numba's CUDA simulator (timings mean nothing there)."""
     if cuda() is None:
         return False
-    import numba
+    if "simulated" not in _probe:
+        import numba
 
-    return bool(getattr(numba.config, "ENABLE_CUDASIM", 0)) or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+        _probe["simulated"] = (bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
+                               or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1")
+    return _probe["simulated"]
 
 
 def device_name() -> str | None:
