@@ -4,9 +4,9 @@ from itertools import zip_longest
 
 import numpy as np
 import hypothesis.strategies as hs
-from numba import njit
 
 import mmsb
+from test_propagation import make_mix, njit_mix  # noqa: F401 - the propagation tests' user recomputes, for test_gpu
 
 OPS = ["passthrough", "sum", "min", "max", "and", "or", "xor", "minplus", "orand"]
 DTYPES = ["uint8", "int16", "uint32", "int64", "float32", "float64"]
@@ -201,25 +201,6 @@ def snapshot(st):
     return st.state_hash(), st.lsn, len(st.log), {p: bytes(st.query_page(p)) for p in st.page_ids().tolist()}
 
 
-def make_mix(size, salt):
-    """A Python recompute for parents of any sizes."""
-    def mix(*parents):
-        acc = np.full(size, salt, np.uint8)
-        for k, p in enumerate(parents):
-            acc += np.resize(p, size) * np.uint8(2 * k + 1)
-        return acc
-    return mix
-
-
-@njit(cache=True)
-def njit_mix(parents, bounds, out):
-    """make_mix(out.size, 7) for the in-kernel signature."""
-    for i in range(out.size):
-        out[i] = 7
-    for k in range(bounds.size - 1):
-        p = parents[bounds[k]:bounds[k + 1]]
-        for i in range(out.size):
-            out[i] += p[i % p.size] * (2 * k + 1)
 
 
 def check_mirrors(t, mirrors, lsn):
