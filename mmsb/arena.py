@@ -137,6 +137,17 @@ class Slots:
             self.bump = end
         return offs
 
+    def end_after(self, count: int, size: int) -> int:
+        """Where the bump pointer would stand after :meth:`allocate_many` of ``count`` pages
+        (checks nothing, changes nothing: lets a caller make room first)."""
+        cls = slot_class(size)
+        rest = count - min(count, len(self.free.get(cls, ())))
+        if not rest:
+            return self.bump
+        step = 1 << cls
+        align = min(step, 4096) - 1
+        return ((self.bump + align) & ~align) + rest * step
+
     def release(self, offset: int, size: int) -> None:
         self.free.setdefault(slot_class(size), []).append(offset)
 

@@ -425,24 +425,18 @@ class State(Dependencies, Durability):
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             table = c.table
-            off = c.arena.allocate(size)  # first: it is the step that may refuse
+            if loc != LOC_CPU:
+                self._device(c).make_room(1, size)  # may refuse, and then nothing changed
+            off = c.arena.allocate(size)  # the other step that may refuse (before any change)
             if table.free:
-                slot = table.free[-1]
+                slot = table.free.pop()
             else:
                 slot = table.used
                 if slot >= table.capacity:
                     table.reserve(1)
-            if loc != LOC_CPU:
-                try:
-                    (doff,) = self._device(c).reserve(1, size)
-                except BaseException:
-                    c.arena.release(off, size)
-                    raise
-                c.dev.assign(np.array([slot], np.int64), np.array([doff], np.int64))
-            if table.free:
-                table.free.pop()
-            else:
                 table.used = slot + 1
+            if loc != LOC_CPU:
+                c.dev.assign(np.array([slot], np.int64), c.dev.reserve(1, size))
             gen = table.mv_meta[slot] & META_GEN_MASK
             table.mv_offset[slot] = off
             table.mv_size[slot] = size
@@ -469,17 +463,12 @@ class State(Dependencies, Durability):
                 raise _closed()
             table = c.table
             table.reserve(max(0, count - len(table.free)))
-            offs = c.arena.allocate_many(count, size)
             if loc != LOC_CPU:
-                try:
-                    doffs = self._device(c).reserve(count, size)
-                except BaseException:
-                    for off in offs[::-1].tolist():
-                        c.arena.release(off, size)
-                    raise
+                self._device(c).make_room(count, size)  # may refuse, and then nothing changed
+            offs = c.arena.allocate_many(count, size)
             slots = table.take_many(count)
             if loc != LOC_CPU:
-                c.dev.assign(slots, doffs)
+                c.dev.assign(slots, c.dev.reserve(count, size))
             a = table.array
             gens = a[T_META, slots] & np.uint64(META_GEN_MASK)
             a[T_OFFSET, slots] = offs
@@ -594,6 +583,7 @@ class State(Dependencies, Durability):
             slot = self._slot(c, page)
             if not c.table.mv_meta[slot] & _GPU_BIT:
                 raise InvalidArgumentError(f"page {self._id_of(slot)} lives on the CPU: use view()")
+            c.dev.dirty = True  # stray writes through the view must not outlive the page
             return c.dev.view(slot, c.table.mv_size[slot])
 
     @contextlib.contextmanager
@@ -614,15 +604,22 @@ class State(Dependencies, Durability):
             slot = self._slot(c, page)
             if not c.table.mv_meta[slot] & _GPU_BIT:
                 raise InvalidArgumentError(f"page {self._id_of(slot)} lives on the CPU: use update_page()")
+            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
             dev, size = c.dev, c.table.mv_size[slot]
+            if slot in dev.writing:
+                raise InvalidArgumentError(f"device_write of page {self._id_of(slot)} inside another one")
+            dev.dirty = True  # whatever the body writes, deleting or pooling the page must zero it
             arr = dev.view(slot, size)
             before = dev.cuda.device_array(size, np.uint8)
             before.copy_to_device(arr)
+            dev.writing.add(slot)
             try:
                 yield arr
             except BaseException:
                 dev.view(slot, size).copy_to_device(before)
                 raise
+            finally:
+                dev.writing.discard(slot)
             from .gpu import kernels as gk
 
             # diff the page into a copy of its bytes at entry: bits say which bytes changed
@@ -641,7 +638,8 @@ class State(Dependencies, Durability):
             buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
             pos = log.used
             end = _k.update_known(c.table.array, data ^ flags, slot, data, buf, pos, c.lsn + 1)
-            self._committed(c, log, sp, slot, pos, end)
+            if self._committed(c, log, sp, slot, pos, end) is not None and t0 and self._txn is None:
+                c.lat[(_ns() - t0).bit_length()] += 1
 
     # -- writes ----------------------------------------------------------------
 

@@ -121,14 +121,17 @@ def threshold() -> int:
 
     if config.GPU_THRESHOLD_BYTES:
         return int(config.GPU_THRESHOLD_BYTES)
-    if "threshold" not in _probe:  # read once per process (calibrate refreshes it)
+    path = calibration_path()
+    cached = _probe.get("threshold")
+    if cached is None or cached[0] != path:  # read once per calibration file (calibrate refreshes it)
         name = device_name()
         entry = stored_calibrations().get(name) if name else None
         try:
-            _probe["threshold"] = max(1, int(entry["threshold"]))
+            value = max(1, int(entry["threshold"]))
         except (TypeError, KeyError, ValueError):
-            _probe["threshold"] = DEFAULT_THRESHOLD
-    return _probe["threshold"]
+            value = DEFAULT_THRESHOLD
+        cached = _probe["threshold"] = (path, value)
+    return cached[1]
 
 
 def calibrate(sizes: Any = None, repeat: int = 5, store: bool = True) -> dict[str, Any]:

@@ -40,8 +40,9 @@ class DeviceArena:
         self.launches = self.bytes_in = self.bytes_out = 0
         self.slots = Slots(1 << 62)  # bounded by device memory, found when growing
         # the simulator's device memory is host memory: start small there (growth gets exercised too)
-        first = config.DEVICE_ARENA_INITIAL_BYTES
+        first = 1 << (config.DEVICE_ARENA_INITIAL_BYTES - 1).bit_length()  # dtype views need 8 | size
         self.data = self._zeros(min(first, 1 << 16) if simulated() else first)
+        self.writing: set[int] = set()  # slots inside State.device_write
         self.offsets = np.zeros(1024, np.int64)
         self.pages = 0  # live device pages
         self.dirty = False  # written since the last reset (a reset zeroes only then)
@@ -93,16 +94,15 @@ class DeviceArena:
             grown[: self.offsets.size] = self.offsets
             self.offsets = grown
 
+    def make_room(self, count: int, size: int) -> None:
+        """Grow the arena so that :meth:`reserve` of ``count`` pages cannot fail; raises
+        CapacityError (and then nothing changed) when the device cannot hold it."""
+        self._fit(self.slots.end_after(count, size))
+
     def reserve(self, count: int, size: int) -> np.ndarray:
         """Device offsets for ``count`` pages of ``size`` bytes (zero-filled); raises CapacityError."""
-        offs = self.slots.allocate_many(count, size)
-        try:
-            self._fit(self.slots.bump)
-        except CapacityError:
-            for off in offs[::-1].tolist():
-                self.slots.release(off, size)
-            raise
-        return offs.astype(np.int64)
+        self.make_room(count, size)
+        return self.slots.allocate_many(count, size).astype(np.int64)
 
     def assign(self, slots: np.ndarray, offs: np.ndarray) -> None:
         """Table ``slots`` now hold the device pages at ``offs``."""

@@ -37,7 +37,9 @@ def host_bytes(c: Any, slot: int) -> np.ndarray:
     """A page's bytes on the host: a read-only view of a host page, a copy of a device page."""
     size = c.table.mv_size[slot]
     if _on_device(c, slot):
-        return c.dev.read(slot, size)
+        v = c.dev.read(slot, size)
+        v.flags.writeable = False  # as a host page's view: a recompute must not write its parents
+        return v
     off = c.table.mv_offset[slot]
     v = c.arena.data[off:off + size]
     v.flags.writeable = False

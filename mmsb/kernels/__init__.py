@@ -6,7 +6,42 @@ Every kernel is compiled lazily and cached on disk (``cache=True``), and
 releases the GIL (``nogil=True``) so other threads run while it works.
 """
 
-from .apply import (
+from __future__ import annotations
+
+import hashlib
+import pathlib
+
+
+def _drop_stale_cache(here: pathlib.Path | None = None) -> None:
+    """numba's ``cache=True`` checks only a kernel's own file, but kernels here call and inline
+    kernels from other files (and freeze ``_layout`` constants): an edit to one file would leave
+    the others running cached old code. So when any kernel source changed since the cache was
+    written, mmsb's cache files are dropped (they are rebuilt on first use)."""
+    here = here or pathlib.Path(__file__).resolve().parent  # (another tree: for the tests)
+    pkg = here.parent
+    dirs = (here / "__pycache__", pkg / "gpu" / "__pycache__")
+    digest = hashlib.blake2b(digest_size=16)
+    for src in sorted(here.glob("*.py")) + [pkg / "_layout.py", pkg / "gpu" / "kernels.py"]:
+        digest.update(src.read_bytes())
+    stamp = dirs[0] / "mmsb-kernels.stamp"
+    try:
+        if stamp.read_text() == digest.hexdigest():
+            return
+    except OSError:
+        pass  # no stamp yet: whatever cache there is predates this check
+    try:
+        for d in dirs:
+            for f in [*d.glob("*.nbi"), *d.glob("*.nbc")]:
+                f.unlink()
+        stamp.parent.mkdir(exist_ok=True)
+        stamp.write_text(digest.hexdigest())
+    except OSError:
+        pass  # a read-only install: numba caches elsewhere, and an upgrade replaces every file
+
+
+_drop_stale_cache()
+
+from .apply import (  # noqa: E402 - after the cache check, before anything compiles
     _log_grouped as log_grouped,
     apply_dense,
     apply_marked,
@@ -17,8 +52,8 @@ from .apply import (
     log_dense,
     log_sparse,
 )
-from .arena import reset_table, zero_bytes
-from .diff import update_known, update_page
+from .arena import reset_table, zero_bytes  # noqa: E402
+from .diff import update_known, update_page  # noqa: E402
 
 __all__ = [
     "apply_dense",
