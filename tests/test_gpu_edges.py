@@ -22,7 +22,8 @@ def test_bytes_written_only_through_device_write_do_not_outlive_their_page():
     mmsb.stop(st)
     reused, fresh = mmsb.start(), mmsb.State()
     try:
-        a, b = reused.create_page(16, location="gpu"), fresh.create_page(16, location="gpu")
+        a = reused.create_page(16, location="gpu")
+        fresh.create_page(16, location="gpu")
         assert bytes(reused.query_page(a)) == bytes(16)
         assert reused.state_hash() == fresh.state_hash()
     finally:

@@ -41,7 +41,7 @@ def _drop_stale_cache(here: pathlib.Path | None = None) -> None:
 
 _drop_stale_cache()
 
-from .apply import (  # noqa: E402 - after the cache check, before anything compiles
+from .apply import (  # after the cache check, before anything compiles
     _log_grouped as log_grouped,
     apply_dense,
     apply_marked,
@@ -52,8 +52,8 @@ from .apply import (  # noqa: E402 - after the cache check, before anything comp
     log_dense,
     log_sparse,
 )
-from .arena import reset_table, zero_bytes  # noqa: E402
-from .diff import update_known, update_page  # noqa: E402
+from .arena import reset_table, zero_bytes
+from .diff import update_known, update_page
 
 __all__ = [
     "apply_dense",
