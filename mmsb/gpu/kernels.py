@@ -184,9 +184,9 @@ def recompute_typed(arena_t, stage_t, sel, offs, weights, out_t, per, op, arena,
 
 
 # launch shapes: a grid-stride loop is correct for any; the simulator runs each thread
-# as Python, so it gets one small block
-_THREADS = 8 if simulated() else 256
-_MAX_BLOCKS = 1 if simulated() else 4096
+# as Python, so it gets two small blocks (still more than one, so striding across blocks is tested)
+_THREADS = 4 if simulated() else 256
+_MAX_BLOCKS = 2 if simulated() else 4096
 
 
 def grid(n: int) -> tuple[int, int]:
