@@ -1,6 +1,7 @@
 """mmsb against the naive model: random operation sequences, checked after every step."""
 import numpy as np
 import hypothesis.strategies as hs
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -88,17 +89,21 @@ class ModelMachine(RuleBasedStateMachine):
     def _expect(self, delta, rec, pid):
         check_returned(delta, rec, self.m.images[-1] if rec else None, len(self.m.pages[pid]))
 
-    @rule(size=SIZES, location=hs.sampled_from(["cpu", "auto"]))
+    # "gpu": a device page (numba's CUDA simulator in the test session) must behave exactly as
+    # the model says a page behaves; "auto" stays on the CPU below the 1 MiB default threshold
+    @rule(size=SIZES, location=hs.sampled_from(["cpu", "auto", "gpu"]))
     def create_page(self, size, location):
         pg = self.s.create_page(size, location=location)
         pid = self.m.create_page(size)
-        assert (pg.id, pg.size, pg.epoch, pg.location) == (pid, size, 0, "cpu")
+        where = "gpu" if location == "gpu" else "cpu"
+        assert (pg.id, pg.size, pg.epoch, pg.location) == (pid, size, 0, where)
 
-    @rule(count=hs.integers(1, 5), size=SIZES)
-    def create_pages(self, count, size):
-        ids = self.s.create_pages(count, size)
+    @rule(count=hs.integers(1, 5), size=SIZES, location=hs.sampled_from(["cpu", "gpu"]))
+    def create_pages(self, count, size, location):
+        ids = self.s.create_pages(count, size, location=location)
         assert isinstance(ids, np.ndarray) and ids.dtype == np.int64
         assert ids.tolist() == self.m.create_pages(count, size)
+        assert {self.s.page(int(i)).location for i in ids} == {location}
 
     @precondition(lambda self: self.m.pages)
     @rule(data=hs.data())
@@ -186,11 +191,17 @@ class ModelMachine(RuleBasedStateMachine):
         ids = self.s.page_ids()
         assert ids.dtype == np.int64 and ids.tolist() == self.m.page_ids()
         for pid, want in self.m.pages.items():
-            q, v = self.s.query_page(pid), self.s.view(pid)
+            q = self.s.query_page(pid)
             assert q.dtype == np.uint8 and bytes(q) == bytes(want), f"query_page({pid})"
-            assert v.dtype == np.uint8 and bytes(v) == bytes(want), f"view({pid})"
-            assert not v.flags.writeable
             pg = self.s.page(pid)
+            if pg.location == "cpu":
+                v = self.s.view(pid)
+                assert v.dtype == np.uint8 and bytes(v) == bytes(want), f"view({pid})"
+                assert not v.flags.writeable
+            else:  # no zero-copy host view of device bytes; the device array holds them
+                with pytest.raises(mmsb.InvalidArgumentError):
+                    self.s.view(pid)
+                assert bytes(self.s.device_view(pid).copy_to_host()) == bytes(want), f"device_view({pid})"
             assert (pg.id, pg.size, pg.epoch) == (pid, len(want), self.m.epochs[pid])
         assert self.s.lsn == self.m.lsn
         stats = self.s.stats()
