@@ -36,6 +36,7 @@ from . import config
 from ._layout import (
     FLAG_LIVE,
     ID_SLOT_BITS,
+    LOC_GPU,
     MAX_GENERATION,
     META_FLAG_SHIFT,
     META_GEN_MASK,
@@ -247,6 +248,10 @@ class PageTable:
     def clear(self) -> None:
         self.used = 0
         self.free.clear()
+
+    def on_device(self, slot: int) -> bool:
+        """Whether the page in ``slot`` lives on the device (off the hot paths, which test the bit)."""
+        return (self.mv_meta[slot] >> META_LOC_SHIFT) & 0xFF == LOC_GPU
 
 
 def make_meta(generation: int, location: int) -> int:

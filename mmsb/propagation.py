@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, LOC_GPU, META_LOC_SHIFT, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS
+from ._layout import DTYPE_NAMES, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS
 from .errors import InvalidArgumentError, RecomputeError
 from .graph import KIND_DATA, Graph
 
@@ -149,8 +149,7 @@ class Propagation:
     def _on_device(self, slot: int, parents: list[int]) -> bool:
         if self.dev is None or not self.dev.pages:
             return False
-        meta = self.table.mv_meta
-        return any((meta[s] >> META_LOC_SHIFT) & 0xFF == LOC_GPU for s in (slot, *parents))
+        return any(self.table.on_device(s) for s in (slot, *parents))
 
     def relocated(self) -> None:
         """Pages moved to the device: bindings that touch them step out to the gpu layer."""
@@ -200,10 +199,9 @@ class Propagation:
         _k.save_images(c.table.array, c.arena.data, self.ctl, self.undo, self.undo_index, arr)
         saved.update(fresh)
         if self.dev is not None and self.dev.pages:
-            meta, sizes = self.table.mv_meta, self.table.mv_size
             for s in fresh:
-                if (meta[s] >> META_LOC_SHIFT) & 0xFF == LOC_GPU:
-                    self.dev.save(s, sizes[s])
+                if self.table.on_device(s):
+                    self.dev.save(s, self.table.mv_size[s])
 
     def rollback(self, c: Any) -> None:
         """Restore every saved page; signatures are forgotten, so pages recompute when next reached."""

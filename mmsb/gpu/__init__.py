@@ -28,10 +28,11 @@ copied across after every commit that changes the parent.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_THRESHOLD = 1 << 20  # the original system's proposal; used until a calibration exists
 
@@ -95,6 +96,8 @@ def device_name() -> str | None:
 def calibration_path() -> Path:
     """Where calibrations are stored: ``$MMSB_CACHE_DIR``, else ``$XDG_CACHE_HOME/mmsb``,
     else ``~/.cache/mmsb``; the file is ``calibration.json``, keyed by device name."""
+    from pathlib import Path  # here, not at import: import mmsb stays lean
+
     root = os.environ.get("MMSB_CACHE_DIR")
     if not root:
         root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mmsb")
@@ -103,6 +106,8 @@ def calibration_path() -> Path:
 
 def stored_calibrations() -> dict[str, Any]:
     """Every stored calibration, by device name ({} when none or the file is unreadable)."""
+    import json
+
     try:
         data = json.loads(calibration_path().read_text())
     except (OSError, ValueError):

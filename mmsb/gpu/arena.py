@@ -189,14 +189,6 @@ class DeviceArena:
 
     # -- the writes: one launch each -------------------------------------------------
 
-    def diff(self, slot: int, size: int, src: Any, soff: int = 0) -> np.ndarray:
-        """The page takes device bytes ``src[soff:soff + size]``; one bit per byte that changed (host)."""
-        nbits = (size + 7) >> 3
-        (bits,) = self.stage(np.zeros(nbits, _U8))
-        self._launch(k.diff_into, k.grid(nbits), self.data, int(self.offsets[slot]), src, soff, bits, size)
-        self.dirty = True
-        return self.fetch(bits)
-
     def update(self, slot: int, data: np.ndarray) -> np.ndarray:
         """``update_page``: the page takes host bytes ``data``; the bits of the bytes that changed."""
         nbits = (data.size + 7) >> 3
@@ -216,14 +208,11 @@ class DeviceArena:
                      values: np.ndarray) -> np.ndarray:
         """Deltas ``(slots[i], indices/values[starts[i]:starts[i+1]])``, all on device pages, in
         order; one block per page. Whether each changed its page (uint8)."""
-        from ..kernels.apply import repeated_offsets
+        from ..kernels.apply import group_by_page, repeated_offsets
 
         n = slots.size
-        order = np.argsort(slots, kind="stable")
-        ordered = slots[order]
-        cut = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-        groups = np.concatenate(([0], cut, [n])).astype(np.int64)
-        offs = self.offsets[ordered[groups[:-1]]]
+        order, groups = group_by_page(slots)
+        offs = self.offsets[slots[order[groups[:-1]]]]
         repeated = np.empty(n, _U8)
         repeated_offsets(starts, indices, repeated)
         total = indices.size

@@ -21,22 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from .._layout import DTYPE_NAMES, LOC_GPU, META_LOC_SHIFT, OP_NJIT
+from .._layout import DTYPE_NAMES, OP_NJIT
 from ..errors import RecomputeError
+from ..kernels.cascade import C_UNDO, commit_derived_known
 from ..propagation import python_result
 from . import kernels as k
 
 _U8 = np.uint8
 
 
-def _on_device(c: Any, slot: int) -> bool:
-    return (c.table.mv_meta[slot] >> META_LOC_SHIFT) & 0xFF == LOC_GPU
-
-
 def host_bytes(c: Any, slot: int) -> np.ndarray:
     """A page's bytes on the host: a read-only view of a host page, a copy of a device page."""
     size = c.table.mv_size[slot]
-    if _on_device(c, slot):
+    if c.table.on_device(slot):
         v = c.dev.read(slot, size)
         v.flags.writeable = False  # as a host page's view: a recompute must not write its parents
         return v
@@ -50,7 +47,7 @@ def recompute(prop: Any, state: Any, c: Any, log: Any, slot: int) -> None:
     """Recompute page ``slot`` (the kernel stopped at it) and commit the result."""
     b = prop.bindings[slot]
     size = c.table.mv_size[slot]
-    if b.fn is None and _on_device(c, slot):
+    if b.fn is None and c.table.on_device(slot):
         _builtin_on_device(prop, c, log, slot, b, size)
         return
     parents = [host_bytes(c, p) for p in b.parents]
@@ -60,20 +57,14 @@ def recompute(prop: Any, state: Any, c: Any, log: Any, slot: int) -> None:
         data = _njit_on_host(state, c, b, parents, slot, size)
     else:
         data = python_result(state, b, parents, slot, size)
-    if not _on_device(c, slot):
+    if not c.table.on_device(slot):
         prop.commit_host(c, log, slot, data)
         return
-    if prop.ctl[_ctl_undo()]:
+    if prop.ctl[C_UNDO]:
         c.dev.save(slot, size)
     bits = c.dev.update(slot, data)
     if bits.any():
         _commit_known(prop, c, log, slot, data, np.unpackbits(bits, count=size, bitorder="little"))
-
-
-def _ctl_undo() -> int:
-    from ..kernels.cascade import C_UNDO
-
-    return C_UNDO
 
 
 def _builtin_on_host(b: Any, parents: list[np.ndarray], size: int) -> np.ndarray:
@@ -117,14 +108,14 @@ def _builtin_on_device(prop: Any, c: Any, log: Any, slot: int, b: Any, size: int
     at = sum((a.nbytes + 7) & ~7 for a in (sel, offs, weights, bits))
     host = []
     for j, p in enumerate(b.parents):
-        if _on_device(c, p):
+        if c.table.on_device(p):
             offs[j] = dev.offsets[p] // item
         else:
             sel[j] = 1
             offs[j] = at // item
             host.append(host_bytes(c, p))
             at += (size + 7) & ~7
-    if prop.ctl[_ctl_undo()]:
+    if prop.ctl[C_UNDO]:
         dev.save(slot, size)
     sel_d, offs_d, w_d, bits_d, *_ = dev.stage(sel, offs, weights, bits, *host)
     out = dev._scratch(size)[:size]
@@ -145,12 +136,10 @@ def _builtin_on_device(prop: Any, c: Any, log: Any, slot: int, b: Any, size: int
 def _commit_known(prop: Any, c: Any, log: Any, slot: int, data: np.ndarray, flags: np.ndarray) -> None:
     """Log and account a device page's recompute: ``flags`` (one per byte) mark the bytes that
     changed, and ``data`` holds their new values (elsewhere it may hold anything)."""
-    from ..kernels.cascade import commit_derived_known
-
     size = data.size
     before = data ^ flags
     buf = log.reserve(64 + 2 * size + 8 * len(prop.bindings[slot].parents))
-    if prop.ctl[_ctl_undo()]:
+    if prop.ctl[C_UNDO]:
         prop.undo_room(size, 1)
     t, a, nodes, edges, binds, pool, work, ctl, _, undo, index = prop._arrays(c)
     end = commit_derived_known(t, a, nodes, edges, binds, pool, work, ctl, undo, index, slot, before, data, buf,

@@ -94,6 +94,31 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
     return _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
+# -- logging an applied delta: epoch + 1 and its record. The CPU kernels below call these after
+# writing the bytes; writes to device pages call them once the device said the bytes changed
+
+@njit(**_JIT)
+def log_sparse(table, slot, indices, values, buf, pos, lsn):
+    """Log one sparse delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
+    epoch = table[T_EPOCH, slot] + U(1)
+    table[T_EPOCH, slot] = epoch
+    end = write_sparse(
+        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
+        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
+    )
+    return np.int64(end)
+
+
+@njit(**_JIT)
+def log_dense(table, slot, mask, payload, buf, pos, lsn):
+    """Log one dense delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
+    epoch = table[T_EPOCH, slot] + U(1)
+    table[T_EPOCH, slot] = epoch
+    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload,
+                      table[T_SIZE, slot])
+    return np.int64(end)
+
+
 @njit(**_JIT)
 def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     """Apply one sparse delta as LSN ``lsn``.
@@ -109,13 +134,7 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     scratch = np.empty(2 * indices.size, np.uint8)
     if not _write_entries(arena, off, indices, values, U(0), U(indices.size), scratch):
         return pos
-    epoch = table[T_EPOCH, slot] + U(1)
-    table[T_EPOCH, slot] = epoch
-    end = write_sparse(
-        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
-        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
-    )
-    return np.int64(end)
+    return log_sparse(table, slot, indices, values, buf, pos, lsn)
 
 
 @njit(inline="always", **_JIT)
@@ -149,10 +168,7 @@ def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
     n = table[T_SIZE, slot]
     if not _write_masked(arena, off, mask, payload, n):
         return pos
-    epoch = table[T_EPOCH, slot] + U(1)
-    table[T_EPOCH, slot] = epoch
-    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload, n)
-    return np.int64(end)
+    return log_dense(table, slot, mask, payload, buf, pos, lsn)
 
 
 @njit(**_JIT)
@@ -241,6 +257,14 @@ def _log_grouped(table, slots, starts, indices, values, buf, pos, lsn, out):
     return np.int64(end), lsn
 
 
+def group_by_page(slots):
+    """(order, groups): delta indices sorted by page, batch order kept within a page, and where
+    each page's run starts in ``order`` (one more entry than pages)."""
+    order = np.argsort(slots, kind="stable")
+    cut = np.flatnonzero(np.diff(slots[order])) + 1
+    return order, np.concatenate(([0], cut, [slots.size])).astype(np.int64)
+
+
 def apply_sparse_batch_parallel(table, arena, slots, starts, indices, values, buf, pos, lsn, out):
     """:func:`apply_sparse_batch` with the byte writes spread over threads, page by page.
 
@@ -250,38 +274,12 @@ def apply_sparse_batch_parallel(table, arena, slots, starts, indices, values, bu
     bad = check_sparse_batch(table, slots, starts, indices)
     if bad >= 0:
         return -1 - bad, lsn
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    groups = np.flatnonzero(np.diff(ordered)) + 1
-    groups = np.concatenate(([0], groups, [slots.size])).astype(np.int64)
+    order, groups = group_by_page(slots)
     _apply_grouped(table, arena, slots, starts, indices, values, order, groups, out)
     return _log_grouped(table, slots, starts, indices, values, buf, pos, lsn, out)
 
 
-# -- the host half of writes to device pages: the device applied the bytes and said whether they
-# changed; these move epochs and write the same records the CPU kernels above would
-
-@njit(**_JIT)
-def log_sparse(table, slot, indices, values, buf, pos, lsn):
-    """Log one sparse delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
-    epoch = table[T_EPOCH, slot] + U(1)
-    table[T_EPOCH, slot] = epoch
-    end = write_sparse(
-        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
-        page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
-    )
-    return np.int64(end)
-
-
-@njit(**_JIT)
-def log_dense(table, slot, mask, payload, buf, pos, lsn):
-    """Log one dense delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
-    epoch = table[T_EPOCH, slot] + U(1)
-    table[T_EPOCH, slot] = epoch
-    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload,
-                      table[T_SIZE, slot])
-    return np.int64(end)
-
+# -- batches and recomputes that involve device pages (mmsb.gpu): the host's share
 
 @njit(**_JIT)
 def apply_marked(table, arena, slots, starts, indices, values, here, changed):
