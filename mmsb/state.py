@@ -558,14 +558,15 @@ class State(Dependencies, Durability):
         keep = ((meta & np.uint64(_KEY_MASK)) == (np.uint64(_LIVE_BIT) | (ids >> ID_SLOT_BITS).astype(np.uint64)))
         slots = np.unique(slots[keep])
         dev = self._device(c)
-        for slot in slots.tolist():
+        sizes = table.array[T_SIZE, slots]
+        for size in np.unique(sizes).tolist():
+            pick = slots[sizes == size]
+            dev.assign(pick, dev.reserve(pick.size, int(size)))
+        for slot in slots[table.array[T_EPOCH, slots] != 0].tolist():  # one copy per written page
             size, off = table.mv_size[slot], table.mv_offset[slot]
-            (doff,) = dev.reserve(1, size)
-            dev.assign(np.array([slot], np.int64), np.array([doff], np.int64))
-            if table.mv_epoch[slot]:
-                dev.write(slot, c.arena.data[off:off + size])
-                _k.zero_bytes(c.arena.data, off, size)
-            table.mv_meta[slot] |= _GPU_BIT
+            dev.write(slot, c.arena.data[off:off + size])
+            _k.zero_bytes(c.arena.data, off, size)
+        table.array[T_META, slots] |= np.uint64(_GPU_BIT)
         c.prop.relocated()
 
     def device_view(self, page: Any) -> Any:
