@@ -1,9 +1,9 @@
-"""Deterministic counters (issue 6): they move only when mmsb's behaviour does, never with noise.
+"""Deterministic counters: they move only when mmsb's behaviour does, never with noise.
 
 Log bytes per delta for sparse and dense updates across page sizes, pages recomputed per cascade
 on chains and diamonds, kernel calls per commit, and the peak memory of a bound chain, each
 beside its plain NumPy/Python peer where one has a meaning. The single-page and 8-byte batch
-counters of earlier issues stay in bench_core.Counters and bench_propagation.PropagationCounters.
+counters are in bench_core.Counters and bench_propagation.PropagationCounters.
 """
 
 import sys

@@ -1,4 +1,4 @@
-"""The device layer (issue 5): pages on an NVIDIA GPU, each beside the same workload on a CPU
+"""The device layer: pages on an NVIDIA GPU, each beside the same workload on a CPU
 page and the plain NumPy peer a user would write without mmsb.
 
 Without a usable device (``mmsb.gpu.available()`` False, or no ``mmsb.gpu``) and under
@@ -11,7 +11,7 @@ States are ``mmsb.start(log=False)`` (``gpu=True`` for device pages), as in
 share. Dense deltas write ~half the bytes of a page in random 64-byte runs, two payloads
 alternating so every apply changes every masked byte.
 
-Budgets (DESIGN.md §5): the fixed cost of one flush (stage, launch, sync) ≤ 15 µs; a
+Budgets (docs/PERFORMANCE.md): the fixed cost of one flush (stage, launch, sync) ≤ 15 µs; a
 device-resident apply beats one CPU core from ≤ 256 KiB per flush (compare
 GpuDenseApply's gpu and cpu params); ≥ 5× one core at 256 MiB (gpu_bench.py measures that
 size; this suite stops at 16 MiB to keep setup cheap).

@@ -1,6 +1,6 @@
 """Building and reading mmsb's dependency graph, each beside the plain Python a user would write.
 
-The workload (issue 3, DESIGN.md §1): a random DAG over 100k node slots, edges consistent with a
+The workload: a random DAG over 100k node slots, edges consistent with a
 hidden random order of the slots (so the slot numbers say nothing about the order), distinct,
 added in random order; 100k edges (mean out-degree 1) and 400k (mean out-degree 4). Budget for
 100k edges through add_edge: about 1 s on a 2-core machine.

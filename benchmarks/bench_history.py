@@ -1,10 +1,10 @@
-"""Provenance lookup, st.history (issue 4, items 6 and 9), beside the peer a user writes without it.
+"""Provenance lookup, st.history, beside the peer a user writes without it.
 
 Workload: a log of about 1 M deltas: LOG_BATCHES apply_batch calls of one 1-byte delta on each
 of SPARSE_PAGES unrelated pages, with a CHAIN-page passthrough chain (CHAIN - 1 = 32 hops) whose
 head is updated HEAD_WRITES times spread through the log. The lookup is the history of the
 chain's tail at the default depth (32): its HEAD_WRITES own deltas and every delta up the
-chain, 4 × 33 deltas in all. Budget (issue 4): under 1 ms.
+chain, 4 × 33 deltas in all. Budget (docs/PERFORMANCE.md): under 1 ms.
 
 `History` times mmsb; `PythonHistory` the peer: the log as a list of (page, lsn, causes) tuples,
 the page's deltas found by a linear scan, causes followed through a list indexed by LSN.

@@ -1,9 +1,10 @@
-"""Start-up costs in a fresh interpreter (issue 6): what a user waits for before the first write.
+"""Start-up costs in a fresh interpreter: what a user waits for before the first write.
 
 Cold ``import mmsb`` is bench_core.Import.timeraw_import, and the first update_page alone (state
 already made) is bench_core.FirstUpdate. Here: the first state and its first update together,
 which is where numba and the kernels load (budget: first update with the JIT cache warm ≤ 1 s),
-and the same with an empty JIT cache, which is what the very first run after install pays.
+and the same with an empty JIT cache, which is what the very first run after install pays
+(measured and reported, no budget; docs/PERFORMANCE.md).
 """
 
 import subprocess

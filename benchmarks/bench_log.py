@@ -1,10 +1,10 @@
-"""The durable log (issue 4, item 9): append in memory, append to a file per sync policy, commit
+"""The durable log: append in memory, append to a file per sync policy, commit
 latency, replay, checkpoint and restore, each beside the NumPy/Python peer of the same workload.
 
-Budgets (DESIGN.md §5, issue 4): log append in memory ≥ 2 GB/s of log bytes; durable append with
+Budgets (docs/PERFORMANCE.md): log append in memory ≥ 2 GB/s of log bytes; durable append with
 group sync ≥ 1 M small deltas/s; commit latency (sync="commit", one small update_page) ≤ 1.5 × a
 raw 4 KiB os.write + os.fdatasync measured in the same run; replay ≥ 20 M small deltas/s (the
-reference's Rust core: about 1 M/s). Checkpoint and restore of 100 k × 1 KiB pages have no
+original's Rust core: about 1 M/s). Checkpoint and restore of 100 k × 1 KiB pages have no
 budget line: read them against np.save + fsync / np.load of the same bytes.
 
 Files go to a tempfile.mkdtemp() directory made in setup and removed in teardown (the replay log

@@ -1,4 +1,4 @@
-"""mmsb device benchmark (issue 5): one command on a machine with an NVIDIA GPU.
+"""mmsb device benchmark: one command on a machine with an NVIDIA GPU.
 
     python benchmarks/gpu_bench.py [--quick] [--sizes 4K,64K,1M ...] [--json OUT]
 
@@ -17,7 +17,7 @@ bytes NumPy computes), and times medians (``time.perf_counter_ns``, warm-up firs
 - launches per commit: ``stats()["device_launches"]`` moved by one dense / batch / 1-byte call.
 
 Every Delta is built before its timer starts, so the figures are the apply alone.
-Then it prints the budgets of DESIGN.md §5 (GPU lines) as met or missed.
+Then it prints the GPU budgets of docs/PERFORMANCE.md as met or missed.
 
 Exit status: 0 done (budgets missed or not), 1 a GPU page differed from the CPU page,
 2 no device (or bad arguments). Under ``NUMBA_ENABLE_CUDASIM=1`` (numba's CUDA simulator, every
@@ -58,7 +58,7 @@ SIM_ARENA_BYTES = 1 << 16   # the simulator: initial device arena (the default t
 SIM_PAIRS = 1               # the simulator: one timed pair, no warm-up beyond the first applies
 SIM_BATCH_DELTAS = 8        # the simulator: deltas per apply_batch (256 take seconds per call there)
 
-# DESIGN.md §5, GPU lines
+# the GPU budgets of docs/PERFORMANCE.md
 BUDGET_FLUSH_US = 15.0
 BUDGET_CROSSOVER = 256 * KIB
 BUDGET_SPEEDUP = 5.0
@@ -376,7 +376,7 @@ def one_core_us(r) -> float:
 
 
 def budgets(rows, sim: bool) -> list[dict]:
-    """DESIGN.md §5's GPU lines against the rows: [{name, budget, measured, verdict}]."""
+    """The GPU budgets of docs/PERFORMANCE.md against the rows: [{name, budget, measured, verdict}]."""
     out = []
     by_size = {r["size"]: r for r in rows}
     # 1. fixed cost of one flush: a 1-byte delta to the smallest page measured
@@ -504,7 +504,7 @@ def main(argv=None) -> int:
         print(f"not run (past the {DEADLINE_S:.0f} s deadline): {', '.join(fmt_size(s) for s in skipped)}")
     print()
     b = budgets(rows, sim)
-    print("budgets (DESIGN.md §5; one CPU core = the faster of cpu and numpy, both single-threaded):")
+    print("budgets (docs/PERFORMANCE.md; one CPU core = the faster of cpu and numpy, both single-threaded):")
     for x in b:
         print(f"  {x['verdict']:<22} {x['name']}: budget {x['budget']}, measured {x['measured'] or '-'}")
     total = time.perf_counter() - t_start

@@ -1,17 +1,22 @@
-"""``python -m mmsb profile``: the original investigation's table, measured now.
+"""``python -m mmsb profile``: each budgeted workload timed with mmsb and with plain NumPy, judged.
 
-Each row is a :class:`Workload`: the same work done by mmsb and by the plain
-NumPy/Python code a user would write without it (a dict of uint8 pages, a
-list as the log, a callback per derived page), timed in this process, beside
-the figures the original system (a Julia front-end over a Rust core)
-published and the budgets of DESIGN.md §5. Before anything is timed, every
-workload runs once on both sides and their pages are compared byte for byte,
-so the two columns always time the same result.
+The original system was a Julia front-end over a Rust core; the figures it
+published (on its own machine) are the table's first column. Each row is a
+:class:`Workload`: the same work done by mmsb and by the plain NumPy/Python
+script a user would write without it (a dict of uint8 pages, a list as the
+log, a callback per derived page; the small-delta row also has a raw NumPy
+scatter of the same bytes), timed in this process. Each row carries its
+budget from ``docs/PERFORMANCE.md`` (mmsb's time per operation on a 2-core
+machine, and how many times faster than the NumPy script it must be), and the
+table marks it met or missed. Before anything is timed, every workload runs
+once on every side and their pages are compared byte for byte, so the columns
+always time the same result.
 
 :data:`WORKLOADS` is the table, in order; append a :class:`Workload` to add a
 row. The builders here (:func:`update_buffers`, :func:`sparse_batch`,
-:class:`PeerGraph`, ...) are also what the asv suite in ``benchmarks/`` uses,
-so the profile and the dashboard measure one definition of each workload.
+:func:`page_order`, :class:`PeerGraph`, ...) are also what the asv suite in
+``benchmarks/`` uses, so the profile and the dashboard measure one definition
+of each workload.
 
 Not imported by ``import mmsb``: only the command line loads it.
 """
@@ -20,25 +25,47 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numba
 import numpy as np
 
 import mmsb
 
 __all__ = [
-    "PAGE_SIZE", "SEED", "Side", "Workload", "WORKLOADS", "PeerGraph", "head_values", "mmsb_chain",
-    "numpy_update", "peer_chain", "profile", "render", "rng", "sparse_batch", "update_buffers",
+    "PAGE_SIZE", "SEED", "PEERS", "ScriptState", "Side", "Workload", "WORKLOADS", "PeerGraph",
+    "copy_first_parent", "head_values", "judge", "mmsb_chain", "mmsb_hop_with_njit_binding",
+    "numpy_update", "page_order", "pair_bytes", "peer_chain", "peer_hop_with_binding", "profile",
+    "render", "rng", "scatter_offsets", "sparse_batch", "speed", "update_buffers",
 ]
 
 SEED = 0
 PAGE_SIZE = 1024      # 1 KiB pages, as in every figure of the original
 BATCH_PAGES = 4096    # small-delta throughput: 4096 x 1 KiB pages
 BATCH_WIDTH = 8       # ... one 8-byte sparse delta per page
+
+ORIGINAL = ("Original system: a Julia front-end over a Rust core; the \"original\" column is what it "
+            "published, measured on its own machine.")
+
+# the sides a workload may have besides mmsb: name -> (its column, its name in a budget, what it is)
+PEERS = {
+    "numpy": ("NumPy script", "NumPy",
+              "the same bookkeeping in plain Python/NumPy: a dict of uint8 pages, a list log, a callback "
+              "per derived page"),
+    "numpy_scatter": ("NumPy scatter", "NumPy scatter",
+                      "the same bytes written by one fancy-index assignment flat[offsets] = values into one "
+                      "flat uint8 array holding all pages, offsets precomputed (no log, no epochs: the bytes "
+                      "alone)"),
+}
+
+# budgets that only the asv suite measures (docs/PERFORMANCE.md names the benchmark of each)
+ASV_ONLY = ("cascade over a 100k-node DAG, log append in memory and durable, 1 M pages resident, "
+            "GPU flush and crossover, import mmsb, first update")
 
 
 # -- builders, shared with benchmarks/ ---------------------------------------------------------
@@ -77,6 +104,10 @@ def sparse_batch(n_pages: int = BATCH_PAGES, width: int = BATCH_WIDTH,
     ``page_size / width`` stripe) so no byte is written twice, and values_b
     differs from values_a at every offset, so alternating the two always
     changes bytes. values_a is nonzero, so it also changes a fresh page.
+
+    Which page delta i writes is the caller's: ``ids`` writes page i in
+    creation order, ``ids[page_order(n_pages)]`` each page once in a seeded
+    random order (what the small-delta row of the profile does).
     """
     g = rng()
     stripe = page_size // width
@@ -86,6 +117,19 @@ def sparse_batch(n_pages: int = BATCH_PAGES, width: int = BATCH_WIDTH,
     values_b = values_a ^ g.integers(1, 256, indices.size, dtype=np.uint8)
     starts = np.arange(n_pages + 1, dtype=np.int64) * width
     return starts, indices, values_a, values_b
+
+
+def page_order(n_pages: int = BATCH_PAGES) -> np.ndarray:
+    """A seeded random permutation of ``range(n_pages)`` (int64): delta i of a batch writes page
+    ``order[i]``, so a batch touches every page once, in an order no cache can predict."""
+    return np.random.default_rng(SEED + 1).permutation(n_pages).astype(np.int64)
+
+
+def scatter_offsets(order: np.ndarray, starts: np.ndarray, indices: np.ndarray,
+                    page_size: int = PAGE_SIZE) -> np.ndarray:
+    """Flat offsets (page * page_size + index) into one array holding every page, for the deltas
+    of :func:`sparse_batch` written to pages ``order`` (delta i to page ``order[i]``)."""
+    return np.repeat(np.asarray(order, np.int64) * page_size, np.diff(starts)) + indices
 
 
 def numpy_update(pages: dict, epochs: dict, log: list | None, pid: int, data: np.ndarray) -> bool:
@@ -104,6 +148,38 @@ def numpy_update(pages: dict, epochs: dict, log: list | None, pid: int, data: np
         log.append((pid, changed, values))
     epochs[pid] += 1
     return True
+
+
+class ScriptState:
+    """The peer of a state for the allocation cycle: the bookkeeping mmsb does, in plain Python.
+
+    A dict of pages, a dict of epochs, a list log and the next page id. Making
+    one is ``start``; :meth:`create_page` allocates a zeroed uint8 page, gives
+    it the next id and epoch 0 and logs ``("create", id, size)``; :meth:`stop`
+    clears it all.
+    """
+
+    __slots__ = ("pages", "epochs", "log", "next_id")
+
+    def __init__(self) -> None:
+        self.pages: dict[int, np.ndarray] = {}
+        self.epochs: dict[int, int] = {}
+        self.log: list = []
+        self.next_id = 0
+
+    def create_page(self, size: int) -> int:
+        pid = self.next_id
+        self.next_id = pid + 1
+        self.pages[pid] = np.zeros(size, np.uint8)
+        self.epochs[pid] = 0
+        self.log.append(("create", pid, size))
+        return pid
+
+    def stop(self) -> None:
+        self.pages.clear()
+        self.epochs.clear()
+        self.log.clear()
+        self.next_id = 0
 
 
 class PeerGraph:
@@ -171,6 +247,38 @@ def peer_chain(n: int) -> PeerGraph:
     return peer
 
 
+@numba.njit(cache=True)
+def copy_first_parent(parents, bounds, out):  # pragma: no cover - runs inside mmsb's cascade kernel
+    """An ``@njit`` recompute (mmsb's user-function signature): the child is a copy of parent 0."""
+    out[:] = parents[bounds[0]:bounds[1]]
+
+
+def pair_bytes() -> np.ndarray:
+    """What the unrelated pair's parent holds: a fixed nonzero pattern, so its copy shows."""
+    return (np.arange(PAGE_SIZE) * 7 % 255 + 1).astype(np.uint8)
+
+
+def mmsb_hop_with_njit_binding(log: Any = None) -> tuple[mmsb.State, np.ndarray]:
+    """:func:`mmsb_chain` (2) plus an unrelated pair: page 2 holds :func:`pair_bytes`, page 3 is
+    bound to it with the ``@njit`` :func:`copy_first_parent`; (state, the 4 ids). Updates of
+    page 0 never reach the pair: the binding is only there."""
+    st, ids = mmsb_chain(2, log)
+    pair = st.create_pages(2, PAGE_SIZE)
+    st.update_page(pair[0], pair_bytes())
+    st.register_recompute(pair[1], [pair[0]], copy_first_parent)
+    return st, np.concatenate([ids, pair])
+
+
+def peer_hop_with_binding() -> PeerGraph:
+    """The peer of :func:`mmsb_hop_with_njit_binding`: :func:`peer_chain` (2) plus the pair, its
+    child bound by a copy callback."""
+    peer = PeerGraph(4)
+    peer.bind(1, [0])
+    peer.update(2, pair_bytes())
+    peer.bind(3, [2])
+    return peer
+
+
 def head_values(count: int, second: int) -> list[np.ndarray]:
     """Full-page rows for batch ``second`` (0 or 1); consecutive rows, across both batches too,
     differ at every byte."""
@@ -186,7 +294,7 @@ class Side:
 
     ``run(k)`` does ``k`` operations (``k`` is even: workloads alternate two
     inputs so every operation changes bytes); ``result()`` returns the bytes
-    the operations produced, to compare with the other side; ``close()``
+    the operations produced, to compare with the other sides; ``close()``
     releases what the side holds.
     """
 
@@ -197,12 +305,22 @@ class Side:
 
 @dataclass
 class Workload:
-    """One row: how to build each side, what one operation is, and the figures to compare with.
+    """One row: how to build each side, what one operation is, its budget, the original's figures.
 
-    ``make(impl)`` builds a fresh :class:`Side` for ``impl`` ("mmsb" or
-    "numpy"); ``items`` is how many of ``per`` one operation does (deltas per
-    batch for a throughput row, which ``rate`` shows per second). Figures are
-    seconds per item; None where the original published none.
+    ``make(impl)`` builds a fresh :class:`Side` for ``impl``: "mmsb" or one
+    of ``peers`` (names in :data:`PEERS`; the first is the one the "vs NumPy"
+    column compares with). ``items`` is how many of ``per`` one operation
+    does (deltas per batch for a throughput row, which ``rate`` shows per
+    second). Figures are seconds per item; None where there is none.
+
+    The budget, all of whose parts must hold for "met": ``budget_s``, mmsb's
+    median at most this many seconds per item (for a rate row: at least
+    ``1 / budget_s`` items per second); ``min_speedup``, peer name -> how many
+    times faster than that peer mmsb must be (peer median / mmsb median; 0.5
+    means at least half the peer's speed); ``budget_vs`` and
+    ``budget_vs_max``, another row's key and the most this row's mmsb median
+    may be as a multiple of that row's mmsb median in the same run.
+    ``short`` names the row inside other rows' budgets.
     """
 
     key: str
@@ -216,6 +334,11 @@ class Workload:
     rate: bool = False
     note: str = ""
     measured: bool = field(default=True)
+    peers: tuple[str, ...] = ("numpy",)
+    min_speedup: dict[str, float] = field(default_factory=dict)
+    budget_vs: str | None = None
+    budget_vs_max: float | None = None
+    short: str = ""
 
 
 def _alternate(op: Callable[[Any], Any], a: Any, b: Any) -> Callable[[int], None]:
@@ -245,10 +368,17 @@ def _allocation(impl: str) -> Side:
 
     def peer_run(k: int) -> None:
         for _ in range(k):
-            pages, log = {}, []  # noqa: F841 - a state is its pages and its log
-            pages[0] = np.zeros(PAGE_SIZE, np.uint8)
+            st = ScriptState()
+            st.create_page(PAGE_SIZE)
+            st.stop()
 
-    return Side(peer_run, lambda: [np.zeros(PAGE_SIZE, np.uint8).tobytes()])
+    def peer_result() -> list[bytes]:
+        st = ScriptState()
+        data = st.pages[st.create_page(PAGE_SIZE)].tobytes()
+        st.stop()
+        return [data]
+
+    return Side(peer_run, peer_result)
 
 
 def _hops(n: int) -> Callable[[str], Side]:
@@ -263,6 +393,18 @@ def _hops(n: int) -> Callable[[str], Side]:
         return Side(_alternate(lambda d: peer.update(0, d), a, b),
                     lambda: [peer.pages[k].tobytes() for k in range(n)])
     return make
+
+
+def _hop_with_njit(impl: str) -> Side:
+    a, b = update_buffers("random")
+    if impl == "mmsb":
+        st, ids = mmsb_hop_with_njit_binding()
+        head, update = int(ids[0]), st.update_page
+        return Side(_alternate(lambda d: update(head, d), a, b),
+                    lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+    peer = peer_hop_with_binding()
+    return Side(_alternate(lambda d: peer.update(0, d), a, b),
+                lambda: [peer.pages[k].tobytes() for k in range(4)])
 
 
 def _chain_batch(n: int, deltas: int) -> Callable[[str], Side]:
@@ -283,16 +425,26 @@ def _chain_batch(n: int, deltas: int) -> Callable[[str], Side]:
 
 def _small_deltas(impl: str) -> Side:
     starts, indices, values_a, values_b = sparse_batch()
+    order = page_order()                 # delta i writes page order[i], on every side
     if impl == "mmsb":
         st = mmsb.start()
         ids = st.create_pages(BATCH_PAGES, PAGE_SIZE)
-        a, b = (mmsb.DeltaBatch.from_sparse(ids, starts, indices, v) for v in (values_a, values_b))
+        a, b = (mmsb.DeltaBatch.from_sparse(ids[order], starts, indices, v) for v in (values_a, values_b))
         return Side(_alternate(st.apply_batch, a, b),
                     lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+    if impl == "numpy_scatter":
+        flat = np.zeros(BATCH_PAGES * PAGE_SIZE, np.uint8)
+        offs = scatter_offsets(order, starts, indices)
+
+        def scatter(values: np.ndarray) -> None:
+            flat[offs] = values
+
+        return Side(_alternate(scatter, values_a, values_b),
+                    lambda: [flat[i * PAGE_SIZE:(i + 1) * PAGE_SIZE].tobytes() for i in range(BATCH_PAGES)])
     pages = {i: np.zeros(PAGE_SIZE, np.uint8) for i in range(BATCH_PAGES)}
     log: list = []
-    spans = [(i, slice(starts[i], starts[i + 1])) for i in range(BATCH_PAGES)]
-    a, b = ([(i, indices[s], v[s]) for i, s in spans] for v in (values_a, values_b))
+    spans = [(int(order[i]), slice(starts[i], starts[i + 1])) for i in range(BATCH_PAGES)]
+    a, b = ([(pid, indices[s], v[s]) for pid, s in spans] for v in (values_a, values_b))
 
     def apply(deltas: list) -> None:
         for pid, idx, vals in deltas:
@@ -308,7 +460,6 @@ REPLAY_BATCHES = 32   # replay: 32 batches of the small-delta workload, 131 072 
 def _replay(impl: str) -> Side:
     starts, indices, values_a, values_b = sparse_batch()
     if impl == "mmsb":
-        import os
         import shutil
         import tempfile
 
@@ -357,24 +508,30 @@ def _replay(impl: str) -> Side:
 
 
 WORKLOADS: list[Workload] = [
-    Workload("allocation", "allocation cycle: start, create 1 KiB page, stop", "cycle", _allocation,
-             original_s=6.09e-6, target_s=1e-6, budget_s=0.4e-6),
-    Workload("single_hop", "single hop: update 1 KiB parent, passthrough child", "update", _hops(2),
-             original_s=169.5e-6, target_s=10e-6, budget_s=1.5e-6),
-    Workload("chain_10", "chain of 10 x 1 KiB, update the head", "update", _hops(10),
-             original_s=1.37e-3, budget_s=3e-6),
-    Workload("batch_32x4", "32-page chain, 4 full-page deltas on the head, one batch", "batch",
-             _chain_batch(32, 4), original_s=4.02e-3, target_s=1.5e-3, budget_s=15e-6),
-    Workload("batch_128x2", "128-page chain, 2 full-page deltas on the head, one batch", "batch",
+    Workload("allocation", "allocation cycle: start, 1 KiB page, stop", "cycle", _allocation,
+             original_s=6.09e-6, target_s=1e-6, budget_s=1e-6, min_speedup={"numpy": 2.0},
+             short="allocation cycle"),
+    Workload("single_hop", "single hop: 1 KiB parent, passthrough child", "update", _hops(2),
+             original_s=169.5e-6, target_s=10e-6, budget_s=2e-6, min_speedup={"numpy": 8.0},
+             short="single hop"),
+    Workload("single_hop_njit", "single hop + an unrelated @njit binding", "update",
+             _hop_with_njit, budget_vs="single_hop", budget_vs_max=1.10),
+    Workload("chain_10", "chain of 10 × 1 KiB, update the head", "update", _hops(10),
+             original_s=1.37e-3, budget_s=4e-6, min_speedup={"numpy": 20.0}),
+    Workload("batch_32x4", "32-page chain, batch of 4 full-page deltas", "batch",
+             _chain_batch(32, 4), original_s=4.02e-3, target_s=1.5e-3, budget_s=20e-6,
+             short="32-page batch"),
+    Workload("batch_128x2", "128-page chain, batch of 2 full-page deltas", "batch",
              _chain_batch(128, 2), original_s=19.4e-3, budget_s=40e-6),
-    Workload("small_deltas", f"apply_batch of 8-byte sparse deltas over {BATCH_PAGES} x 1 KiB pages",
-             "delta", _small_deltas, budget_s=1 / 50e6, items=BATCH_PAGES, rate=True),
-    Workload("replay", f"replay a log file of {REPLAY_BATCHES * BATCH_PAGES} 8-byte deltas into a new state",
-             "delta", _replay, original_s=1e-6, budget_s=1 / 20e6, items=REPLAY_BATCHES * BATCH_PAGES,
-             rate=True, note="original: its Rust core replays about 1 M deltas/s"),
+    Workload("small_deltas", f"apply_batch, {BATCH_PAGES} × 8 B deltas, random pages",
+             "delta", _small_deltas, budget_s=1 / 25e6, items=BATCH_PAGES, rate=True,
+             peers=("numpy", "numpy_scatter"), min_speedup={"numpy_scatter": 0.5}),
+    Workload("replay", f"replay a log file of {REPLAY_BATCHES * BATCH_PAGES} × 8 B deltas", "delta",
+             _replay, original_s=1e-6, budget_s=1 / 20e6, items=REPLAY_BATCHES * BATCH_PAGES, rate=True,
+             note="original: its Rust core replays about 1 M deltas/s"),
     Workload("gpu_crossover", "GPU crossover: page size from which the device beats one core", "page",
              None, measured=False,
-             note="the original: 1 KiB pages 174x slower on its GPU, threshold proposed at 1 MiB"),
+             note="the original: 1 KiB pages 174× slower on its GPU, threshold proposed at 1 MiB"),
 ]
 
 
@@ -432,31 +589,121 @@ def _summary(samples: list[float], k: int, items: int) -> dict[str, Any]:
 
 
 def _same_bytes(w: Workload) -> None:
-    """Run both sides from fresh for the same operations; raise if their pages differ."""
+    """Run every side from fresh for the same operations; raise if any side's pages differ."""
     results = {}
-    for impl in ("mmsb", "numpy"):
+    for impl in ("mmsb", *w.peers):
         side = w.make(impl)
         try:
             side.run(4)
             results[impl] = side.result()
         finally:
             side.close()
-    if results["mmsb"] != results["numpy"]:
-        raise AssertionError(f"workload {w.key}: mmsb and its NumPy peer produced different bytes")
+    for impl in w.peers:
+        if results[impl] != results["mmsb"]:
+            name = _peer_name(impl)
+            raise AssertionError(f"workload {w.key}: mmsb and the {name} ({impl}) produced different bytes")
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
     return None if num is None or not den else num / den
 
 
+# -- budgets --------------------------------------------------------------------------------------
+
+def _num(x: float) -> str:
+    """A multiple as the table writes it: 3.1, 12, 0.50."""
+    if x >= 9.95:
+        return f"{x:.0f}"
+    return f"{x:.1f}" if x >= 0.995 else f"{x:.2f}"
+
+
+def speed(ratio: float | None) -> str:
+    """``other time / mmsb time`` in words: "12× faster", "3.1× slower", "-" for None."""
+    if ratio is None:
+        return "-"
+    return f"{_num(ratio)}× faster" if ratio >= 1 else f"{_num(1 / ratio)}× slower"
+
+
+def _time(s: float | None, digits: int = 3) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.{digits}g} {unit}"
+    return f"{s / 1e-9:.{digits}g} ns"
+
+
+def _figure(s: float | None, rate: bool, per: str = "delta", digits: int = 3) -> str:
+    """Seconds per item as the table shows it: a time, or for a rate row millions per second."""
+    if s is None:
+        return "-"
+    return f"{1 / s / 1e6:.{digits}g} M {per}s/s" if rate else _time(s, digits)
+
+
+def _peer_name(impl: str, budget: bool = False) -> str:
+    """A peer's column title, or (``budget``) its shorter name inside a budget."""
+    names = PEERS.get(impl)
+    return impl if names is None else names[1 if budget else 0]
+
+
+def _label(row: dict[str, Any], by_key: dict[str, dict[str, Any]]) -> str:
+    ref = by_key.get(row["budget_vs"]) or {}
+    return ref.get("short") or row["budget_vs"].replace("_", " ")
+
+
+def judge(row: dict[str, Any], by_key: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A row's budget against its measured medians: ``{"budget", "checks", "verdict"}``.
+
+    ``row`` is a row of :func:`profile`'s result (or a hand-made dict with the
+    same keys: ``rate``, ``per``, ``budget_s``, ``min_speedup``, ``budget_vs``,
+    ``budget_vs_max``, ``measured`` and, when measured, ``{impl: {"median_s"}}``);
+    ``by_key`` holds the other rows, for ``budget_vs``. Each check is
+    ``{"kind", "budget", "measured", "met"}``: kind "absolute", "speedup" (with
+    the "peer" and the "ratio", its median over mmsb's) or "vs_row" (with the
+    "row" and the "ratio", mmsb's median over that row's); budget and measured
+    in words; ``met`` None where it cannot be judged (the row it compares with
+    was not measured). The verdict is
+    "met" when every check is met, "missed" when any is not, None when the row
+    has no budget or a check cannot be judged.
+    """
+    by_key = by_key or {}
+    rate, per = row.get("rate", False), row.get("per", "delta")
+    measured = row.get("measured", True) and "mmsb" in row
+    m = row["mmsb"]["median_s"] if measured else None
+    checks = []
+    if row.get("budget_s") is not None:
+        b = row["budget_s"]
+        checks.append({"kind": "absolute", "budget": ("≥ " if rate else "≤ ") + _figure(b, rate, per),
+                       "measured": _figure(m, rate, per), "met": None if m is None else m <= b})
+    for impl, least in (row.get("min_speedup") or {}).items():
+        r = _ratio(row[impl]["median_s"], m) if measured and impl in row else None
+        checks.append({"kind": "speedup", "peer": impl, "ratio": r,
+                       "budget": f"≥ {least:g}× {_peer_name(impl, True)}",
+                       "measured": "-" if r is None else f"{speed(r)} than {_peer_name(impl)}",
+                       "met": None if r is None else r >= least})
+    if row.get("budget_vs"):
+        ref, most = by_key.get(row["budget_vs"]), row["budget_vs_max"]
+        ok = measured and ref is not None and ref.get("measured", True) and "mmsb" in ref
+        r = _ratio(m, ref["mmsb"]["median_s"]) if ok else None
+        label = _label(row, by_key)
+        checks.append({"kind": "vs_row", "row": row["budget_vs"], "ratio": r,
+                       "budget": f"≤ {most:.2f}× {label}",
+                       "measured": "-" if r is None else f"{r:.2f}× {label}",
+                       "met": None if r is None else r <= most})
+    met = [c["met"] for c in checks]
+    verdict = ("missed" if False in met else None if None in met or not met else "met")
+    return {"budget": " and ".join(c["budget"] for c in checks) or None, "checks": checks, "verdict": verdict}
+
+
 def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
             progress: bool | None = None) -> dict[str, Any]:
-    """Measure every workload; the table as a JSON-ready dict (what ``--json`` prints).
+    """Measure every workload and judge its budget; the table as a JSON-ready dict (``--json``).
 
-    Times are seconds per item; ``ratio_numpy`` is the NumPy peer's median over
-    mmsb's, ``ratio_original`` the original's figure over mmsb's median (above
-    1: mmsb is faster). ``progress`` shows a bar on stderr (default: when
-    stderr is a terminal).
+    Times are seconds per item. ``ratios`` maps each peer to its median over
+    mmsb's (above 1: mmsb is faster); ``ratio_numpy`` is the NumPy script's,
+    ``ratio_original`` the original's figure over mmsb's median. ``budget``,
+    ``checks`` and ``verdict`` are :func:`judge`'s. ``progress`` shows a bar
+    on stderr (default: when stderr is a terminal).
     """
     workloads = list(WORKLOADS if workloads is None else workloads)
     repeats, sample_s = (5, 0.002) if quick else (31, 0.04)
@@ -467,7 +714,8 @@ def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=3 * len(measured), desc="mmsb profile", unit="step", file=sys.stderr, leave=False)
+        total = sum(2 + len(w.peers) for w in measured)
+        bar = tqdm(total=total, desc="mmsb profile", unit="step", file=sys.stderr, leave=False)
 
     def step(what: str) -> None:
         if bar is not None:
@@ -481,7 +729,7 @@ def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
     load_s = time.perf_counter() - t0
     warm: dict[str, float] = {}
     for w in measured:
-        # the first calls load or compile each kernel the workload needs; then both sides must agree
+        # the first calls load or compile each kernel the workload needs; then every side must agree
         t = time.perf_counter()
         _same_bytes(w)
         warm[w.key] = time.perf_counter() - t
@@ -491,86 +739,110 @@ def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
     for w in workloads:
         row: dict[str, Any] = {"key": w.key, "workload": w.title, "per": w.per, "items": w.items,
                                "rate": w.rate, "original_s": w.original_s, "target_s": w.target_s,
-                               "budget_s": w.budget_s, "measured": w.measured,
+                               "budget_s": w.budget_s, "min_speedup": dict(w.min_speedup),
+                               "budget_vs": w.budget_vs, "budget_vs_max": w.budget_vs_max,
+                               "short": w.short, "peers": list(w.peers), "measured": w.measured,
                                "note": _gpu_note(w.note) if w.key == "gpu_crossover" else w.note}
         if w.measured:
-            for impl in ("numpy", "mmsb"):
+            for impl in (*w.peers, "mmsb"):
                 samples, k = _samples(w, impl, repeats, sample_s)
                 row[impl] = _summary(samples, k, w.items)
                 step(f"{w.key}: {impl}")
             m = row["mmsb"]["median_s"]
-            row["ratio_numpy"] = _ratio(row["numpy"]["median_s"], m)
+            row["ratios"] = {impl: _ratio(row[impl]["median_s"], m) for impl in w.peers}
+            row["ratio_numpy"] = row["ratios"].get("numpy")
             row["ratio_original"] = _ratio(w.original_s, m)
             row["same_bytes"] = True
         rows.append(row)
+    by_key = {r["key"]: r for r in rows}
+    for row in rows:
+        row.update(judge(row, by_key))
     if bar is not None:
         bar.close()
-    import numba
 
     return {
         "mmsb": mmsb.__version__, "python": platform.python_version(), "numpy": np.__version__,
         "numba": numba.__version__, "machine": platform.machine(), "processor": platform.processor(),
-        "quick": quick, "repeats": repeats, "seconds": time.perf_counter() - t0,
-        "warmup_s": {"kernels": load_s, **warm}, "rows": rows,
+        "cpus": os.cpu_count(), "quick": quick, "repeats": repeats, "seconds": time.perf_counter() - t0,
+        "original": ORIGINAL, "warmup_s": {"kernels": load_s, **warm}, "rows": rows,
     }
 
 
 # -- output ---------------------------------------------------------------------------------------
 
-def _time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
-            return f"{s / scale:.4g} {unit}"
-    return f"{s / 1e-9:.4g} ns"
+HEADER = (("workload", ""), ("time", "per"), ("original", "(Julia/Rust)"), ("NumPy script", ""),
+          ("mmsb", "(± spread)"), ("mmsb vs", "NumPy script"), ("mmsb vs", "original"),
+          ("budget", "(mmsb, 2-core machine)"), ("verdict", ""))
+LEFT = (0, 1, 7, 8)   # columns aligned left
 
 
-def _figure(s: float | None, rate: bool) -> str:
-    if s is None:
-        return "-"
-    return f"{1 / s / 1e6:.3g} M/s" if rate else _time(s)
-
-
-def _measured(m: dict[str, Any], rate: bool) -> str:
+def _measured(m: dict[str, Any], rate: bool, per: str) -> str:
     spread = (m["p75_s"] - m["p25_s"]) / 2 / m["median_s"] * 100
-    return f"{_figure(m['median_s'], rate)} ±{spread:.0f}%"
+    return f"{_figure(m['median_s'], rate, per)} ±{spread:.0f}%"
 
 
-def _times(r: float | None) -> str:
-    return "-" if r is None else f"{r:.3g}x"
+def _original(r: dict[str, Any]) -> str:
+    """The original's figure as published (4 digits: 169.5 µs)."""
+    return _figure(r["original_s"], r["rate"], r["per"], 4)
 
 
 def render(result: dict[str, Any]) -> str:
-    """The table as text: medians ± half the interquartile range, then the ratios."""
-    head = ("workload", "original", "target", "budget §5", "NumPy now", "mmsb now", "NumPy/mmsb",
-            "original/mmsb")
-    lines, notes = [], []
+    """The table as text: one line per workload (and one per extra peer), then what each side is."""
+    lines: list[tuple[str, ...]] = []
+    notes, missed = [], []
+    blank = ("",) * len(HEADER)
     for r in result["rows"]:
         if not r["measured"]:
             notes.append(f"{r['workload']}: {r['note']}")
             continue
-        per = "" if r["rate"] else f" (per {r['per']})"
-        lines.append((r["workload"] + per, _figure(r["original_s"], r["rate"]), _figure(r["target_s"], r["rate"]),
-                      ("≥ " if r["rate"] else "≤ ") + _figure(r["budget_s"], r["rate"]),
-                      _measured(r["numpy"], r["rate"]), _measured(r["mmsb"], r["rate"]),
-                      _times(r["ratio_numpy"]), _times(r["ratio_original"])))
-    widths = [max(len(x[i]) for x in (head, *lines)) for i in range(len(head))]
+        rate, per, peers = r["rate"], r["per"], r.get("peers") or ["numpy"]
+        ratios = r.get("ratios") or {"numpy": r.get("ratio_numpy")}
+        verdict = {"met": "met", "missed": "MISSED"}.get(r.get("verdict") or "", "-")
+        lines.append((r["workload"], "" if rate else per, _original(r),
+                      _figure(r[peers[0]]["median_s"], rate, per), _measured(r["mmsb"], rate, per),
+                      speed(ratios.get(peers[0])), speed(r["ratio_original"]), r.get("budget") or "-", verdict))
+        for impl in peers[1:]:   # another peer: its figure under the NumPy script's, its ratio beside
+            sub = list(blank)
+            sub[0], sub[3], sub[5] = f"  └ {_peer_name(impl)}", _figure(r[impl]["median_s"], rate, per), \
+                speed(ratios.get(impl))
+            lines.append(tuple(sub))
+        for c in r.get("checks", []):
+            if c["kind"] == "vs_row" and c["ratio"] is not None:
+                label = c["budget"].split("× ", 1)[1]
+                lines.append((f"  └ mmsb: {c['ratio']:.2f}× its time on the {label}, same run", *blank[1:]))
+        failed = [f"{c['measured']} (budget {c['budget']})" for c in r.get("checks", []) if c["met"] is False]
+        if failed:
+            missed.append(f"  {r['workload']}: " + "; ".join(failed))
+    widths = [max(len(x[i]) for x in (*zip(*HEADER), *lines)) for i in range(len(HEADER))]
 
     def fmt(row: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return "  ".join(c.ljust(w) if i in LEFT else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))).rstrip()
 
+    shown = {p for r in result["rows"] if r["measured"] for p in (r.get("peers") or ["numpy"])}
+    legend = [f"{_peer_name(p)}: {PEERS[p][2]}." for p in PEERS if p in shown]
     warm = result["warmup_s"]
-    first = sum(v for k, v in warm.items() if k != "kernels")
+    first_calls = sum(v for k, v in warm.items() if k != "kernels")
+    cpus = result.get("cpus")
+    targets = [f"{_original(dict(r, original_s=r['target_s']))} per {r.get('short') or r['workload']}"
+               for r in result["rows"] if r.get("target_s") is not None]
     return "\n".join([
+        result.get("original", ORIGINAL),
         f"mmsb {result['mmsb']} profile{' (quick)' if result['quick'] else ''}: python {result['python']}, "
-        f"numpy {result['numpy']}, numba {result['numba']}, {result['machine']}",
-        f"medians of {result['repeats']} runs, ± half the interquartile range. original: the reference "
-        "system's published figures, on its machine. NumPy/mmsb, original/mmsb: their time over mmsb's "
-        "(above 1, mmsb is faster)",
-        "", fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines), *notes, "",
-        f"warm-up, not in the table: numba and kernels {warm['kernels']:.2f} s; first calls per workload, "
-        f"with a byte-for-byte check that mmsb and NumPy agree, {first:.2f} s. total {result['seconds']:.1f} s",
+        f"numpy {result['numpy']}, numba {result['numba']}, {result['machine']}"
+        + (f", {cpus} cores" if cpus else ""),
+        "", *(fmt(h) for h in zip(*HEADER)), fmt(["-" * w for w in widths]), *map(fmt, lines), "",
+        *legend,
+        *(["The original's own targets: " + "; ".join(targets) + "."] if targets else []),
+        f"Medians of {result['repeats']} runs (spread: ± half the interquartile range). \"vs\": the other "
+        "side's time over mmsb's, in this run; trust these ratios over absolute times, which drift on a "
+        "shared machine. \"≥ 8× NumPy\": at least 8 times as fast as the NumPy script.",
+        "Budgets: docs/PERFORMANCE.md. " + (f"Missed ({len(missed)}):" if missed else "None missed."),
+        *missed, *notes,
+        f"Budgets only the asv suite measures (docs/PERFORMANCE.md): {ASV_ONLY}.",
+        f"Warm-up, not in the table: numba and kernels {warm['kernels']:.2f} s; first calls per workload, "
+        f"with a byte-for-byte check that every side agrees, {first_calls:.2f} s. "
+        f"Total {result['seconds']:.1f} s.",
     ])
 
 

@@ -1,6 +1,6 @@
 """A slow, obviously-correct reference model of one mmsb state.
 
-Written from the contract (DESIGN.md §1, the issue-2 API notes), not from mmsb's code, so that
+Written from the contract (the State docstrings and the README), not from mmsb's code, so that
 the model tests compare two independent readings of the semantics.  Plain Python only: pages are
 bytearrays, the table is dicts, the log is a list of tuples.  Only valid operations are modelled;
 rejected calls are covered by test_errors.py, which checks that they change nothing.

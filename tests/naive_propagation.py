@@ -1,6 +1,6 @@
 """A slow, obviously-correct model of mmsb's propagation layer.
 
-Written from the contract (DESIGN.md §1, issue 3, the State docstrings), not from mmsb's code:
+Written from the contract (the State docstrings and the README), not from mmsb's code:
 pages are bytearrays, the graph a dict of edges, and every commit walks the WHOLE page set in a
 topological order found here by Kahn's algorithm, recomputing from scratch each bound page one
 of whose parents changed in the commit.  A page none of whose parents changed keeps its bytes,

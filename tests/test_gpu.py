@@ -1,4 +1,4 @@
-"""GPU pages (issue 5) on numba.cuda's simulator, against an all-CPU twin.
+"""GPU pages on numba.cuda's simulator, against an all-CPU twin.
 
 Each test makes the same calls on a state whose pages live on the device and on a state started
 with gpu=False, then compares what a user can see: bytes, epochs, LSNs, returned deltas, the log,

@@ -260,7 +260,7 @@ def test_model_self_check():
 
 
 def test_page_accepts_a_handle():
-    """DESIGN §2: every call takes a handle or an id, st.page included."""
+    """Every call takes a page handle or a page id, st.page included."""
     st = mmsb.State()
     try:
         pg = st.create_page(8)
