@@ -79,3 +79,50 @@ OPS = {
 }
 # dtypes a built-in op can view pages as, by code
 DTYPE_NAMES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64", "float32", "float64")
+
+# Registers: one int64 array per state core (``_Core.regs``) holding the addresses and
+# extents of the state's arrays and its scalar counters, so the commit kernels take the
+# whole state as one argument. Python writes an address whenever an array is replaced
+# (growth happens between kernel calls, never during one); kernels own the counters.
+R_TABLE, R_TABLE_CAP = 0, 1  # page table (TABLE_ROWS x cap, uint64)
+R_ARENA, R_ARENA_SIZE = 2, 3  # host arena (uint8)
+R_LOG = 4  # the counters (L_*) of the state's current log buffer
+R_LSN, R_DELTAS = 5, 6  # the state's last LSN and deltas applied
+R_NODES, R_NODES_ROWS = 7, 8  # graph nodes (rows x N_COLS, int64)
+R_EDGES, R_EDGES_ROWS = 9, 10  # graph edges (rows x E_COLS, int64)
+R_NUM_EDGES = 11  # edges in the graph: a commit runs a cascade when there are any
+R_BINDS, R_BINDS_ROWS = 12, 13  # bindings (rows x B_COLS, int64)
+R_POOL, R_POOL_ROWS = 14, 15  # binding parents (rows x 2, int64)
+R_WORK, R_WORK_ROWS = 16, 17  # cascade work rows (rows x W_COLS, int64)
+R_CTL = 18  # cascade control words (C_WORDS, int64)
+R_SCRATCH, R_SCRATCH_SIZE = 19, 20  # recompute scratch (uint8)
+R_UNDO, R_UNDO_SIZE = 21, 22  # before-images (uint8)
+R_UNDO_INDEX, R_UNDO_ROWS = 23, 24  # before-image index (rows x 4, int64)
+R_FALLIBLE = 25  # bindings to user code: a commit saves before-images until its cascade is done
+# out: where the written page's record starts, and the state before the commit began (a
+# commit that stepped out to Python for a user recompute rolls back to it if that fails)
+R_SEED_POS, R_SP_LSN, R_SP_DELTAS, R_SP_USED, R_SP_LOG_DELTAS = 27, 28, 29, 30, 31
+R_NEED = 32  # out: log bytes a refused call needs
+R_NEED_UNDO, R_NEED_UNDO_ROWS = 33, 34  # out: before-image bytes and entries a refused call needs
+R_SEED_LSN = 35  # out: the LSN of the written page's delta (with R_SEED_POS)
+# set while writes must take Python's general path (an open transaction, event subscribers)
+R_SLOW = 36
+R_WORDS = 40
+
+# A log buffer's counters (``LogBuffer.ctr``, int64): kernels append to the buffer through them
+L_ADDR, L_CAP = 0, 1  # the buffer's address and size in bytes
+L_USED, L_DELTAS, L_SEALED = 2, 3, 4  # bytes of records, delta records, end of the last sealed commit
+L_MODE = 5  # what a commit kernel does at the end: see LOG_*
+L_WORDS = 8
+LOG_DROP = 0  # log=False: records are written to scratch space and dropped
+LOG_SEAL = 1  # in memory: the kernel seals the commit (writes its commit record)
+LOG_KEEP = 2  # a file: the kernel keeps the records, Python seals (and writes the file)
+
+# What the commit kernels return besides an LSN (> 0) or 0 (nothing changed)
+W_ROOM = -1  # refused before any change: the log or undo space needs R_NEED more bytes
+W_RESUME = -2  # the written page is committed; the cascade waits for Python (ctl's C_STATUS says why)
+W_SEAL = -3  # committed with its cascade; Python seals it (a file log, or no room for the commit record)
+# refused before any change: Python's general path checks the call and does it (or raises)
+W_SLOW = -4
+# W_BAD - 2 * i: delta i names no live page; W_BAD - 2 * i - 1: delta i has an offset outside its page
+W_BAD = -16

@@ -42,12 +42,15 @@ from ._layout import (
     META_GEN_MASK,
     META_LOC_SHIFT,
     MIN_SLOT,
+    R_TABLE,
+    R_TABLE_CAP,
     T_EPOCH,
     T_META,
     T_OFFSET,
     T_SIZE,
     TABLE_ROWS,
 )
+from ._registers import Published
 from .errors import CapacityError
 
 _OS_PAGE = mmap.PAGESIZE
@@ -189,9 +192,11 @@ class PageTable:
     ``free`` the LIFO stack of slots of deleted pages.
     """
 
-    __slots__ = ("array", "capacity", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
+    __slots__ = ("array_", "_regs", "capacity", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
+    array = Published(R_TABLE, R_TABLE_CAP, axis=1)
 
-    def __init__(self, rows: int | None = None) -> None:
+    def __init__(self, rows: int | None = None, regs: np.ndarray | None = None) -> None:
+        self._regs = regs
         self.array = np.zeros((TABLE_ROWS, max(1, rows or config.TABLE_INITIAL_ROWS)), dtype=np.uint64)
         self.used = 0
         self.free: list[int] = []

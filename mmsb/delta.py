@@ -91,9 +91,13 @@ class Delta:
     ``epoch`` (``None`` until the delta is applied), and the arrays
     ``indices``/``values`` (the offsets written and their bytes, for both
     kinds) and ``mask``/``payload`` (one entry per page byte).
+
+    A delta a state returns carries its LSN at once and reads everything else
+    from its log record on first use, so a write whose result goes unused costs
+    no decoding. Until then it holds the log's memory that has the record.
     """
 
-    __slots__ = ("page_id", "lsn", "epoch", "kind", "_size", "_a", "_b", "_rec", "_raw", "_page")
+    __slots__ = ("lsn", "_pid", "_epoch", "_kind", "_size", "_a", "_b", "_rec", "_raw", "_page", "_arr", "_pos")
 
     def __init__(self) -> None:  # pragma: no cover - use the constructors
         raise TypeError("build deltas with Delta.sparse(...) or Delta.dense(...)")
@@ -101,8 +105,8 @@ class Delta:
     @classmethod
     def _new(cls, page_id, kind, size, a, b, rec, lsn=None, epoch=None, page=None) -> Delta:
         d = object.__new__(cls)
-        d.page_id, d.kind, d._size, d._a, d._b, d._rec = page_id, kind, size, a, b, rec
-        d.lsn, d.epoch, d._page, d._raw = lsn, epoch, page, rec
+        d._pid, d._kind, d._size, d._a, d._b, d._rec = page_id, kind, size, a, b, rec
+        d.lsn, d._epoch, d._page, d._raw = lsn, epoch, page, rec
         return d
 
     @classmethod
@@ -142,16 +146,51 @@ class Delta:
     @classmethod
     def _from_record(cls, rec: bytes) -> Delta:
         """An applied delta decoded lazily from its log record."""
-        w0, lsn, pid, epoch, _count, size = _HEADER.unpack_from(rec)
         d = object.__new__(cls)
-        d.page_id = pid
-        d.lsn = lsn
-        d.epoch = epoch
-        d.kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
-        d._size = size
-        d._rec = d._raw = rec
-        d._a = d._b = d._page = None
+        d._fill(rec)
         return d
+
+    def _fill(self, rec: bytes) -> None:
+        w0, lsn, pid, epoch, _count, size = _HEADER.unpack_from(rec)
+        self._pid = pid
+        self.lsn = lsn
+        self._epoch = epoch
+        self._kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
+        self._size = size
+        self._rec = self._raw = rec
+        self._a = self._b = self._page = self._arr = None
+
+    def _load(self) -> Delta:
+        """Read the record of a delta a state returned (see :func:`_logged`)."""
+        arr, pos = self._arr, self._pos
+        length = int(arr[pos:pos + 8].view(np.uint64)[0]) & 0xFFFFFFFF
+        self._fill(arr[pos:pos + length].tobytes())
+        return self
+
+    # the record's fields: a delta a state returned reads them on first use
+    @property
+    def page_id(self) -> int:
+        """The id of the page the delta writes."""
+        try:
+            return self._pid
+        except AttributeError:
+            return self._load()._pid
+
+    @property
+    def epoch(self) -> int | None:
+        """The page's epoch after the delta (None until applied)."""
+        try:
+            return self._epoch
+        except AttributeError:
+            return self._load()._epoch
+
+    @property
+    def kind(self) -> str:
+        """``"sparse"`` or ``"dense"``."""
+        try:
+            return self._kind
+        except AttributeError:
+            return self._load()._kind
 
     def _decode(self) -> None:
         rec = self._rec
@@ -169,7 +208,11 @@ class Delta:
         self._rec = None
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._rec is not None:
+        try:
+            rec = self._rec
+        except AttributeError:
+            rec = self._load()._rec
+        if rec is not None:
             self._decode()
         return self._a, self._b
 
@@ -208,7 +251,10 @@ class Delta:
     @property
     def causes(self) -> tuple[int, ...]:
         """LSNs of the parent deltas that caused this one (a cascade's delta); () otherwise."""
-        rec = self._raw
+        try:
+            rec = self._raw
+        except AttributeError:
+            rec = self._load()._raw
         if rec is None:
             return ()
         w0 = _HEADER.unpack_from(rec)[0]
@@ -223,6 +269,7 @@ class Delta:
         return int(b.size) if self.kind == "sparse" else int(np.count_nonzero(a))
 
     def _known_size(self) -> int:
+        self._arrays()
         if self._size is None:
             raise InvalidDeltaError(
                 f"page size unknown for a sparse delta of page {self.page_id}: build it from a Page handle"
@@ -243,6 +290,29 @@ class Delta:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+_new_delta = object.__new__
+
+
+def _logged(arr: np.ndarray, pos: int, lsn: int) -> Delta:
+    """The Delta a write returns: its LSN now, the rest read from ``arr[pos:]`` when first used.
+
+    ``arr`` is the log buffer's array; a log never writes again over bytes it
+    wrote in an array someone else holds (``LogBuffer.recycle``).
+    """
+    d = _new_delta(Delta)
+    d.lsn = lsn
+    d._arr = arr
+    d._pos = pos
+    return d
+
+
+def _copied(arr: np.ndarray, pos: int) -> Delta:
+    """The Delta of the record at ``arr[pos:]``, read now (scratch space that the next write reuses)."""
+    d = _new_delta(Delta)
+    d._arr, d._pos = arr, pos
+    return d._load()
 
 
 class DeltaBatch:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ._layout import R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
 from .events import Events
@@ -44,6 +45,18 @@ class _Savepoint:
         self.seeds: list[np.ndarray] = []
         self.lsns: list[np.ndarray] = []
         c.prop.begin_undo()
+
+    @classmethod
+    def resumed(cls, c: Any, log: Any, slots: Any) -> _Savepoint:
+        """The savepoint a commit kernel kept (``R_SP_*``) before it stepped out to Python,
+        its before-images already saved."""
+        sp = object.__new__(cls)
+        rv = c.rv
+        sp.lsn, sp.deltas = rv[R_SP_LSN], rv[R_SP_DELTAS]
+        sp.log_used, sp.log_deltas = rv[R_SP_USED], rv[R_SP_LOG_DELTAS]
+        sp.saved = set(slots)
+        sp.seeds, sp.lsns = [], []
+        return sp
 
     def rollback(self, c: Any, log: Any) -> None:
         c.prop.rollback(c)
@@ -403,6 +416,7 @@ class Dependencies:
                 yield self
                 return
             txn = self._txn = _Savepoint(c, self._log)
+            c.regs[R_SLOW] = 1  # writes inside take the general path, which queues their cascade
             try:
                 yield self
                 self._txn = None
@@ -416,6 +430,7 @@ class Dependencies:
                 raise
             finally:
                 self._txn = None
+                c.regs[R_SLOW] = self._events is not None
                 c.prop.end_undo()
 
     def subscribe(self, event: str, fn: Any) -> None:
@@ -430,6 +445,7 @@ class Dependencies:
             raise InvalidArgumentError(f"an event is a non-empty name, got {event!r}")
         if self._events is None:
             self._events = Events()
+            self._c.regs[R_SLOW] = 1  # writes take the general path, which emits events
         self._events.add(event, fn)
 
     def unsubscribe(self, event: str, fn: Any) -> bool:

@@ -18,6 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
+from ._layout import R_EDGES, R_EDGES_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES
+from ._registers import Published, PublishedInt
 from .errors import GraphCycleError, InvalidArgumentError
 
 __all__ = ["Graph", "KIND_DATA", "KIND_CONTROL", "KIND_SYNC", "FIRST_USER_KIND", "MAX_SLOT"]
@@ -63,6 +65,12 @@ class Graph:
     shared until the next change. One thread at a time: the kernels share
     scratch rows.
     """
+
+    # the arrays a commit kernel walks, and the edge count that says whether to cascade
+    _nodes = Published(R_NODES, R_NODES_ROWS)
+    _edges = Published(R_EDGES, R_EDGES_ROWS)
+    _ne = PublishedInt(R_NUM_EDGES)
+    _regs = None  # the registers of the state core that owns this graph (mmsb._registers)
 
     def __init__(self, capacity: int = 1024, edge_capacity: int = 1024) -> None:
         k = _kernels()

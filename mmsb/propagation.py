@@ -16,7 +16,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._layout import DTYPE_NAMES, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS
+from ._layout import (
+    DTYPE_NAMES, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS, R_BINDS, R_BINDS_ROWS, R_CTL, R_FALLIBLE, R_POOL,
+    R_POOL_ROWS, R_SCRATCH, R_SCRATCH_SIZE, R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS,
+)
+from ._registers import Published, PublishedInt, publish_all
 from .errors import InvalidArgumentError, RecomputeError
 from .graph import KIND_DATA, Graph
 
@@ -62,11 +66,25 @@ class Propagation:
     compacted when more than half of it is dead.
     """
 
-    def __init__(self, table: Any = None) -> None:
+    # the arrays and the count a commit kernel reads (mmsb._registers)
+    binds = Published(R_BINDS, R_BINDS_ROWS)
+    pool = Published(R_POOL, R_POOL_ROWS)
+    work = Published(R_WORK, R_WORK_ROWS)
+    ctl = Published(R_CTL)
+    scratch = Published(R_SCRATCH, R_SCRATCH_SIZE)
+    undo = Published(R_UNDO, R_UNDO_SIZE)
+    undo_index = Published(R_UNDO_INDEX, R_UNDO_ROWS)
+    n_fallible = PublishedInt(R_FALLIBLE)  # bindings to user code: then a commit keeps before-images
+    _regs = None
+
+    def __init__(self, table: Any = None, regs: np.ndarray | None = None) -> None:
         _kernels()
+        self._regs = regs
         self.table = table  # the core's PageTable: where pages live decides who recomputes them
         self.dev: Any = None  # the core's DeviceArena, once it has one
         self.graph = Graph()
+        publish_all(self.graph, regs)
+        self.n_fallible = 0
         self.bindings: dict[int, Binding] = {}
         self.binds = np.zeros((1024, _k.B_COLS), np.int64)
         self.pool = np.zeros((1024, 2), np.int64)
@@ -76,7 +94,6 @@ class Propagation:
         self.scratch = np.zeros(64, np.uint8)
         self.undo = np.zeros(1 << 12, np.uint8)
         self.undo_index = np.zeros((64, 4), np.int64)
-        self._fallible: bool | None = False
         self.funcs: Any = None  # typed list of the @njit functions bound, None while there are none
         self._fn_index: dict[Any, int] = {}
         self._seed = np.zeros(1, np.int64)  # reused by cascade_one: no arrays made per hop
@@ -84,16 +101,10 @@ class Propagation:
 
     # -- bookkeeping -------------------------------------------------------------
 
-    def changed(self) -> None:
-        """A binding changed (Python-side facts are recomputed when next asked)."""
-        self._fallible = None
-
     @property
     def fallible(self) -> bool:
         """Whether a page is bound to user code (then a cascade can fail midway)."""
-        if self._fallible is None:
-            self._fallible = any(b.fn is not None for b in self.bindings.values())
-        return self._fallible
+        return self.n_fallible != 0
 
     def _function_index(self, fn: Any) -> int:
         """Where ``fn`` sits in :attr:`funcs` (added on first use; kept until :meth:`clear`)."""
@@ -123,11 +134,15 @@ class Propagation:
 
     def bind(self, slot: int, binding: Binding | None) -> None:
         """Set (or with None, drop) the binding of ``slot``, in both forms."""
+        old = self.bindings.get(slot)
+        if old is not None and old.fn is not None:
+            self.n_fallible -= 1
         if binding is None:
             self.bindings.pop(slot, None)
             self.binds[slot, _k.B_OP] = 0
-            self.changed()
             return
+        if binding.fn is not None:
+            self.n_fallible += 1
         self.bindings[slot] = binding
         k = len(binding.parents)
         live = sum(len(b.parents) for b in self.bindings.values()) if self.pool_used + k > self.pool.shape[0] else 0
@@ -144,7 +159,6 @@ class Propagation:
         second = self._function_index(binding.fn) if binding.op == OP_NJIT else binding.dtype
         op = OP_DEVICE if self._on_device(slot, binding.parents) else binding.op
         self.binds[slot] = (op, second, at, k, -1)
-        self.changed()
 
     def _on_device(self, slot: int, parents: list[int]) -> bool:
         if self.dev is None or not self.dev.pages:
@@ -217,7 +231,7 @@ class Propagation:
         self.bindings.clear()
         self.binds[:n] = 0
         self.pool_used = 0
-        self._fallible = False
+        self.n_fallible = 0
         self.funcs = None
         self._fn_index.clear()
         self.end_undo()
@@ -300,6 +314,8 @@ class Propagation:
                     log.reserve(int(ctl[_k.C_SLOT]) + (1 << 12))
                     if ctl[_k.C_UNDO]:
                         self.undo_room(int(ctl[_k.C_UNDO_NEED]), 1)
+                elif ctl[_k.C_STATUS] == _k.ST_NJIT:
+                    pass  # a commit kernel reached an @njit recompute: run() below has the functions
                 elif self.binds[ctl[_k.C_SLOT], _k.B_OP] == OP_DEVICE:
                     from .gpu.cascade import recompute
 

@@ -17,6 +17,7 @@ import hashlib
 import os
 import threading
 from time import perf_counter_ns as _ns
+from time import time_ns as _time_ns
 from typing import Any, Iterator
 
 import numpy as np
@@ -33,14 +34,30 @@ from ._layout import (
     META_FLAG_SHIFT,
     META_GEN_MASK,
     META_LOC_SHIFT,
+    R_ARENA,
+    R_ARENA_SIZE,
+    R_DELTAS,
+    R_LOG,
+    R_LSN,
+    R_NEED,
+    R_NEED_UNDO,
+    R_NEED_UNDO_ROWS,
+    R_SEED_LSN,
+    R_SEED_POS,
+    R_SLOW,
     REC_HEADER,
     T_EPOCH,
     T_META,
     T_OFFSET,
     T_SIZE,
+    W_BAD,
+    W_RESUME,
+    W_ROOM,
+    W_SLOW,
 )
+from ._registers import address, new_registers
 from .arena import Arena, PageTable, make_meta
-from .delta import Delta, DeltaBatch
+from .delta import Delta, DeltaBatch, _copied, _logged
 from .errors import (
     DeviceUnavailableError,
     InvalidArgumentError,
@@ -58,6 +75,8 @@ from .log.history import History, history as _history
 __all__ = ["Page", "State"]
 
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
+_kc: Any = None  # mmsb.kernels.commit, likewise
+_commit_update: Any = None
 _U8 = np.dtype(np.uint8)
 _LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 _GPU_BIT = LOC_GPU << META_LOC_SHIFT  # the location field holds 0 (cpu) or 1 (gpu)
@@ -71,11 +90,12 @@ _PARALLEL = threading.Lock()
 
 
 def _kernels() -> Any:
-    global _k
+    global _k, _kc, _commit_update
     if _k is None:
         from . import kernels
+        from .kernels import commit
 
-        _k = kernels
+        _k, _kc, _commit_update = kernels, commit, commit.commit_update
     return _k
 
 
@@ -99,23 +119,43 @@ def _latency_summary(hist: list[int]) -> dict[str, int | None]:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "lsn", "deltas", "reserve_asked", "prop", "lat", "dev")
+    __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev")
 
     def __init__(self) -> None:
         _kernels()
+        # the commit kernels reach every array below through these (mmsb._registers)
+        self.regs = regs = new_registers()
+        self.rv = memoryview(regs)
         # pooled resources must be those a fresh state would get under today's config
         self.reserve_asked = config.ARENA_RESERVE_BYTES
         self.arena = Arena(self.reserve_asked)
-        self.table = PageTable()
+        regs[R_ARENA], regs[R_ARENA_SIZE] = address(self.arena.data), self.arena.data.size
+        self.table = PageTable(regs=regs)
         self.logbuf = LogBuffer()
-        self.prop = Propagation(self.table)
+        self.prop = Propagation(self.table, regs)
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
+        # reentrant: event handlers and transaction bodies write while the commit holds it
         self.lock = threading.RLock()
-        self.lsn = 0
-        self.deltas = 0
         # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns.
         # A list, not NumPy: incrementing a list item is the cheapest counter Python has
         self.lat = [0] * 64
+
+    # the LSN and delta count live in the registers, where the commit kernels move them
+    @property
+    def lsn(self) -> int:
+        return self.rv[R_LSN]
+
+    @lsn.setter
+    def lsn(self, value: int) -> None:
+        self.rv[R_LSN] = value
+
+    @property
+    def deltas(self) -> int:
+        return self.rv[R_DELTAS]
+
+    @deltas.setter
+    def deltas(self, value: int) -> None:
+        self.rv[R_DELTAS] = value
 
     def reset(self) -> None:
         """Back to the state of a fresh core, at a cost that follows what was touched."""
@@ -142,6 +182,7 @@ class _Core:
         if self.prop.graph.num_nodes or self.prop.bindings:
             self.prop.clear()
         if self.logbuf.array.size > config.POOL_KEEP_LOG_BYTES:
+            self.logbuf.retire()
             self.logbuf = LogBuffer()
         if self.lsn:  # only committed writes outside transactions are timed, and they moved the LSN
             self.lat = [0] * 64
@@ -268,7 +309,7 @@ class State(Dependencies, Durability):
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
     """
 
-    __slots__ = ("_c", "_log", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
+    __slots__ = ("_c", "_logobj", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
                  "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
@@ -283,6 +324,7 @@ class State(Dependencies, Durability):
 
     def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
         self._c = core
+        core.regs[R_SLOW] = 0  # no transaction, no subscribers yet
         self._log = NullLog(core.logbuf) if log is False else MemoryLog(core.logbuf)
         self._events = None
         self._txn: _Savepoint | None = None
@@ -296,6 +338,18 @@ class State(Dependencies, Durability):
             except BaseException:
                 self._detach()
                 raise
+
+    @property
+    def _log(self) -> Any:
+        """The log records go to (a replay or restore swaps in a scratch one for a while)."""
+        return self._logobj
+
+    @_log.setter
+    def _log(self, log: Any) -> None:
+        self._logobj = log
+        c = self._c
+        if c is not None and log._buf is not None:
+            c.regs[R_LOG] = log._buf.ctr_addr  # where the commit kernels append
 
     def _detach(self) -> _Core | None:
         core, self._c = self._c, None
@@ -643,8 +697,206 @@ class State(Dependencies, Durability):
                 c.lat[(_ns() - t0).bit_length()] += 1
 
     # -- writes ----------------------------------------------------------------
+    #
+    # A write is one commit kernel call (mmsb.kernels.commit): Python checks the arguments, the
+    # kernel applies, logs, cascades and seals. Transactions, event subscribers, device pages and
+    # very large batches take the general path below (_*_slow), which the kernels share.
 
     def update_page(self, page: Any, data: Any) -> Delta | None:
+        """Make the page hold ``data``; the delta of the bytes that changed, or None.
+
+        ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
+        When some byte differs, the change is logged as a sparse or dense delta
+        (whichever encodes smaller), the page's epoch moves by one and the
+        delta takes the next LSN; its cascade runs before the call returns.
+        When none differs, nothing happens and the result is None. Raises
+        :class:`mmsb.InvalidDeltaError`, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._c
+        if type(page) is int:
+            pid = page
+        elif type(page) is Page and page._state is self:
+            pid = page.id
+        else:
+            pid = -1
+        if c is None:
+            raise _closed()
+        lock = c.lock
+        lock.acquire()
+        try:
+            if pid >= 0 and self._c is c:
+                # the kernel checks the page, the data's size and the state's mode, and its
+                # signature the data's type: anything unusual goes the general way
+                now = _time_ns()
+                try:
+                    r = _commit_update(c.regs, data, pid, now)
+                except TypeError:
+                    r = W_SLOW
+                if r > 0:
+                    if not (r - 1) & _LAT_SAMPLE:  # timed when the commit starts at a multiple of 16
+                        c.lat[(_time_ns() - now).bit_length()] += 1
+                    return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
+                if r == 0:
+                    return None
+                if r != W_SLOW and r != W_ROOM:
+                    return self._settled(c, r, now, (pid & ID_SLOT_MASK,))
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            return self._update_general(c, page, data)
+        finally:
+            lock.release()
+
+    def _update_general(self, c: _Core, page: Any, data: Any) -> Delta | None:
+        """``update_page`` with every argument checked in Python first."""
+        slot = self._slot(c, page)
+        data = _page_bytes(data, c.table.mv_size[slot])
+        if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT:
+            return self._update_page_slow(page, data)
+        if not data.flags.writeable:
+            data = data.copy()  # the kernel takes writable arrays only (it never writes this one)
+        pid = self._id_of(slot)
+        now = _time_ns()
+        r = _commit_update(c.regs, data, pid, now)
+        while r == W_ROOM:
+            self._make_room(c)
+            r = _commit_update(c.regs, data, pid, now)
+        if r > 0:
+            if not (r - 1) & _LAT_SAMPLE:
+                c.lat[(_time_ns() - now).bit_length()] += 1
+            return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
+        return self._settled(c, r, now, (slot,))
+
+    def _make_room(self, c: _Core) -> None:
+        """What a commit kernel asked for (W_ROOM): log space, before-image space."""
+        rv = c.rv
+        self._log.reserve(rv[R_NEED])
+        if rv[R_NEED_UNDO]:
+            c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
+
+    def _settled(self, c: _Core, r: int, now: int, slots: Any, start: int | None = None) -> Delta | None:
+        """Finish a commit a kernel left to Python (W_RESUME: the cascade goes on here, rolled
+        back whole if a recompute raises; W_SEAL: the seal); the written page's Delta, or for
+        a batch (``start``: the LSN before it) None."""
+        if r == 0:
+            return None
+        rv = c.rv
+        log = self._log
+        delta = None
+        if start is None:
+            pos, lsn = rv[R_SEED_POS], rv[R_SEED_LSN]
+            start = lsn - 1
+            delta = _logged(c.logbuf._array, pos, lsn) if log.keeps_records else _copied(c.logbuf._array, pos)
+        if r == W_RESUME:
+            prop = c.prop
+            sp = _Savepoint.resumed(c, log, slots) if prop.fallible else None
+            try:
+                prop._finish_slowly(self, c, log)
+            except BaseException:
+                if sp is not None:
+                    sp.rollback(c, log)
+                raise
+            finally:
+                if sp is not None:
+                    prop.end_undo()
+        log.seal(c.lsn)
+        if not start & _LAT_SAMPLE:
+            c.lat[(_time_ns() - now).bit_length()] += 1
+        return delta
+
+    def apply_delta(self, delta: Delta) -> Delta | None:
+        """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
+
+        None means every byte the delta writes already held its value: no
+        epoch move, no LSN. Raises :class:`mmsb.InvalidDeltaError` when the
+        delta does not fit the page, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._core()
+        if not isinstance(delta, Delta):
+            raise InvalidDeltaError(f"apply_delta takes a mmsb.Delta, got {type(delta).__name__}")
+        if delta.lsn is not None:
+            raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
+        a, b = delta._arrays()
+        lock = c.lock
+        lock.acquire()
+        try:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            page = delta._page if delta._page is not None else delta.page_id
+            slot = self._slot(c, page)
+            if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT:
+                return self._apply_delta_slow(delta)
+            size = c.table.mv_size[slot]
+            sparse = delta.kind == "sparse"
+            if not sparse and a.size != size:
+                raise InvalidDeltaError(f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes")
+            commit = _kc.commit_sparse if sparse else _kc.commit_dense
+            args = (c.regs, a, b, self._id_of(slot))
+            now = _time_ns()
+            r = commit(*args, now)
+            while r == W_ROOM:
+                self._make_room(c)
+                r = commit(*args, now)
+            if r <= W_BAD:
+                raise InvalidDeltaError(
+                    f"index {int(a[(W_BAD - 1 - r) // 2])} is out of range for page {delta.page_id} of {size} bytes"
+                )
+            if r > 0:
+                if not (r - 1) & _LAT_SAMPLE:
+                    c.lat[(_time_ns() - now).bit_length()] += 1
+                return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
+            return self._settled(c, r, now, (slot,))
+        finally:
+            lock.release()
+
+    def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
+        """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
+
+        Deltas apply in batch order; a delta that changes no byte gets LSN 0.
+        The whole batch is checked first, so a bad delta anywhere raises
+        before any byte changes.
+        """
+        c = self._core()
+        if not isinstance(batch, DeltaBatch):
+            raise InvalidDeltaError(f"apply_batch takes a mmsb.DeltaBatch, got {type(batch).__name__}")
+        if batch._owners and batch._owners != {id(self)}:
+            raise PageNotFoundError("the batch names pages of another state")
+        lock = c.lock
+        lock.acquire()
+        try:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            ids = batch.pages
+            if self._txn is not None or self._events is not None or (c.dev is not None and c.dev.pages) or (
+                    ids.size >= config.PARALLEL_BATCH_DELTAS):
+                return self._apply_batch_slow(batch)
+            out = np.empty(ids.size, np.int64)
+            args = (c.regs, ids, batch.starts, batch.indices, batch.values, out)
+            start = c.rv[R_LSN]
+            now = _time_ns()
+            r = _kc.commit_batch(*args, now)
+            while r == W_ROOM:
+                self._make_room(c)
+                r = _kc.commit_batch(*args, now)
+            if r == W_SLOW:
+                return self._apply_batch_slow(batch)
+            if r <= W_BAD:
+                i, offset = divmod(W_BAD - r, 2)
+                if not offset:
+                    raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+                raise InvalidDeltaError(
+                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
+                    f"of {c.table.mv_size[int(ids[i]) & ID_SLOT_MASK]} bytes"
+                )
+            if r > 0:
+                if not start & _LAT_SAMPLE:
+                    c.lat[(_time_ns() - now).bit_length()] += 1
+            elif r < 0:
+                self._settled(c, r, now, (ids & ID_SLOT_MASK).tolist(), start)
+            return out
+        finally:
+            lock.release()
+
+    def _update_page_slow(self, page: Any, data: Any) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
         ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
@@ -704,7 +956,7 @@ class State(Dependencies, Durability):
                 log.seal(c.lsn)
         return delta
 
-    def apply_delta(self, delta: Delta) -> Delta | None:
+    def _apply_delta_slow(self, delta: Delta) -> Delta | None:
         """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
 
         None means every byte the delta writes already held its value: no
@@ -795,7 +1047,7 @@ class State(Dependencies, Durability):
         out[:] = changed
         return _k.log_grouped(a, slots, starts, indices, values, buf, pos, c.lsn, out)
 
-    def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
+    def _apply_batch_slow(self, batch: DeltaBatch) -> np.ndarray:
         """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
 
         Deltas apply in batch order; a delta that changes no byte gets LSN 0.

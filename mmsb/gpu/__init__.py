@@ -36,17 +36,9 @@ if TYPE_CHECKING:
 
 DEFAULT_THRESHOLD = 1 << 20  # the original system's proposal; used until a calibration exists
 
+from .._compat import patch_numpy
+
 _probe: dict[str, Any] = {}
-
-
-def _patch_numpy() -> None:
-    """numba-cuda 0.30 registers ``np.row_stack`` when it first compiles a kernel, and
-    numpy 2.5 removed it (an alias of ``np.vstack`` since numpy 1.x). Give it back, only
-    where missing, before numba.cuda is imported."""
-    import numpy as np
-
-    if not hasattr(np, "row_stack"):
-        np.row_stack = np.vstack
 
 
 def cuda() -> Any:
@@ -54,7 +46,7 @@ def cuda() -> Any:
     if "cuda" not in _probe:
         mod = None
         try:
-            _patch_numpy()
+            patch_numpy()
             from numba import cuda as mod
 
             if not mod.is_available():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import pathlib
 
+from .._compat import patch_numpy
+
 
 def _drop_stale_cache(here: pathlib.Path | None = None) -> None:
     """numba's ``cache=True`` checks only a kernel's own file, but kernels here call and inline
@@ -40,6 +42,7 @@ def _drop_stale_cache(here: pathlib.Path | None = None) -> None:
 
 
 _drop_stale_cache()
+patch_numpy()  # before numba compiles anything (see mmsb._compat)
 
 from .apply import (  # after the cache check, before anything compiles
     _log_grouped as log_grouped,

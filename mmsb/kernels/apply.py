@@ -94,6 +94,14 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
     return _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
+@njit(inline="always", **_JIT)
+def write_entries(arena, off, indices, values, lo, hi):
+    """:func:`_write_entries` with its scratch space made only when offsets repeat."""
+    if _distinct(indices, lo, hi):
+        return _write_distinct(arena, off, indices, values, lo, hi)
+    return _write_repeated(arena, off, indices, values, lo, hi, np.empty(2 * (hi - lo), np.uint8))
+
+
 # -- logging an applied delta: epoch + 1 and its record. The CPU kernels below call these after
 # writing the bytes; writes to device pages call them once the device said the bytes changed
 

@@ -22,6 +22,7 @@ from .._layout import OP_DEVICE, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER,
 from .diff import commit_bytes, commit_page
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
+from ._jit import memcpy
 from .records import U
 
 _JIT = dict(cache=True, nogil=True)
@@ -52,7 +53,9 @@ C_RECOMPUTED, C_SKIPPED, C_CASCADES = 10, 11, 12
 C_END, C_LSN = 13, 14
 C_WORDS = 15
 U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
-ST_DONE, ST_PYTHON, ST_SPACE = 0, 1, 2
+# ST_NJIT: the next page is bound to an @njit function and this run was given none (the
+# commit kernels carry no function list): Python runs it again with the list
+ST_DONE, ST_PYTHON, ST_SPACE, ST_NJIT = 0, 1, 2, 3
 M_HEAP, M_DATA, M_OTHER = 1, 2, 4
 KIND_SYNC = 2  # mmsb.graph.KIND_SYNC
 
@@ -135,7 +138,7 @@ def _save_image(table, arena, ctl, undo, index, s):
     at = ctl[C_UNDO_POS]
     off = table[T_OFFSET, s]
     n = np.int64(table[T_SIZE, s])
-    undo[at:at + n] = arena[off:off + n]
+    memcpy(undo.ctypes.data + at, arena.ctypes.data + np.int64(off), n)
     index[i, U_SLOT] = s
     index[i, U_START] = at
     index[i, U_SIZE] = n
@@ -159,7 +162,7 @@ def restore_images(table, arena, ctl, undo, index):
         off = table[T_OFFSET, s]
         at = index[k, U_START]
         n = index[k, U_SIZE]
-        arena[off:off + n] = undo[at:at + n]
+        memcpy(arena.ctypes.data + np.int64(off), undo.ctypes.data + at, n)
         table[T_EPOCH, s] = U(index[k, U_EPOCH])
     ctl[C_UNDO_N] = 0
     ctl[C_UNDO_POS] = 0
@@ -262,9 +265,6 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
     needs ``ctl[C_SLOT]`` more bytes, or the undo space ``ctl[C_UNDO_NEED]``
     more bytes and one more entry; the page stays queued).
     """
-    offsets = np.empty(64, np.uint64)
-    weights = np.empty(64, np.float64)
-    bounds = np.empty(64, np.int64)
     end = pos
     ctl[C_STATUS] = ST_DONE
     while ctl[C_HEAP] > 0:
@@ -280,6 +280,10 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             if sg == binds[s, B_SIG]:
                 op = 0  # cut-off 1: no parent moved since the last recompute
                 ctl[C_SKIPPED] += 1
+        if op == OP_NJIT and funcs is None:
+            ctl[C_STATUS] = ST_NJIT
+            ctl[C_SLOT] = s
+            return end, lsn
         n = np.int64(table[T_SIZE, s])
         if op != 0 and op != OP_PYTHON and op != OP_DEVICE:
             need = REC_HEADER + 16 + n + ((n + 7) >> 3) + 8 * (hi - lo)
@@ -307,10 +311,9 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             data = arena[src:src + U(n)]
         elif op == OP_NJIT:
             if funcs is None:
-                return end, lsn  # unreachable: the caller passes funcs while any page has one
+                return end, lsn  # unreachable (ST_NJIT above); lets numba drop the call when there is no list
             k = hi - lo
-            if k + 1 > bounds.size:
-                bounds = np.empty(2 * k + 2, np.int64)
+            bounds = np.empty(k + 1, np.int64)  # allocated per use: a passthrough needs none
             ctl[C_SLOT] = s  # names the page if the function raises
             ctl[C_END] = end
             ctl[C_LSN] = lsn
@@ -318,13 +321,12 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             data = scratch[at:at + n]
         else:
             k = hi - lo
-            if k > offsets.size:
-                offsets = np.empty(2 * k, np.uint64)
-                weights = np.empty(2 * k, np.float64)
+            offsets = np.empty(k, np.uint64)
+            weights = np.empty(k, np.float64)
             for j in range(k):
                 offsets[j] = table[T_OFFSET, pool[lo + j, 0]]
                 weights[j] = pool[lo + j, 1:2].view(np.float64)[0]
-            recompute(op, binds[s, B_DTYPE], scratch, arena, offsets[:k], weights[:k], n)
+            recompute(op, binds[s, B_DTYPE], scratch, arena, offsets, weights, n)
             data = scratch[:n]
         new_end = _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf,
                                   end, lsn + 1, None)

@@ -11,6 +11,7 @@ from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
+from ._jit import memcpy, store64
 from .records import _GATHER, _HEADER, _LOW, U, byte_flags as _byte_flags, pad8, write_header, zero_tail
 
 _JIT = dict(cache=True, nogil=True)
@@ -51,10 +52,8 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     p64 = page[:tail].view(np.uint64)
     d64 = data[:tail].view(np.uint64)
     changed = U(0)
-    for w in range(nw):
-        x = p64[w] ^ d64[w]
-        if x:
-            changed += (_byte_flags(x) * _LOW) >> U(56)
+    for w in range(nw):  # branch-free, so it vectorizes
+        changed += (_byte_flags(p64[w] ^ d64[w]) * _LOW) >> U(56)
     for j in range(tail, n):
         if page[j] != data[j]:
             changed += U(1)
@@ -88,30 +87,42 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     else:
         mb = start + _HEADER
         pb = mb + nmask
-        k = U(0)
-        for w in range(nw):
-            flags = _byte_flags(p64[w] ^ d64[w])
-            if flags == 0:
-                buf[mb + w] = 0
-            elif flags == _LOW:
+        at = np.int64(buf.ctypes.data)
+        if changed == n:
+            # every byte changed (a recompute of a whole page, a new random page): the payload is
+            # the data, one copy
+            for w in range(nmask):
                 buf[mb + w] = 0xFF
-                for j in range(U(8) * w, U(8) * w + U(8)):
-                    buf[pb + k] = data[j]
-                    k += U(1)
-            else:
-                buf[mb + w] = np.uint8((flags * _GATHER) >> U(56))
-                for j in range(U(8) * w, U(8) * w + U(8)):
+            if n & U(7):
+                buf[mb + nmask - U(1)] = np.uint8((1 << np.int64(n & U(7))) - 1)
+            memcpy(at + np.int64(pb), np.int64(data.ctypes.data), np.int64(n))
+            k = n
+        else:
+            k = U(0)
+            for w in range(nw):
+                flags = _byte_flags(p64[w] ^ d64[w])
+                if flags == 0:
+                    buf[mb + w] = 0
+                elif flags == _LOW:
+                    buf[mb + w] = 0xFF
+                    store64(at + np.int64(pb + k), d64[w])
+                    k += U(8)
+                else:
+                    buf[mb + w] = np.uint8((flags * _GATHER) >> U(56))
+                    # branch-free compaction (see records.write_dense): stray bytes land inside the
+                    # reserved room and are covered by the rest of the record or its zeroed tail
+                    x = d64[w]
+                    for b in range(8):
+                        buf[pb + k] = np.uint8((x >> U(8 * b)) & U(0xFF))
+                        k += (flags >> U(8 * b)) & U(1)
+            if nw < nmask:
+                bits = 0
+                for j in range(tail, n):
                     if page[j] != data[j]:
+                        bits |= 1 << (j - tail)
                         buf[pb + k] = data[j]
                         k += U(1)
-        if nw < nmask:
-            bits = 0
-            for j in range(tail, n):
-                if page[j] != data[j]:
-                    bits |= 1 << (j - tail)
-                    buf[pb + k] = data[j]
-                    k += U(1)
-            buf[mb + nw] = bits
+                buf[mb + nw] = bits
         body = _HEADER + nmask + changed
         write_header(buf64, start, pad8(body) + U(8 * ncauses), REC_DELTA, ENC_DENSE, lsn, pid, epoch, n, n)
     zero_tail(buf, start + body, start + pad8(body))
@@ -120,8 +131,5 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
         buf64[cw + U(k)] = U(causes[k])
     if ncauses:
         buf64[start >> U(3)] |= U(ncauses) << U(48)
-    for w in range(nw):
-        p64[w] = d64[w]
-    for j in range(tail, n):
-        page[j] = data[j]
+    memcpy(np.int64(page.ctypes.data), np.int64(data.ctypes.data), np.int64(n))
     return np.int64(start + pad8(body) + U(8 * ncauses))

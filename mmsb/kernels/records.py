@@ -9,6 +9,7 @@ import numpy as np
 from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER
+from ._jit import store64
 
 _JIT = dict(cache=True, nogil=True)
 U = np.uint64
@@ -82,6 +83,8 @@ def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
     m8 = mask.view(np.uint8)
     nw = n >> U(3)
     m64 = m8[: nw * U(8)].view(np.uint64)
+    p64 = payload[: nw * U(8)].view(np.uint64)
+    at = np.int64(buf.ctypes.data)
     for w in range(nw):
         x = byte_flags(m64[w])
         j = U(8) * w
@@ -89,8 +92,7 @@ def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
             buf[mb + w] = 0
         elif x == _LOW:
             buf[mb + w] = 0xFF
-            for b in range(8):
-                buf[pb + m + U(b)] = payload[j + U(b)]
+            store64(at + np.int64(pb + m), p64[w])
             m += U(8)
         else:
             buf[mb + w] = np.uint8((x * _GATHER) >> U(56))

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
+from .._layout import LOG_KEEP
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
 from .memory import LogBuffer, MemoryLog
 
@@ -181,6 +182,7 @@ class FileLog(MemoryLog):
     __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
                  "_mu", "_io", "_wake", "_thread", "_closing", "_error", "_finalizer", "__weakref__")
     durable = True
+    mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
     def __init__(self, path: str, policy: str, buffer: LogBuffer | None, header: LogHeader, fd: int,
                  file_end: int, frames: int) -> None:

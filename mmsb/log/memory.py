@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import struct
+import sys
 import time
 from typing import Iterator
 
 import numpy as np
 
 from .. import config
-from .._layout import REC_BIND, REC_COMMIT, REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER
+from .._layout import (
+    L_ADDR, L_CAP, L_DELTAS, L_MODE, L_SEALED, L_USED, L_WORDS, LOG_DROP, LOG_SEAL, REC_BIND, REC_COMMIT,
+    REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER,
+)
+from .._registers import address
 from ..delta import Delta
 from ..errors import StateClosedError
 
@@ -17,23 +22,91 @@ _HEADER = struct.Struct("<QQQQQQ")
 _SEALED = struct.Struct("<12Q")  # a record and the commit record after it, in one write
 
 
-class LogBuffer:
-    """A growable, 8-byte aligned byte buffer, pooled with a state's resources."""
+# Arrays of log buffers that grew past what a pooled state keeps, kept for the next buffer that
+# grows: their memory is already faulted in, and on a machine where the first touch of a KiB
+# costs about a microsecond that is most of what an in-memory log costs per write.
+_spares: list[np.ndarray] = []
 
-    __slots__ = ("array", "mv")
+
+def _take_spare(nbytes: int) -> np.ndarray:
+    """An array of at least ``nbytes`` (uninitialized): the smallest spare that fits, or a new one."""
+    fits = [a for a in _spares if a.size >= nbytes]
+    if not fits:
+        return np.empty(nbytes, dtype=np.uint8)
+    best = min(fits, key=lambda a: a.size)
+    _spares.remove(best)
+    return best
+
+
+def _give_spare(arr: np.ndarray) -> None:
+    """Keep ``arr`` for reuse, within ``mmsb.config.LOG_SPARE_BYTES`` (the largest are kept)."""
+    _spares.append(arr)
+    _spares.sort(key=lambda a: a.size, reverse=True)
+    total = 0
+    for i, a in enumerate(_spares):
+        total += a.size
+        if total > config.LOG_SPARE_BYTES:
+            del _spares[i:]
+            break
+
+
+class LogBuffer:
+    """A growable, 8-byte aligned byte buffer and its counters, pooled with a state's resources.
+
+    ``ctr`` (int64, ``mmsb._layout.L_*``) holds the buffer's address and size and
+    the log's counters: the commit kernels append through it. An applied
+    :class:`mmsb.Delta` reads its record from ``array`` when first used, so bytes
+    once written are never overwritten in an array a Delta may still read: see
+    :meth:`recycle`.
+    """
+
+    __slots__ = ("_array", "mv", "ctr", "cv", "ctr_addr")
 
     def __init__(self, nbytes: int | None = None) -> None:
+        self.ctr = np.zeros(L_WORDS, np.int64)
+        self.cv = memoryview(self.ctr)
+        self.ctr_addr = address(self.ctr)
         self.array = np.zeros(max(1024, nbytes or config.LOG_INITIAL_BYTES) + 7 & ~7, dtype=np.uint8)
-        self.mv = memoryview(self.array)
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._array
+
+    @array.setter
+    def array(self, arr: np.ndarray) -> None:
+        self._array = arr
+        self.mv = memoryview(arr)
+        self.ctr[L_ADDR] = address(arr)
+        self.ctr[L_CAP] = arr.size
+
+    def _holders(self) -> int:
+        return sys.getrefcount(self._array)
 
     def grow(self, need: int, used: int) -> None:
-        cap = self.array.size
+        cap = self._array.size
         while cap < need:
             cap *= 2
-        bigger = np.empty(cap, dtype=np.uint8)
-        bigger[:used] = self.array[:used]
+        bigger = _take_spare(cap)
+        bigger[:used] = self._array[:used]
         self.array = bigger
-        self.mv = memoryview(bigger)
+
+    def recycle(self, keep: int) -> None:
+        """Bytes from ``keep`` on are about to be written again (a rollback, a pooled reuse):
+        when anything else still holds the array (a lazily read Delta), go on in a copy."""
+        if self._holders() > _OWN_REFS:
+            fresh = _take_spare(self._array.size)
+            fresh[:keep] = self._array[:keep]
+            self.array = fresh
+
+    def retire(self) -> None:
+        """This buffer is dropped: its array becomes a spare when nothing else holds it."""
+        if self._holders() <= _OWN_REFS:
+            arr = self._array
+            self.array = np.zeros(8, np.uint8)
+            _give_spare(arr)
+
+
+_OWN_REFS = LogBuffer(8)._holders()  # the buffer's own references to its array (and the count's)
 
 
 class MemoryLog:
@@ -44,17 +117,47 @@ class MemoryLog:
     in LSN order.
     """
 
-    __slots__ = ("_buf", "used", "deltas", "sealed", "_history")
+    __slots__ = ("_buf", "_cv", "_history")
     keeps_records = True
     durable = False  # whether records reach a file
     syncs = 0  # fdatasync calls made (a file log counts them)
+    mode = LOG_SEAL  # what a commit kernel does at the end of a commit (mmsb._layout.LOG_*)
 
     def __init__(self, buffer: LogBuffer | None = None) -> None:
-        self._buf = buffer if buffer is not None else LogBuffer()
-        self.used = 0
-        self.deltas = 0
-        self.sealed = 0  # where the last commit ended
+        self._buf = buf = buffer if buffer is not None else LogBuffer()
+        buf.recycle(0)
+        self._cv = cv = buf.cv
+        cv[L_USED] = cv[L_DELTAS] = cv[L_SEALED] = 0
+        cv[L_MODE] = self.mode
         self._history = None  # provenance index (mmsb.log.history), made by the first st.history
+
+    # the counters live in the buffer, where the commit kernels move them
+    @property
+    def used(self) -> int:
+        """Bytes of records."""
+        return self._cv[L_USED]
+
+    @used.setter
+    def used(self, value: int) -> None:
+        self._cv[L_USED] = value
+
+    @property
+    def deltas(self) -> int:
+        """Delta records."""
+        return self._cv[L_DELTAS]
+
+    @deltas.setter
+    def deltas(self, value: int) -> None:
+        self._cv[L_DELTAS] = value
+
+    @property
+    def sealed(self) -> int:
+        """Where the last commit ended."""
+        return self._cv[L_SEALED]
+
+    @sealed.setter
+    def sealed(self, value: int) -> None:
+        self._cv[L_SEALED] = value
 
     def _live(self) -> LogBuffer:
         if self._buf is None:
@@ -73,6 +176,8 @@ class MemoryLog:
 
     def rollback(self, used: int, deltas: int) -> None:
         """Forget the records after ``used`` (a commit that did not complete)."""
+        if self._buf is not None:
+            self._buf.recycle(used)
         self.used, self.deltas = used, deltas
         if self._history is not None:
             self._history.forget_after(used)
@@ -156,6 +261,8 @@ class MemoryLog:
 
     def detach(self) -> LogBuffer | None:
         buf, self._buf = self._buf, None
+        if buf is not None:
+            self._cv = memoryview(buf.ctr.copy())  # the counters as they ended; the buffer moves on
         self._history = None
         return buf
 
@@ -191,6 +298,7 @@ class NullLog(MemoryLog):
 
     __slots__ = ()
     keeps_records = False
+    mode = LOG_DROP
 
     def commit(self, end: int, deltas: int) -> None:
         self.used = 0

@@ -1,0 +1,392 @@
+"""The commit path: one kernel call per write, its cascade and its commit record included.
+
+Each entry point takes the state's registers (``mmsb._layout.R_*``) and the
+caller's arrays, applies the write, moves epochs, the LSN and the delta count,
+logs the deltas, runs the cascade and seals the commit, and returns the LSN of
+the written page's delta (0: nothing changed). Python has checked types and
+sizes; offsets and page ids of a batch are checked here, before anything
+changes. What a kernel cannot finish it hands back (``W_*``):
+
+- ``W_ROOM``: nothing changed; make ``R_NEED`` log bytes (and ``R_NEED_UNDO``
+  before-image bytes) of room and call again;
+- ``W_RESUME``: the write is committed, its cascade waits on Python (a Python or
+  ``@njit`` recompute, a device page, log space): ``ctl[C_STATUS]`` says which;
+- ``W_SEAL``: committed with its cascade; Python seals (a file log writes it out).
+
+When user code is bound anywhere (``R_FALLIBLE``), a commit saves the
+before-image of each page it writes, so that a recompute that raises after a
+step out to Python can roll the whole commit back; the saves are dropped once
+the cascade is done inside the kernel.
+"""
+
+import numpy as np
+
+from .._layout import (
+    L_CAP, L_DELTAS, L_MODE, L_USED, L_WORDS, L_ADDR, L_SEALED, LOG_DROP, LOG_SEAL, R_ARENA, R_ARENA_SIZE,
+    R_BINDS, R_BINDS_ROWS, R_CTL, R_DELTAS, R_EDGES, R_EDGES_ROWS, R_FALLIBLE, R_LOG, R_LSN, R_NEED,
+    R_NEED_UNDO, R_NEED_UNDO_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES, R_POOL, R_POOL_ROWS, R_SCRATCH,
+    R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
+    R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS, REC_COMMIT, REC_HEADER,
+    ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
+    TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
+)
+from ._jit import at, inline, kernel
+from .apply import _write_masked, log_dense, log_sparse, page_id, write_entries
+from .cascade import (
+    B_COLS, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
+    W_LSN, W_MARK, W_TOUCH, _finish, _push_children, _save_image, run,
+)
+from .diff import commit_bytes
+from .graph import E_COLS, N_COLS
+from .records import U, write_header, write_sparse
+
+_NO_CAUSES = np.zeros(0, np.int64)
+_LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
+_KEY = _LIVE | U(META_GEN_MASK)
+_SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (batch commits)
+_GPU = U(LOC_GPU << META_LOC_SHIFT)
+
+_REGS = "int64[::1]"
+_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64, int64)"
+_SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64, int64)"
+_SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64, int64)"
+_SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1], int64)"
+
+
+@inline
+def _host_slot(regs, table, pid):
+    """The slot of live host page ``pid`` when the fast path may write it, else -1."""
+    s = pid & ID_SLOT_MASK
+    if pid < 0 or s >= table.shape[1] or regs[R_SLOW] != 0:
+        return -1
+    meta = table[T_META, s]
+    if (meta & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)) or meta & _GPU:
+        return -1
+    return s
+
+
+@inline
+def _state(regs):
+    table = at(regs[R_TABLE], (TABLE_ROWS, regs[R_TABLE_CAP]), np.uint64)
+    arena = at(regs[R_ARENA], (regs[R_ARENA_SIZE],), np.uint8)
+    ctr = at(regs[R_LOG], (L_WORDS,), np.int64)
+    buf = at(ctr[L_ADDR], (ctr[L_CAP],), np.uint8)
+    return table, arena, ctr, buf
+
+
+@inline
+def _undo_arrays(regs):
+    ctl = at(regs[R_CTL], (C_WORDS,), np.int64)
+    undo = at(regs[R_UNDO], (regs[R_UNDO_SIZE],), np.uint8)
+    index = at(regs[R_UNDO_INDEX], (regs[R_UNDO_ROWS], 4), np.int64)
+    return ctl, undo, index
+
+
+@inline
+def _graph(regs):
+    nodes = at(regs[R_NODES], (regs[R_NODES_ROWS], N_COLS), np.int64)
+    edges = at(regs[R_EDGES], (regs[R_EDGES_ROWS], E_COLS), np.int64)
+    binds = at(regs[R_BINDS], (regs[R_BINDS_ROWS], B_COLS), np.int64)
+    pool = at(regs[R_POOL], (regs[R_POOL_ROWS], 2), np.int64)
+    work = at(regs[R_WORK], (regs[R_WORK_ROWS], W_COLS), np.int64)
+    scratch = at(regs[R_SCRATCH], (regs[R_SCRATCH_SIZE],), np.uint8)
+    return nodes, edges, binds, pool, work, scratch
+
+
+@inline
+def _room(regs, ctr, need, undo_bytes, undo_rows):
+    """Whether the log has ``need`` bytes free and, for a fallible state, the undo space
+    ``undo_bytes`` and ``undo_rows`` entries; if not, say what is missing."""
+    short = ctr[L_USED] + need > ctr[L_CAP]
+    if regs[R_FALLIBLE] != 0:
+        ctl, undo, index = _undo_arrays(regs)
+        short |= undo_bytes > undo.size or undo_rows > index.shape[0]
+    if short:
+        regs[R_NEED] = need
+        regs[R_NEED_UNDO] = undo_bytes
+        regs[R_NEED_UNDO_ROWS] = undo_rows
+    return not short
+
+
+@inline
+def _begin_undo(regs, ctr):
+    """Remember where the commit starts and start saving before-images."""
+    regs[R_SP_LSN] = regs[R_LSN]
+    regs[R_SP_DELTAS] = regs[R_DELTAS]
+    regs[R_SP_USED] = ctr[L_USED]
+    regs[R_SP_LOG_DELTAS] = ctr[L_DELTAS]
+    ctl, undo, index = _undo_arrays(regs)
+    ctl[C_UNDO] = 1
+    ctl[C_UNDO_N] = 0
+    ctl[C_UNDO_POS] = 0
+
+
+@inline
+def _end_undo(regs):
+    if regs[R_FALLIBLE] != 0:
+        ctl, undo, index = _undo_arrays(regs)
+        ctl[C_UNDO] = 0
+        ctl[C_UNDO_N] = 0
+        ctl[C_UNDO_POS] = 0
+
+
+@inline
+def _counted(regs, ctr, end, lsn):
+    """The deltas logged up to ``end``, the last as ``lsn``, are the state's now."""
+    fresh = lsn - regs[R_LSN]
+    regs[R_LSN] = lsn
+    regs[R_DELTAS] += fresh
+    ctr[L_DELTAS] += fresh
+    ctr[L_USED] = end
+
+
+@inline
+def _seal(regs, ctr, buf, first, now):
+    """End the commit: its commit record (in memory), or leave that to Python."""
+    mode = ctr[L_MODE]
+    if mode == LOG_SEAL:
+        at = ctr[L_USED]
+        if at + REC_HEADER > ctr[L_CAP]:
+            return W_SEAL
+        write_header(buf.view(np.uint64), U(at), REC_HEADER, REC_COMMIT, 0, regs[R_LSN], now, 0, 0, 0)
+        ctr[L_USED] = at + REC_HEADER
+        ctr[L_SEALED] = at + REC_HEADER
+        return first
+    if mode == LOG_DROP:
+        ctr[L_USED] = 0
+    return W_SEAL
+
+
+@inline
+def _seed(nodes, edges, work, ctl, s, lsn):
+    if work[s, W_LSN] == 0:  # a page written twice in a batch is seeded once, with its last LSN
+        t = ctl[C_TOUCH]
+        work[t, W_TOUCH] = s
+        ctl[C_TOUCH] = t + 1
+        if s < nodes.shape[0]:
+            _push_children(nodes, edges, work, ctl, s)
+    work[s, W_LSN] = lsn
+
+
+@inline
+def _cascade(regs, table, arena, ctr, buf, seeds, lsns, seed, seed_lsn, count):
+    """Run the cascade of the commit that wrote ``seeds[:count]`` (their last LSNs in ``lsns``),
+    or with ``count`` 1 the one page ``seed``; whether it finished here."""
+    ctl, undo, index = _undo_arrays(regs)
+    nodes, edges, binds, pool, work, scratch = _graph(regs)
+    ctl[C_OUT] = 0
+    ctl[C_STALE] = 0
+    ctl[C_CASCADES] += 1
+    if count == 1:
+        _seed(nodes, edges, work, ctl, seed, seed_lsn)
+    else:
+        for i in range(count):
+            _seed(nodes, edges, work, ctl, seeds[i], lsns[i])
+    end, lsn = run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf,
+                   ctr[L_USED], regs[R_LSN], None)
+    if lsn != regs[R_LSN]:
+        _counted(regs, ctr, end, lsn)
+    if ctl[C_STATUS] != ST_DONE:
+        return False
+    _finish(work, ctl)
+    return True
+
+
+@inline
+def _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now):
+    """After the write of page ``slot`` logged at ``[pos, end)`` as ``lsn``: commit, cascade, seal."""
+    if end == pos:
+        _end_undo(regs)
+        return 0
+    _counted(regs, ctr, end, lsn)
+    regs[R_SEED_POS] = pos
+    regs[R_SEED_LSN] = lsn
+    if regs[R_NUM_EDGES] != 0:
+        if not _cascade(regs, table, arena, ctr, buf, slot, lsn, slot, lsn, 1):
+            return W_RESUME
+    _end_undo(regs)
+    return _seal(regs, ctr, buf, lsn, now)
+
+
+@inline
+def _start_one(regs, table, arena, ctr, slot, need):
+    """Room for one page's write, and its before-image when the state is fallible."""
+    n = np.int64(table[T_SIZE, slot])
+    if not _room(regs, ctr, need + 2 * REC_HEADER, n, 1):
+        return False
+    if regs[R_FALLIBLE] != 0:
+        _begin_undo(regs, ctr)
+        ctl, undo, index = _undo_arrays(regs)
+        _save_image(table, arena, ctl, undo, index, slot)
+    return True
+
+
+@kernel(_SIG_UPDATE)
+def commit_update(regs, data, pid, now):
+    """``update_page``: page ``pid`` takes ``data``; see the module docstring. ``W_SLOW`` for a
+    page that is not a live host page, data of another size, or a state in a transaction."""
+    table, arena, ctr, buf = _state(regs)
+    slot = _host_slot(regs, table, pid)
+    if slot < 0 or data.size != np.int64(table[T_SIZE, slot]):
+        return W_SLOW
+    n = np.int64(table[T_SIZE, slot])
+    if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + n + ((n + 7) >> 3)):
+        return W_ROOM
+    pos = ctr[L_USED]
+    lsn = regs[R_LSN] + 1
+    end = commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+
+
+@kernel(_SIG_SPARSE)
+def commit_sparse(regs, indices, values, pid, now):
+    """``apply_delta`` of a sparse delta; ``W_BAD - 1 - 2 * k`` when offset k is outside the page."""
+    table, arena, ctr, buf = _state(regs)
+    slot = _host_slot(regs, table, pid)
+    if slot < 0:
+        return W_SLOW
+    n = np.int64(table[T_SIZE, slot])
+    for k in range(indices.size):
+        if indices[k] < 0 or indices[k] >= n:
+            return W_BAD - 1 - 2 * k
+    if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + 5 * indices.size):
+        return W_ROOM
+    pos = ctr[L_USED]
+    lsn = regs[R_LSN] + 1
+    end = pos
+    if write_entries(arena, table[T_OFFSET, slot], indices, values, U(0), U(indices.size)):
+        end = log_sparse(table, slot, indices, values, buf, pos, lsn)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+
+
+@kernel(_SIG_DENSE)
+def commit_dense(regs, mask, payload, pid, now):
+    """``apply_delta`` of a dense delta; ``W_SLOW`` unless mask and payload have the page's size."""
+    table, arena, ctr, buf = _state(regs)
+    slot = _host_slot(regs, table, pid)
+    if slot < 0 or mask.size != np.int64(table[T_SIZE, slot]) or payload.size != mask.size:
+        return W_SLOW
+    n = np.int64(table[T_SIZE, slot])
+    if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + n + ((n + 7) >> 3)):
+        return W_ROOM
+    pos = ctr[L_USED]
+    lsn = regs[R_LSN] + 1
+    end = pos
+    if _write_masked(arena, table[T_OFFSET, slot], mask, payload, U(n)):
+        end = log_dense(table, slot, mask, payload, buf, pos, lsn)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+
+
+@inline
+def _batch_slots(table, ids, starts, indices, slots):
+    """Check the batch (pages live, offsets inside them) and find its slots; 0, or the W_BAD code."""
+    for i in range(ids.size):
+        pid = ids[i]
+        s = pid & ID_SLOT_MASK
+        # slots past the table's high-water mark hold zero meta: not live
+        if pid < 0 or s >= table.shape[1] or (table[T_META, s] & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)):
+            return W_BAD - 2 * i
+        if table[T_META, s] & _GPU:
+            return W_SLOW
+        slots[i] = s
+    for i in range(ids.size):
+        n = np.int64(table[T_SIZE, slots[i]])
+        for j in range(starts[i], starts[i + 1]):
+            if indices[j] < 0 or indices[j] >= n:
+                return W_BAD - 2 * i - 1
+    return 0
+
+
+@inline
+def _save_batch(regs, table, arena, slots):
+    """Save the before-image of each page the batch writes, once."""
+    nodes, edges, binds, pool, work, scratch = _graph(regs)
+    ctl, undo, index = _undo_arrays(regs)
+    for i in range(slots.size):
+        s = slots[i]
+        if not work[s, W_MARK] & _SAVED:
+            work[s, W_MARK] |= _SAVED
+            _save_image(table, arena, ctl, undo, index, s)
+    for i in range(slots.size):
+        work[slots[i], W_MARK] &= ~_SAVED
+
+
+@inline
+def _batch_undo_size(regs, table, slots):
+    """Bytes and count of the distinct pages the batch writes."""
+    nodes, edges, binds, pool, work, scratch = _graph(regs)
+    nbytes = 0
+    pages = 0
+    for i in range(slots.size):
+        s = slots[i]
+        if not work[s, W_MARK] & _SAVED:
+            work[s, W_MARK] |= _SAVED
+            nbytes += np.int64(table[T_SIZE, s])
+            pages += 1
+    for i in range(slots.size):
+        work[slots[i], W_MARK] &= ~_SAVED
+    return nbytes, pages
+
+
+@kernel(_SIG_BATCH)
+def commit_batch(regs, ids, starts, indices, values, out, now):
+    """``apply_batch``: delta i writes page ``ids[i]``; ``out[i]`` gets its LSN (0: no change).
+
+    Returns the last LSN of the commit's written pages (0: none changed), or a
+    ``W_*`` code; ``W_BAD - 2 * i`` (delta i names no live page) and
+    ``W_BAD - 2 * i - 1`` (an offset outside its page) before anything changes.
+    """
+    table, arena, ctr, buf = _state(regs)
+    if regs[R_SLOW] != 0:
+        return W_SLOW
+    slots = np.empty(ids.size, np.int64)
+    bad = _batch_slots(table, ids, starts, indices, slots)
+    if bad != 0:
+        return bad
+    undo_bytes = 0
+    undo_rows = 0
+    fallible = regs[R_FALLIBLE] != 0
+    if fallible:
+        undo_bytes, undo_rows = _batch_undo_size(regs, table, slots)
+    if not _room(regs, ctr, ids.size * (REC_HEADER + 8) + 5 * indices.size + 2 * REC_HEADER, undo_bytes,
+                 undo_rows):
+        return W_ROOM
+    if fallible:
+        _begin_undo(regs, ctr)
+        _save_batch(regs, table, arena, slots)
+    buf32 = buf.view(np.uint32)
+    buf64 = buf.view(np.uint64)
+    end = U(ctr[L_USED])
+    first = regs[R_LSN]
+    lsn = first
+    changed = 0
+    for i in range(ids.size):
+        s = U(slots[i])
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
+        if lo < hi and write_entries(arena, table[T_OFFSET, s], indices, values, lo, hi):
+            lsn += 1
+            epoch = table[T_EPOCH, s] + U(1)
+            table[T_EPOCH, s] = epoch
+            end = write_sparse(buf, buf32, buf64, end, lsn, page_id(table, s), epoch, table[T_SIZE, s],
+                               indices, values, lo, hi)
+            out[i] = lsn
+            slots[changed] = s
+            changed += 1
+        else:
+            out[i] = 0
+    if changed == 0:
+        _end_undo(regs)
+        return 0
+    _counted(regs, ctr, np.int64(end), lsn)
+    if regs[R_NUM_EDGES] != 0:
+        lsns = np.empty(changed, np.int64)
+        k = 0
+        for i in range(ids.size):
+            if out[i] != 0:
+                lsns[k] = out[i]
+                k += 1
+        if not _cascade(regs, table, arena, ctr, buf, slots, lsns, slots[0], lsns[0], changed):
+            return W_RESUME
+    _end_undo(regs)
+    return _seal(regs, ctr, buf, lsn, now)
