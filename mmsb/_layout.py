@@ -107,6 +107,9 @@ R_NEED_UNDO, R_NEED_UNDO_ROWS = 33, 34  # out: before-image bytes and entries a 
 R_SEED_LSN = 35  # out: the LSN of the written page's delta (with R_SEED_POS)
 # set while writes must take Python's general path (an open transaction, event subscribers)
 R_SLOW = 36
+# write latency: commits that start at an LSN divisible by 16 are timed (R_T0: when the current one
+# began, 0 if it is not timed) into a histogram of log2 buckets (R_LAT: int64[64])
+R_T0, R_LAT = 37, 38
 R_WORDS = 40
 
 # A log buffer's counters (``LogBuffer.ctr``, int64): kernels append to the buffer through them

@@ -45,6 +45,8 @@ from ._layout import (
     R_SEED_LSN,
     R_SEED_POS,
     R_SLOW,
+    R_T0,
+    R_LAT,
     REC_HEADER,
     T_EPOCH,
     T_META,
@@ -57,7 +59,7 @@ from ._layout import (
 )
 from ._registers import address, new_registers
 from .arena import Arena, PageTable, make_meta
-from .delta import Delta, DeltaBatch, _copied, _logged
+from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
 from .errors import (
     DeviceUnavailableError,
     InvalidArgumentError,
@@ -136,9 +138,10 @@ class _Core:
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         # reentrant: event handlers and transaction bodies write while the commit holds it
         self.lock = threading.RLock()
-        # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns.
-        # A list, not NumPy: incrementing a list item is the cheapest counter Python has
-        self.lat = [0] * 64
+        # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns; the
+        # commit kernels count into it (R_LAT)
+        self.lat = np.zeros(64, np.int64)
+        regs[R_LAT] = address(self.lat)
 
     # the LSN and delta count live in the registers, where the commit kernels move them
     @property
@@ -185,7 +188,7 @@ class _Core:
             self.logbuf.retire()
             self.logbuf = LogBuffer()
         if self.lsn:  # only committed writes outside transactions are timed, and they moved the LSN
-            self.lat = [0] * 64
+            self.lat[:] = 0
         self.lsn = self.deltas = 0
 
 
@@ -727,19 +730,20 @@ class State(Dependencies, Durability):
             if pid >= 0 and self._c is c:
                 # the kernel checks the page, the data's size and the state's mode, and its
                 # signature the data's type: anything unusual goes the general way
-                now = _time_ns()
                 try:
-                    r = _commit_update(c.regs, data, pid, now)
+                    r = _commit_update(c.regs, data, pid)
                 except TypeError:
                     r = W_SLOW
                 if r > 0:
-                    if not (r - 1) & _LAT_SAMPLE:  # timed when the commit starts at a multiple of 16
-                        c.lat[(_time_ns() - now).bit_length()] += 1
-                    return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
+                    d = _new_delta(Delta)  # _logged, inlined
+                    d.lsn = r
+                    d._arr = c.logbuf._array
+                    d._pos = c.rv[R_SEED_POS]
+                    return d
                 if r == 0:
                     return None
                 if r != W_SLOW and r != W_ROOM:
-                    return self._settled(c, r, now, (pid & ID_SLOT_MASK,))
+                    return self._settled(c, r, (pid & ID_SLOT_MASK,))
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             return self._update_general(c, page, data)
@@ -755,16 +759,13 @@ class State(Dependencies, Durability):
         if not data.flags.writeable:
             data = data.copy()  # the kernel takes writable arrays only (it never writes this one)
         pid = self._id_of(slot)
-        now = _time_ns()
-        r = _commit_update(c.regs, data, pid, now)
+        r = _commit_update(c.regs, data, pid)
         while r == W_ROOM:
             self._make_room(c)
-            r = _commit_update(c.regs, data, pid, now)
+            r = _commit_update(c.regs, data, pid)
         if r > 0:
-            if not (r - 1) & _LAT_SAMPLE:
-                c.lat[(_time_ns() - now).bit_length()] += 1
             return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
-        return self._settled(c, r, now, (slot,))
+        return self._settled(c, r, (slot,))
 
     def _make_room(self, c: _Core) -> None:
         """What a commit kernel asked for (W_ROOM): log space, before-image space."""
@@ -773,18 +774,17 @@ class State(Dependencies, Durability):
         if rv[R_NEED_UNDO]:
             c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
 
-    def _settled(self, c: _Core, r: int, now: int, slots: Any, start: int | None = None) -> Delta | None:
+    def _settled(self, c: _Core, r: int, slots: Any, batch: bool = False) -> Delta | None:
         """Finish a commit a kernel left to Python (W_RESUME: the cascade goes on here, rolled
         back whole if a recompute raises; W_SEAL: the seal); the written page's Delta, or for
-        a batch (``start``: the LSN before it) None."""
+        a batch None."""
         if r == 0:
             return None
         rv = c.rv
         log = self._log
         delta = None
-        if start is None:
+        if not batch:
             pos, lsn = rv[R_SEED_POS], rv[R_SEED_LSN]
-            start = lsn - 1
             delta = _logged(c.logbuf._array, pos, lsn) if log.keeps_records else _copied(c.logbuf._array, pos)
         if r == W_RESUME:
             prop = c.prop
@@ -799,8 +799,8 @@ class State(Dependencies, Durability):
                 if sp is not None:
                     prop.end_undo()
         log.seal(c.lsn)
-        if not start & _LAT_SAMPLE:
-            c.lat[(_time_ns() - now).bit_length()] += 1
+        if rv[R_T0]:  # a sampled commit (see R_T0): timed to here
+            c.lat[min(63, (_time_ns() - rv[R_T0]).bit_length())] += 1
         return delta
 
     def apply_delta(self, delta: Delta) -> Delta | None:
@@ -831,20 +831,17 @@ class State(Dependencies, Durability):
                 raise InvalidDeltaError(f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes")
             commit = _kc.commit_sparse if sparse else _kc.commit_dense
             args = (c.regs, a, b, self._id_of(slot))
-            now = _time_ns()
-            r = commit(*args, now)
+            r = commit(*args)
             while r == W_ROOM:
                 self._make_room(c)
-                r = commit(*args, now)
+                r = commit(*args)
             if r <= W_BAD:
                 raise InvalidDeltaError(
                     f"index {int(a[(W_BAD - 1 - r) // 2])} is out of range for page {delta.page_id} of {size} bytes"
                 )
             if r > 0:
-                if not (r - 1) & _LAT_SAMPLE:
-                    c.lat[(_time_ns() - now).bit_length()] += 1
                 return _logged(c.logbuf._array, c.rv[R_SEED_POS], r)
-            return self._settled(c, r, now, (slot,))
+            return self._settled(c, r, (slot,))
         finally:
             lock.release()
 
@@ -871,12 +868,10 @@ class State(Dependencies, Durability):
                 return self._apply_batch_slow(batch)
             out = np.empty(ids.size, np.int64)
             args = (c.regs, ids, batch.starts, batch.indices, batch.values, out)
-            start = c.rv[R_LSN]
-            now = _time_ns()
-            r = _kc.commit_batch(*args, now)
+            r = _kc.commit_batch(*args)
             while r == W_ROOM:
                 self._make_room(c)
-                r = _kc.commit_batch(*args, now)
+                r = _kc.commit_batch(*args)
             if r == W_SLOW:
                 return self._apply_batch_slow(batch)
             if r <= W_BAD:
@@ -887,11 +882,8 @@ class State(Dependencies, Durability):
                     f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
                     f"of {c.table.mv_size[int(ids[i]) & ID_SLOT_MASK]} bytes"
                 )
-            if r > 0:
-                if not start & _LAT_SAMPLE:
-                    c.lat[(_time_ns() - now).bit_length()] += 1
-            elif r < 0:
-                self._settled(c, r, now, (ids & ID_SLOT_MASK).tolist(), start)
+            if r < 0:
+                self._settled(c, r, (ids & ID_SLOT_MASK).tolist(), batch=True)
             return out
         finally:
             lock.release()

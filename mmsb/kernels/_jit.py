@@ -76,3 +76,47 @@ def store64(typingctx, addr, value):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def memset(typingctx, dst, value, n):
+    """Set ``n`` bytes at address ``dst`` to ``value``."""
+    sig = types.void(types.int64, types.uint8, types.int64)
+
+    def codegen(context, builder, signature, args):
+        d = builder.inttoptr(args[0], cgutils.voidptr_t)
+        cgutils.memset(builder, d, args[2], args[1])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """The number of set bits of the uint64 ``x``."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return sig, codegen
+
+
+@intrinsic
+def wall_ns(typingctx):
+    """Wall-clock time in ns since the epoch (``time.time_ns()``), read by the C library."""
+    sig = types.int64()
+
+    def codegen(context, builder, signature, args):
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        spec = ir.LiteralStructType([i64, i64])
+        fnty = ir.FunctionType(i32, [i32, spec.as_pointer()])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        ts = cgutils.alloca_once(builder, spec)
+        builder.call(fn, [i32(0), ts])  # CLOCK_REALTIME
+        sec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 0))
+        nsec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
+
+    return sig, codegen

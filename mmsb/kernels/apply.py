@@ -8,21 +8,21 @@ are unsigned (see ``records``); offsets were checked to be in range first.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from .._layout import ID_SLOT_BITS, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE
 from .records import U, byte_flags, write_dense, write_sparse
+from ._jit import inline, kernel
 
-_JIT = dict(cache=True, nogil=True)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def page_id(table, slot):
     gen = table[T_META, slot] & U(META_GEN_MASK)
     return U(slot) | (gen << U(ID_SLOT_BITS))
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _distinct(indices, lo, hi):
     """Whether offsets [lo, hi) are pairwise distinct (False may mean unknown)."""
     for j in range(lo + U(1), hi):
@@ -39,7 +39,7 @@ def _distinct(indices, lo, hi):
     return True
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _write_distinct(arena, off, indices, values, lo, hi):
     # writing unconditionally and comparing after runs branch-free; the store
     # needs the cache line either way
@@ -52,7 +52,7 @@ def _write_distinct(arena, off, indices, values, lo, hi):
     return changed
 
 
-@njit(**_JIT)
+@kernel
 def _write_repeated(arena, off, indices, values, lo, hi, scratch):
     """Write entries [lo, hi), where offsets may repeat; whether the bytes changed.
 
@@ -86,7 +86,7 @@ def _write_repeated(arena, off, indices, values, lo, hi, scratch):
     return changed
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _write_entries(arena, off, indices, values, lo, hi, scratch):
     """Write entries [lo, hi) in order; return whether the page's bytes changed."""
     if _distinct(indices, lo, hi):
@@ -94,7 +94,7 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
     return _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def write_entries(arena, off, indices, values, lo, hi):
     """:func:`_write_entries` with its scratch space made only when offsets repeat."""
     if _distinct(indices, lo, hi):
@@ -105,7 +105,7 @@ def write_entries(arena, off, indices, values, lo, hi):
 # -- logging an applied delta: epoch + 1 and its record. The CPU kernels below call these after
 # writing the bytes; writes to device pages call them once the device said the bytes changed
 
-@njit(**_JIT)
+@kernel
 def log_sparse(table, slot, indices, values, buf, pos, lsn):
     """Log one sparse delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
     epoch = table[T_EPOCH, slot] + U(1)
@@ -117,7 +117,7 @@ def log_sparse(table, slot, indices, values, buf, pos, lsn):
     return np.int64(end)
 
 
-@njit(**_JIT)
+@kernel
 def log_dense(table, slot, mask, payload, buf, pos, lsn):
     """Log one dense delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
     epoch = table[T_EPOCH, slot] + U(1)
@@ -127,7 +127,7 @@ def log_dense(table, slot, mask, payload, buf, pos, lsn):
     return np.int64(end)
 
 
-@njit(**_JIT)
+@kernel
 def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     """Apply one sparse delta as LSN ``lsn``.
 
@@ -145,7 +145,7 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
     return log_sparse(table, slot, indices, values, buf, pos, lsn)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _write_masked(arena, off, mask, payload, n):
     """Write ``payload`` where ``mask``; whether a byte changed. Eight bytes at a time,
     branch-free (a byte loop with a branch ran 20x slower); slots are 8-aligned."""
@@ -169,7 +169,7 @@ def _write_masked(arena, off, mask, payload, n):
     return diff != U(0)
 
 
-@njit(**_JIT)
+@kernel
 def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
     """Apply one dense delta (lengths checked by the caller) as LSN ``lsn``."""
     off = table[T_OFFSET, slot]
@@ -179,7 +179,7 @@ def apply_dense(table, arena, slot, mask, payload, buf, pos, lsn):
     return log_dense(table, slot, mask, payload, buf, pos, lsn)
 
 
-@njit(**_JIT)
+@kernel
 def check_sparse_batch(table, slots, starts, indices):
     """Index of the first delta with an offset outside its page, or -1."""
     for i in range(slots.size):
@@ -190,7 +190,7 @@ def check_sparse_batch(table, slots, starts, indices):
     return -1
 
 
-@njit(**_JIT)
+@kernel
 def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, lsn, out):
     """Apply a columnar batch of sparse deltas in order, as LSNs after ``lsn``.
 
@@ -225,7 +225,7 @@ def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, l
     return np.int64(end), lsn
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@kernel(parallel=True)
 def _apply_grouped(table, arena, slots, starts, indices, values, order, groups, changed):
     # pages are independent: each thread takes whole pages, and within a page
     # the deltas keep their batch order, so no two threads touch one page
@@ -245,7 +245,7 @@ def _apply_grouped(table, arena, slots, starts, indices, values, order, groups, 
                 changed[i] = _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
-@njit(**_JIT)
+@kernel
 def _log_grouped(table, slots, starts, indices, values, buf, pos, lsn, out):
     # LSNs, epochs and records follow batch order, one thread
     buf32 = buf.view(np.uint32)
@@ -289,7 +289,7 @@ def apply_sparse_batch_parallel(table, arena, slots, starts, indices, values, bu
 
 # -- batches and recomputes that involve device pages (mmsb.gpu): the host's share
 
-@njit(**_JIT)
+@kernel
 def apply_marked(table, arena, slots, starts, indices, values, here, changed):
     """Apply, in batch order, the deltas with ``here[i]`` (the rest are on the device);
     ``changed[i]`` says whether delta i changed its page. Offsets were checked."""
@@ -304,7 +304,7 @@ def apply_marked(table, arena, slots, starts, indices, values, here, changed):
             changed[i] = _write_entries(arena, table[T_OFFSET, slots[i]], indices, values, lo, hi, scratch)
 
 
-@njit(**_JIT)
+@kernel
 def repeated_offsets(starts, indices, out):
     """``out[i] = 1`` where delta i's offsets are not pairwise distinct."""
     for i in range(starts.size - 1):
@@ -320,7 +320,7 @@ def repeated_offsets(starts, indices, out):
                     break
 
 
-@njit(**_JIT)
+@kernel
 def cast_weights(weights, out):
     """Weights in a page dtype, converted as the CPU recompute converts them."""
     for i in range(weights.size):

@@ -1,17 +1,16 @@
 """Zeroing pages and page-table rows when a state is reset or a page deleted."""
 
 import numpy as np
-from numba import njit
 
 from .._layout import T_EPOCH, T_OFFSET, T_SIZE, TABLE_ROWS
+from ._jit import kernel
 
-_JIT = dict(cache=True, nogil=True)
 
 
 U = np.uint64
 
 
-@njit(**_JIT)
+@kernel
 def zero_bytes(arena, off, n):
     """Zero ``n`` bytes from the 8-aligned ``off``."""
     off = U(off)
@@ -24,7 +23,7 @@ def zero_bytes(arena, off, n):
         arena[j] = 0
 
 
-@njit(**_JIT)
+@kernel
 def reset_table(table, arena, used_rows, zero_pages):
     """Clear table rows [0, used_rows); with ``zero_pages``, zero every written page.
 

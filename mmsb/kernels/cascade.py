@@ -16,16 +16,14 @@ and does not push its children.
 """
 
 import numpy as np
-from numba import njit
 
 from .._layout import OP_DEVICE, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
 from .diff import commit_bytes, commit_page
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
-from ._jit import memcpy
 from .records import U
+from ._jit import inline, kernel, memcpy
 
-_JIT = dict(cache=True, nogil=True)
 
 # bindings: one row per slot, and a pool of (parent slot, weight bits) rows
 B_OP, B_DTYPE, B_START, B_COUNT, B_SIG = range(5)
@@ -60,7 +58,7 @@ M_HEAP, M_DATA, M_OTHER = 1, 2, 4
 KIND_SYNC = 2  # mmsb.graph.KIND_SYNC
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _heap_push(work, ctl, nodes, s):
     i = ctl[C_HEAP]
     ctl[C_HEAP] = i + 1
@@ -75,7 +73,7 @@ def _heap_push(work, ctl, nodes, s):
     work[i, W_HEAP] = s
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _heap_pop(work, ctl, nodes):
     top = work[0, W_HEAP]
     n = ctl[C_HEAP] - 1
@@ -98,7 +96,7 @@ def _heap_pop(work, ctl, nodes):
     return top
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _push_children(nodes, edges, work, ctl, s):
     e = nodes[s, N_OUT]
     while e >= 0:
@@ -124,7 +122,7 @@ def _push_children(nodes, edges, work, ctl, s):
         e = edges[e, E_NEXT_OUT]
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _record_change(work, ctl, s, lsn):
     work[s, W_LSN] = lsn
     i = ctl[C_TOUCH]
@@ -132,7 +130,7 @@ def _record_change(work, ctl, s, lsn):
     ctl[C_TOUCH] = i + 1
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _save_image(table, arena, ctl, undo, index, s):
     i = ctl[C_UNDO_N]
     at = ctl[C_UNDO_POS]
@@ -147,14 +145,14 @@ def _save_image(table, arena, ctl, undo, index, s):
     ctl[C_UNDO_POS] = at + n
 
 
-@njit(**_JIT)
+@kernel
 def save_images(table, arena, ctl, undo, index, slots):
     """Save the bytes and epochs of ``slots`` (room was made by the caller)."""
     for i in range(slots.size):
         _save_image(table, arena, ctl, undo, index, slots[i])
 
 
-@njit(**_JIT)
+@kernel
 def restore_images(table, arena, ctl, undo, index):
     """Put every saved page back, newest save first, and forget the saves."""
     for k in range(ctl[C_UNDO_N] - 1, -1, -1):
@@ -168,7 +166,7 @@ def restore_images(table, arena, ctl, undo, index):
     ctl[C_UNDO_POS] = 0
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _seed(nodes, edges, work, ctl, seeds, lsns):
     for i in range(seeds.size):
         s = seeds[i]
@@ -177,14 +175,14 @@ def _seed(nodes, edges, work, ctl, seeds, lsns):
             _push_children(nodes, edges, work, ctl, s)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _mark_dirty(nodes, work, ctl, s):
     if work[s, W_MARK] == 0:
         _heap_push(work, ctl, nodes, s)
     work[s, W_MARK] |= M_HEAP | M_DATA
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn,
                     before):
     if ctl[C_UNDO]:
@@ -209,7 +207,7 @@ def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, in
     return end
 
 
-@njit(**_JIT)
+@kernel
 def commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf, pos, lsn):
     """Commit recomputed bytes ``data`` of page ``s`` (from Python); returns the log end.
 
@@ -219,7 +217,7 @@ def commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, ind
                            lsn, None)
 
 
-@njit(**_JIT)
+@kernel
 def commit_derived_known(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, before, data, buf,
                          pos, lsn):
     """:func:`commit_derived` of a page whose bytes are elsewhere (on the device): ``before``
@@ -228,7 +226,7 @@ def commit_derived_known(table, arena, nodes, edges, binds, pool, work, ctl, und
                            lsn, before)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _call_user(funcs, f, table, arena, pool, scratch, bounds, lo, k, s, n):
     """Recompute ``s`` with its @njit function; the result is ``scratch[at:at + n]``, returned as ``at``.
 
@@ -251,7 +249,7 @@ def _call_user(funcs, f, table, arena, pool, scratch, bounds, lo, k, s, n):
     return at
 
 
-@njit(**_JIT)
+@kernel
 def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, funcs):
     """Run the queued cascade; returns (log end, last LSN).
 
@@ -336,14 +334,14 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
     return end, lsn
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _finish(work, ctl):
     for i in range(ctl[C_TOUCH]):
         work[work[i, W_TOUCH], W_LSN] = 0
     ctl[C_TOUCH] = 0
 
 
-@njit(**_JIT)
+@kernel
 def finish(work, ctl):
     """Forget this commit's LSN marks (cost: pages the commit changed).
 
@@ -352,7 +350,7 @@ def finish(work, ctl):
     _finish(work, ctl)
 
 
-@njit(**_JIT)
+@kernel
 def cascade(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index, buf, pos, lsn, seeds, lsns,
             dirty, funcs):
     """Seed, run and finish the cascade of a commit in one call; see :func:`run`.

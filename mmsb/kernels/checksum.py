@@ -7,9 +7,9 @@ per frame would mean a Python call per frame.
 """
 
 import numpy as np
-from numba import njit
 
-_JIT = {"cache": True, "nogil": True}
+from ._jit import kernel
+
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 
 
@@ -29,7 +29,7 @@ def _make_tables() -> np.ndarray:
 TABLES = _make_tables()
 
 
-@njit(**_JIT)
+@kernel
 def crc32c(data, start, stop, crc=0):
     """CRC32C of ``data[start:stop]`` (uint8), continuing from ``crc``."""
     t = TABLES

@@ -25,12 +25,11 @@ from .._layout import (
     L_CAP, L_DELTAS, L_MODE, L_USED, L_WORDS, L_ADDR, L_SEALED, LOG_DROP, LOG_SEAL, R_ARENA, R_ARENA_SIZE,
     R_BINDS, R_BINDS_ROWS, R_CTL, R_DELTAS, R_EDGES, R_EDGES_ROWS, R_FALLIBLE, R_LOG, R_LSN, R_NEED,
     R_NEED_UNDO, R_NEED_UNDO_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES, R_POOL, R_POOL_ROWS, R_SCRATCH,
-    R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
+    R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_T0, R_LAT, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
     R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS, REC_COMMIT, REC_HEADER,
     ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
     TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
 )
-from ._jit import at, inline, kernel
 from .apply import _write_masked, log_dense, log_sparse, page_id, write_entries
 from .cascade import (
     B_COLS, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
@@ -39,6 +38,7 @@ from .cascade import (
 from .diff import commit_bytes
 from .graph import E_COLS, N_COLS
 from .records import U, write_header, write_sparse
+from ._jit import at, inline, kernel, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
@@ -47,10 +47,10 @@ _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (ba
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
 
 _REGS = "int64[::1]"
-_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64, int64)"
-_SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64, int64)"
-_SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64, int64)"
-_SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1], int64)"
+_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
+_SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64)"
+_SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64)"
+_SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1])"
 
 
 @inline
@@ -141,16 +141,37 @@ def _counted(regs, ctr, end, lsn):
 
 
 @inline
-def _seal(regs, ctr, buf, first, now):
+def _timer(regs):
+    """Start timing this commit if it is sampled (it starts at an LSN divisible by 16)."""
+    regs[R_T0] = wall_ns() if regs[R_LSN] & 15 == 0 else 0
+
+
+@inline
+def _timed(regs):
+    """The commit is done: count its duration in the latency histogram if it was sampled."""
+    t0 = regs[R_T0]
+    if t0 != 0:
+        d = wall_ns() - t0
+        b = 0
+        while d > 0:
+            d >>= 1
+            b += 1
+        lat = at(regs[R_LAT], (64,), np.int64)
+        lat[min(b, 63)] += 1
+
+
+@inline
+def _seal(regs, ctr, buf, first):
     """End the commit: its commit record (in memory), or leave that to Python."""
     mode = ctr[L_MODE]
     if mode == LOG_SEAL:
-        at = ctr[L_USED]
-        if at + REC_HEADER > ctr[L_CAP]:
+        end = ctr[L_USED]
+        if end + REC_HEADER > ctr[L_CAP]:
             return W_SEAL
-        write_header(buf.view(np.uint64), U(at), REC_HEADER, REC_COMMIT, 0, regs[R_LSN], now, 0, 0, 0)
-        ctr[L_USED] = at + REC_HEADER
-        ctr[L_SEALED] = at + REC_HEADER
+        write_header(buf.view(np.uint64), U(end), REC_HEADER, REC_COMMIT, 0, regs[R_LSN], wall_ns(), 0, 0, 0)
+        ctr[L_USED] = end + REC_HEADER
+        ctr[L_SEALED] = end + REC_HEADER
+        _timed(regs)
         return first
     if mode == LOG_DROP:
         ctr[L_USED] = 0
@@ -193,7 +214,7 @@ def _cascade(regs, table, arena, ctr, buf, seeds, lsns, seed, seed_lsn, count):
 
 
 @inline
-def _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now):
+def _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn):
     """After the write of page ``slot`` logged at ``[pos, end)`` as ``lsn``: commit, cascade, seal."""
     if end == pos:
         _end_undo(regs)
@@ -205,7 +226,7 @@ def _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now):
         if not _cascade(regs, table, arena, ctr, buf, slot, lsn, slot, lsn, 1):
             return W_RESUME
     _end_undo(regs)
-    return _seal(regs, ctr, buf, lsn, now)
+    return _seal(regs, ctr, buf, lsn)
 
 
 @inline
@@ -214,6 +235,7 @@ def _start_one(regs, table, arena, ctr, slot, need):
     n = np.int64(table[T_SIZE, slot])
     if not _room(regs, ctr, need + 2 * REC_HEADER, n, 1):
         return False
+    _timer(regs)
     if regs[R_FALLIBLE] != 0:
         _begin_undo(regs, ctr)
         ctl, undo, index = _undo_arrays(regs)
@@ -222,7 +244,7 @@ def _start_one(regs, table, arena, ctr, slot, need):
 
 
 @kernel(_SIG_UPDATE)
-def commit_update(regs, data, pid, now):
+def commit_update(regs, data, pid):
     """``update_page``: page ``pid`` takes ``data``; see the module docstring. ``W_SLOW`` for a
     page that is not a live host page, data of another size, or a state in a transaction."""
     table, arena, ctr, buf = _state(regs)
@@ -235,11 +257,11 @@ def commit_update(regs, data, pid, now):
     pos = ctr[L_USED]
     lsn = regs[R_LSN] + 1
     end = commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
 
 
 @kernel(_SIG_SPARSE)
-def commit_sparse(regs, indices, values, pid, now):
+def commit_sparse(regs, indices, values, pid):
     """``apply_delta`` of a sparse delta; ``W_BAD - 1 - 2 * k`` when offset k is outside the page."""
     table, arena, ctr, buf = _state(regs)
     slot = _host_slot(regs, table, pid)
@@ -256,11 +278,11 @@ def commit_sparse(regs, indices, values, pid, now):
     end = pos
     if write_entries(arena, table[T_OFFSET, slot], indices, values, U(0), U(indices.size)):
         end = log_sparse(table, slot, indices, values, buf, pos, lsn)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
 
 
 @kernel(_SIG_DENSE)
-def commit_dense(regs, mask, payload, pid, now):
+def commit_dense(regs, mask, payload, pid):
     """``apply_delta`` of a dense delta; ``W_SLOW`` unless mask and payload have the page's size."""
     table, arena, ctr, buf = _state(regs)
     slot = _host_slot(regs, table, pid)
@@ -274,7 +296,7 @@ def commit_dense(regs, mask, payload, pid, now):
     end = pos
     if _write_masked(arena, table[T_OFFSET, slot], mask, payload, U(n)):
         end = log_dense(table, slot, mask, payload, buf, pos, lsn)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn, now)
+    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
 
 
 @inline
@@ -329,7 +351,7 @@ def _batch_undo_size(regs, table, slots):
 
 
 @kernel(_SIG_BATCH)
-def commit_batch(regs, ids, starts, indices, values, out, now):
+def commit_batch(regs, ids, starts, indices, values, out):
     """``apply_batch``: delta i writes page ``ids[i]``; ``out[i]`` gets its LSN (0: no change).
 
     Returns the last LSN of the commit's written pages (0: none changed), or a
@@ -351,6 +373,7 @@ def commit_batch(regs, ids, starts, indices, values, out, now):
     if not _room(regs, ctr, ids.size * (REC_HEADER + 8) + 5 * indices.size + 2 * REC_HEADER, undo_bytes,
                  undo_rows):
         return W_ROOM
+    _timer(regs)
     if fallible:
         _begin_undo(regs, ctr)
         _save_batch(regs, table, arena, slots)
@@ -389,4 +412,4 @@ def commit_batch(regs, ids, starts, indices, values, out, now):
         if not _cascade(regs, table, arena, ctr, buf, slots, lsns, slots[0], lsns[0], changed):
             return W_RESUME
     _end_undo(regs)
-    return _seal(regs, ctr, buf, lsn, now)
+    return _seal(regs, ctr, buf, lsn)

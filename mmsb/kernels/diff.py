@@ -7,18 +7,16 @@ buffer may not be, which x86 and ARM64 loads tolerate.
 """
 
 import numpy as np
-from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
-from ._jit import memcpy, store64
 from .records import _GATHER, _HEADER, _LOW, U, byte_flags as _byte_flags, pad8, write_header, zero_tail
+from ._jit import inline, kernel, memcpy, memset, popcount, store64
 
-_JIT = dict(cache=True, nogil=True)
 _NO_CAUSES = np.zeros(0, np.int64)
 
 
-@njit(**_JIT)
+@kernel
 def update_page(table, arena, slot, data, buf, pos, lsn):
     """Make page ``slot`` hold ``data``; log it as LSN ``lsn`` if any byte changed.
 
@@ -29,21 +27,21 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
     return commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def commit_bytes(table, arena, slot, data, buf, pos, lsn, causes, ncauses):
     """:func:`update_page`, recording ``causes[:ncauses]``: LSNs that caused this delta."""
     off = table[T_OFFSET, slot]
     return commit_page(table, arena[off:off + table[T_SIZE, slot]], slot, data, buf, pos, lsn, causes, ncauses)
 
 
-@njit(**_JIT)
+@kernel
 def update_known(table, before, slot, data, buf, pos, lsn):
     """:func:`update_page` of a page whose bytes are elsewhere (on the device), given bytes
     that differ from ``data`` exactly where the page changed (``before`` is overwritten)."""
     return commit_page(table, before, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     """:func:`commit_bytes` with the page's current bytes given as ``page`` (which then takes ``data``)."""
     n = table[T_SIZE, slot]
@@ -53,7 +51,7 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     d64 = data[:tail].view(np.uint64)
     changed = U(0)
     for w in range(nw):  # branch-free, so it vectorizes
-        changed += (_byte_flags(p64[w] ^ d64[w]) * _LOW) >> U(56)
+        changed += popcount(_byte_flags(p64[w] ^ d64[w]))
     for j in range(tail, n):
         if page[j] != data[j]:
             changed += U(1)
@@ -91,8 +89,7 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
         if changed == n:
             # every byte changed (a recompute of a whole page, a new random page): the payload is
             # the data, one copy
-            for w in range(nmask):
-                buf[mb + w] = 0xFF
+            memset(at + np.int64(mb), np.uint8(0xFF), np.int64(nmask))
             if n & U(7):
                 buf[mb + nmask - U(1)] = np.uint8((1 << np.int64(n & U(7))) - 1)
             memcpy(at + np.int64(pb), np.int64(data.ctypes.data), np.int64(n))

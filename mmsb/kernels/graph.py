@@ -24,9 +24,9 @@ explicit stack, so chains of any depth work.
 """
 
 import numpy as np
-from numba import njit
 
-_JIT = dict(cache=True, nogil=True)
+from ._jit import inline, kernel
+
 
 N_ORD, N_OUT, N_IN, N_MARK = range(4)
 N_COLS = 4
@@ -40,7 +40,7 @@ M_SIZE = 5  # the node capacity is at least this, so meta fits its row
 ADDED, EXISTS, KIND_CLASH, CYCLE = 1, 0, -1, -2
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _home(key, mask):
     # Both halves times odd constants below 2**31 cannot overflow int64 (so
     # the kernels run unchanged as Python under NUMBA_DISABLE_JIT); the shifts
@@ -51,7 +51,7 @@ def _home(key, mask):
     return h & mask
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _probe(table, key):
     """Table index holding ``key``, or ``-(index of the empty slot that ends the probe) - 1``."""
     mask = table.shape[0] - 1
@@ -65,7 +65,7 @@ def _probe(table, key):
         i = (i + 1) & mask
 
 
-@njit(**_JIT)
+@kernel
 def _table_delete(table, i):
     # Backward-shift deletion: pull later entries of the same run into the
     # hole unless their home lies cyclically within (hole, entry].
@@ -85,14 +85,14 @@ def _table_delete(table, i):
     table[i, 0] = -1
 
 
-@njit(**_JIT)
+@kernel
 def find_edge(table, p, c):
     """Edge id of ``p -> c``, or -1 when there is none."""
     i = _probe(table, (p << 32) | c)
     return table[i, 1] if i >= 0 else -1
 
 
-@njit(**_JIT)
+@kernel
 def _search(nodes, scratch, edges, start, bound, stamp, forward):
     """Depth-first search from ``start`` through children to slots positioned before
     ``bound`` (forward; found slots in S_FWD), or through parents to slots after it.
@@ -133,7 +133,7 @@ def _search(nodes, scratch, edges, start, bound, stamp, forward):
     return n
 
 
-@njit(**_JIT)
+@kernel
 def _reorder(nodes, scratch, edges, p, c, lb, ub):
     """Make room for ``p -> c`` when ``order[c] = lb < ub = order[p]``; False on a cycle."""
     meta = scratch[S_META]
@@ -156,7 +156,7 @@ def _reorder(nodes, scratch, edges, p, c, lb, ub):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def add_edge(nodes, scratch, edges, table, p, c, kind):
     """Add ``p -> c`` of ``kind``; both slots below the node capacity, room for one more edge.
 
@@ -197,7 +197,7 @@ def add_edge(nodes, scratch, edges, table, p, c, kind):
     return ADDED
 
 
-@njit(**_JIT)
+@kernel
 def add_edges(nodes, scratch, edges, table, parents, children, kind):
     """:func:`add_edge` for each pair in turn; room for all of them is already made.
 
@@ -218,7 +218,7 @@ def add_edges(nodes, scratch, edges, table, parents, children, kind):
     return added.sum(), -1, ADDED
 
 
-@njit(**_JIT)
+@kernel
 def _unlink(nodes, scratch, edges, table, e):
     p, c = edges[e, E_PARENT], edges[e, E_CHILD]
     for nxt, prv, head, s in ((E_NEXT_OUT, E_PREV_OUT, N_OUT, p), (E_NEXT_IN, E_PREV_IN, N_IN, c)):
@@ -237,7 +237,7 @@ def _unlink(nodes, scratch, edges, table, e):
     meta[M_COUNT] -= 1
 
 
-@njit(**_JIT)
+@kernel
 def remove_edge(nodes, scratch, edges, table, p, c):
     """Remove ``p -> c``; False (nothing done) when there is no such edge.
 
@@ -250,7 +250,7 @@ def remove_edge(nodes, scratch, edges, table, p, c):
     return True
 
 
-@njit(**_JIT)
+@kernel
 def remove_node(nodes, scratch, edges, table, s):
     """Remove every edge into or out of slot ``s``; the number removed."""
     n = 0
@@ -261,7 +261,7 @@ def remove_node(nodes, scratch, edges, table, s):
     return n
 
 
-@njit(**_JIT)
+@kernel
 def neighbours(nodes, scratch, edges, s, outward, kind):
     """Children (``outward``) or parents of slot ``s``, ascending; only ``kind`` unless it is -1."""
     head, nxt, end = (N_OUT, E_NEXT_OUT, E_CHILD) if outward else (N_IN, E_NEXT_IN, E_PARENT)
@@ -276,7 +276,7 @@ def neighbours(nodes, scratch, edges, s, outward, kind):
     return np.sort(buf[:n])
 
 
-@njit(**_JIT)
+@kernel
 def _transpose(ptr, ind, kinds, tptr):
     # Rows are scanned in order, so each transposed row comes out ascending.
     pos = tptr[:-1].copy()
@@ -290,7 +290,7 @@ def _transpose(ptr, ind, kinds, tptr):
     return tind, tkinds
 
 
-@njit(**_JIT)
+@kernel
 def build_csr(scratch, edges, n):
     """Forward and reverse CSR of the edges over slots [0, n).
 
@@ -321,7 +321,7 @@ def build_csr(scratch, edges, n):
     return fptr, find, fkinds, rptr, rind, rkinds
 
 
-@njit(**_JIT)
+@kernel
 def levels(nodes, scratch, edges, n):
     """Per slot in [0, n): the longest edge path reaching it (0 for a slot without parents)."""
     lev = np.zeros(n, np.int64)
@@ -337,7 +337,7 @@ def levels(nodes, scratch, edges, n):
     return lev
 
 
-@njit(**_JIT)
+@kernel
 def rehash(scratch, edges, table):
     """Insert every edge into ``table``, which is empty and large enough."""
     for e in range(scratch[S_META, M_HIGH]):
@@ -347,7 +347,7 @@ def rehash(scratch, edges, table):
             table[i, 0], table[i, 1] = key, e
 
 
-@njit(**_JIT)
+@kernel
 def clear(nodes, scratch, edges, table, n):
     """Back to no edges and the identity order over slots [0, n), the ones ever used.
 

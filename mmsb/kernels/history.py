@@ -19,11 +19,10 @@ float64.
 """
 
 import numpy as np
-from numba import njit
 
 from .._layout import ID_SLOT_MASK, REC_DELTA, REC_HEADER
+from ._jit import inline, kernel
 
-_JIT = dict(cache=True, nogil=True)
 
 E_PAGE, E_LSN, E_OFF = range(3)
 E_ROWS = 3
@@ -31,7 +30,7 @@ E_ROWS = 3
 _LEN_MASK = np.uint64(0xFFFFFFFF)
 
 
-@njit(**_JIT)
+@kernel
 def scan(words, pos, end, ent, n):
     """Index the delta records in log bytes ``[pos, end)``, appending from entry ``n``.
 
@@ -59,7 +58,7 @@ def scan(words, pos, end, ent, n):
     return n, pos
 
 
-@njit(**_JIT)
+@kernel
 def by_slot(ent, n):
     """CSR of entries ``0 .. n`` by page-table slot: ``(starts, order)``, each slot's entries in
     log (= LSN) order. A counting sort: linear, where a comparison sort of 1 M ids took ~100 ms."""
@@ -80,7 +79,7 @@ def by_slot(ent, n):
     return starts, order
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _push(out, m, e, hop):
     if m == out.shape[1]:
         bigger = np.empty((2, 2 * m), np.int64)
@@ -91,7 +90,7 @@ def _push(out, m, e, hop):
     return out
 
 
-@njit(**_JIT)
+@kernel
 def query(words, ent, n, starts, order, nsorted, mark, stamp, page, depth, last):
     """The provenance of ``page``: its delta entries (the newest ``last`` of them; all when
     ``last < 0``) at hop 0, then breadth first up their records' cause LSNs for at most
@@ -175,7 +174,7 @@ def query(words, ent, n, starts, order, nsorted, mark, stamp, page, depth, last)
     return rows, truncated
 
 
-@njit(**_JIT)
+@kernel
 def gather(words, rows):
     """The records ``rows`` names (row 0 offset, row 1 length, as :func:`query` returns) copied
     side by side into one new array; row 0 is rewritten to each record's start in it (bytes).

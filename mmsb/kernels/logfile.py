@@ -7,7 +7,6 @@ does not fit the state (layouts in ``docs/FORMAT.md``).
 """
 
 import numpy as np
-from numba import njit
 
 from .._layout import (
     ENC_DENSE,
@@ -27,8 +26,8 @@ from .._layout import (
     T_SIZE,
 )
 from .checksum import crc32c
+from ._jit import inline, kernel
 
-_JIT = {"cache": True, "nogil": True}
 FRAME_MAGIC = 0x3146534D  # "MSF1"
 FRAME_HEADER = 32
 # scan results
@@ -38,32 +37,32 @@ R_DONE, R_STOP, R_BAD = 0, 1, 2
 _MAX_TYPE = max(REC_TYPES)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _u32(data, at):
     return np.uint32(data[at]) | np.uint32(data[at + 1]) << 8 | np.uint32(data[at + 2]) << 16 | (
         np.uint32(data[at + 3]) << 24)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _u64(data, at):
     lo = np.uint64(_u32(data, at))
     hi = np.uint64(_u32(data, at + 4))
     return lo | hi << np.uint64(32)
 
 
-@njit(**_JIT)
+@kernel
 def frame_crc(seed, data, start, end):
     """The CRC of a frame at ``start`` whose payload ends at ``end`` (header words 2-4 + payload)."""
     return crc32c(data, start + 8, end, seed)
 
 
-@njit(**_JIT)
+@kernel
 def payload_crc(seed, header, payload, start, end):
     """The CRC of a frame being written: ``header`` (its 32 bytes) and ``payload[start:end]``."""
     return crc32c(payload, start, end, crc32c(header, 8, FRAME_HEADER, seed))
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _frame_ok(data, pos, n, seed):
     """The end of the valid frame at ``pos``, or -1."""
     if n - pos < FRAME_HEADER or _u32(data, pos) != FRAME_MAGIC:
@@ -77,7 +76,7 @@ def _frame_ok(data, pos, n, seed):
     return end
 
 
-@njit(**_JIT)
+@kernel
 def scan_frames(data, pos, seed):
     """Walk the frames from ``pos``: (valid end, frames, payload bytes, last LSN, status).
 
@@ -115,7 +114,7 @@ def scan_frames(data, pos, seed):
     return pos, frames, payload, lsn, SCAN_CLEAN
 
 
-@njit(**_JIT)
+@kernel
 def gather_payloads(data, pos, end, out, starts):
     """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order;
     ``starts[i]`` gets where frame i's payload starts in ``out``."""
@@ -131,7 +130,7 @@ def gather_payloads(data, pos, end, out, starts):
     return at
 
 
-@njit(**_JIT)
+@kernel
 def check_records(data, start, end, to_lsn):
     """Walk the records of ``data[start:end]``; (cut, commits, deltas, last LSN, bad offset).
 
@@ -170,7 +169,7 @@ def check_records(data, start, end, to_lsn):
     return cut, commits, deltas, lsn, -1
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _live_slot(table, used, pid):
     """The slot of live page ``pid``, or -1."""
     slot = np.int64(pid & np.uint64(ID_SLOT_MASK))
@@ -183,7 +182,7 @@ def _live_slot(table, used, pid):
     return slot
 
 
-@njit(**_JIT)
+@kernel
 def replay_deltas(table, used, arena, data, pos, end, lsn):
     """Apply the delta records from ``pos`` on, checking each; (pos, lsn, deltas, status).
 
@@ -274,7 +273,7 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
     return pos, lsn, applied, R_DONE
 
 
-@njit(**_JIT)
+@kernel
 def copy_pages(arena, offsets, sizes, data, into_arena):
     """Copy pages (arena ``offsets``, ``sizes``) side by side into ``data``, or back from it."""
     at = 0
@@ -289,7 +288,7 @@ def copy_pages(arena, offsets, sizes, data, into_arena):
     return at
 
 
-@njit(**_JIT)
+@kernel
 def count_records(data, start, end, counts, nbytes):
     """Per record type, how many records and bytes ``data[start:end]`` holds (checked records)."""
     pos = start

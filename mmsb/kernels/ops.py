@@ -7,21 +7,20 @@ bytes read as booleans, 0 or 1).
 """
 
 import numpy as np
-from numba import njit
 
-_JIT = dict(cache=True, nogil=True)
 U = np.uint64
 
 from .._layout import OP_AND, OP_MAX, OP_MIN, OP_MINPLUS, OP_OR, OP_ORAND, OP_PASSTHROUGH, OP_SUM, OP_XOR
+from ._jit import inline, kernel
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _copy(acc, x):
     for j in range(U(acc.size)):
         acc[j] = x[j]
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _fold(op, dtype, acc, x, w, first):
     """One parent folded into the accumulator, element-wise (typed views).
 
@@ -57,7 +56,7 @@ def _fold(op, dtype, acc, x, w, first):
                 acc[j] = 1 if (acc[j] != 0 or x[j] != 0) else 0
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _fold_bits(op, acc, x):
     n = U(acc.size)
     if op == OP_AND:
@@ -71,7 +70,7 @@ def _fold_bits(op, acc, x):
             acc[j] ^= x[j]
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _typed(op, dtype, out, arena, offsets, weights, n):
     acc = out[:n].view(dtype)
     for p in range(offsets.size):
@@ -80,7 +79,7 @@ def _typed(op, dtype, out, arena, offsets, weights, n):
         _fold(op, dtype, acc, x, dtype(weights[p]), p == 0)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def _bitwise(op, out, arena, offsets, n):
     # bitwise ops and copies act on raw bytes whatever the dtype: 8 at a time
     words = n >> 3
@@ -98,7 +97,7 @@ def _bitwise(op, out, arena, offsets, n):
             _fold_bits(op, tail, xt)
 
 
-@njit(**_JIT)
+@kernel
 def recompute(op, dtype_code, out, arena, offsets, weights, n):
     """Write into ``out[:n]`` the op over the parents at arena ``offsets`` (all n bytes)."""
     if op == OP_AND or op == OP_OR or op == OP_XOR or op == OP_PASSTHROUGH:

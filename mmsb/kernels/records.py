@@ -6,12 +6,10 @@ vectorizing (3-5x slower).
 """
 
 import numpy as np
-from numba import njit
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER
-from ._jit import store64
+from ._jit import inline, store64
 
-_JIT = dict(cache=True, nogil=True)
 U = np.uint64
 _HEADER = U(REC_HEADER)
 
@@ -21,7 +19,7 @@ _LOW = np.uint64(0x0101010101010101)
 _GATHER = np.uint64(0x0102040810204080)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def byte_flags(x):
     """0x01 in each byte of ``x`` that is nonzero, 0x00 elsewhere."""
     x |= x >> np.uint64(4)
@@ -30,12 +28,12 @@ def byte_flags(x):
     return x & _LOW
 
 
-@njit(inline="always", **_JIT)
+@inline
 def pad8(n):
     return (n + U(7)) & ~U(7)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def write_header(buf64, pos, length, rtype, encoding, lsn, page_id, epoch, count, size):
     w = pos >> U(3)
     buf64[w] = U(length) | (U(rtype) << U(32)) | (U(encoding) << U(40))
@@ -46,13 +44,13 @@ def write_header(buf64, pos, length, rtype, encoding, lsn, page_id, epoch, count
     buf64[w + U(5)] = U(size)
 
 
-@njit(inline="always", **_JIT)
+@inline
 def zero_tail(buf, start, end):
     for k in range(start, end):
         buf[k] = 0
 
 
-@njit(inline="always", **_JIT)
+@inline
 def write_sparse(buf, buf32, buf64, pos, lsn, page_id, epoch, size, indices, values, lo, hi):
     """Append a sparse delta record of entries [lo, hi); return the new end (all uint64)."""
     n = hi - lo
@@ -69,7 +67,7 @@ def write_sparse(buf, buf32, buf64, pos, lsn, page_id, epoch, size, indices, val
     return pos + length
 
 
-@njit(inline="always", **_JIT)
+@inline
 def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
     """Append a dense delta record (bitmask + masked payload); return the new end.
 

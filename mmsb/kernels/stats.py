@@ -1,15 +1,14 @@
 """Counts for ``State.stats()`` read back from the log, so commits pay nothing for them."""
 
 import numpy as np
-from numba import njit
 
 from .._layout import ENC_SPARSE, REC_DELTA, REC_HEADER
+from ._jit import kernel
 
-_JIT = dict(cache=True, nogil=True)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
 
 
-@njit(**_JIT)
+@kernel
 def delta_bytes(buf, end):
     """Byte writes carried by the delta records in ``buf[:end]``; -1 - offset if a record is malformed.
 
