@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import pathlib
+import sys
+import time
+from typing import Any
 
 from .._compat import patch_numpy
 
@@ -41,8 +44,48 @@ def _drop_stale_cache(here: pathlib.Path | None = None) -> None:
         pass  # a read-only install: numba caches elsewhere, and an upgrade replaces every file
 
 
+class _Announce:
+    """Says on stderr when mmsb's kernels compile (a cache miss: the first use after an install
+    or upgrade), so that a first call that takes a minute does not look hung, and how long the
+    compile took. Loading from the cache says nothing."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = 0.0
+
+    def on_start(self, event: Any) -> None:
+        fn = getattr(event.data.get("dispatcher"), "py_func", None)
+        if self.depth or not getattr(fn, "__module__", "").startswith("mmsb."):
+            if self.depth:
+                self.depth += 1
+            return
+        self.depth = 1
+        self.started = time.perf_counter()
+        sys.stderr.write(f"mmsb: compiling numba kernels ({fn.__name__} and what it calls) for this machine; "
+                         "once per install, then cached on disk ...\n")
+        sys.stderr.flush()
+
+    def on_end(self, event: Any) -> None:
+        if not self.depth:
+            return
+        self.depth -= 1
+        if not self.depth:
+            sys.stderr.write(f"mmsb: compiled in {time.perf_counter() - self.started:.1f} s\n")
+            sys.stderr.flush()
+
+
+def _listen() -> None:
+    from numba.core import event
+
+    class Listener(_Announce, event.Listener):
+        pass
+
+    event.register("numba:compile", Listener())
+
+
 _drop_stale_cache()
 patch_numpy()  # before numba compiles anything (see mmsb._compat)
+_listen()
 
 from .apply import (  # after the cache check, before anything compiles
     _log_grouped as log_grouped,

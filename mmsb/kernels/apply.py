@@ -25,11 +25,11 @@ def page_id(table, slot):
 @inline
 def _distinct(indices, lo, hi):
     """Whether offsets [lo, hi) are pairwise distinct (False may mean unknown)."""
-    for j in range(lo + U(1), hi):
-        if indices[j] <= indices[j - U(1)]:
-            break
-    else:
-        return True  # increasing: the common case, settled in one pass
+    increasing = True
+    for j in range(lo + U(1), hi):  # branch-free: the common case, settled in one pass
+        increasing &= indices[j] > indices[j - U(1)]
+    if increasing:
+        return True
     if hi - lo > U(16):
         return False
     for j in range(lo + U(1), hi):
@@ -43,13 +43,13 @@ def _distinct(indices, lo, hi):
 def _write_distinct(arena, off, indices, values, lo, hi):
     # writing unconditionally and comparing after runs branch-free; the store
     # needs the cache line either way
-    changed = False
+    changed = U(0)
     for j in range(lo, hi):
         p = off + U(indices[j])
-        old = arena[p]
-        arena[p] = values[j]
-        changed |= old != values[j]
-    return changed
+        v = values[j]
+        changed |= U(arena[p] ^ v)
+        arena[p] = v
+    return changed != U(0)
 
 
 @kernel
@@ -94,12 +94,18 @@ def _write_entries(arena, off, indices, values, lo, hi, scratch):
     return _write_repeated(arena, off, indices, values, lo, hi, scratch)
 
 
+@kernel
+def _write_repeated_alone(arena, off, indices, values, lo, hi):
+    # a call of its own: an allocation inlined into a caller's loop slows the whole loop (2x)
+    return _write_repeated(arena, off, indices, values, lo, hi, np.empty(2 * (hi - lo), np.uint8))
+
+
 @inline
 def write_entries(arena, off, indices, values, lo, hi):
     """:func:`_write_entries` with its scratch space made only when offsets repeat."""
     if _distinct(indices, lo, hi):
         return _write_distinct(arena, off, indices, values, lo, hi)
-    return _write_repeated(arena, off, indices, values, lo, hi, np.empty(2 * (hi - lo), np.uint8))
+    return _write_repeated_alone(arena, off, indices, values, lo, hi)
 
 
 # -- logging an applied delta: epoch + 1 and its record. The CPU kernels below call these after

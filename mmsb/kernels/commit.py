@@ -30,7 +30,7 @@ from .._layout import (
     ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
     TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
 )
-from .apply import _write_masked, log_dense, log_sparse, page_id, write_entries
+from .apply import _write_distinct, _write_masked, log_dense, log_sparse, page_id, write_entries
 from .cascade import (
     B_COLS, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
     W_LSN, W_MARK, W_TOUCH, _finish, _push_children, _save_image, run,
@@ -301,22 +301,61 @@ def commit_dense(regs, mask, payload, pid):
 
 @inline
 def _batch_slots(table, ids, starts, indices, slots):
-    """Check the batch (pages live, offsets inside them) and find its slots; 0, or the W_BAD code."""
+    """Check the batch (pages live, offsets inside them) and find its slots: 1 when every
+    delta's offsets increase, 0 when some do not, or the W_BAD code."""
+    bad_offset = -1
+    increasing = True
     for i in range(ids.size):
         pid = ids[i]
         s = pid & ID_SLOT_MASK
         # slots past the table's high-water mark hold zero meta: not live
         if pid < 0 or s >= table.shape[1] or (table[T_META, s] & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)):
-            return W_BAD - 2 * i
+            return W_BAD - 2 * i  # a missing page is reported before any bad offset
         if table[T_META, s] & _GPU:
             return W_SLOW
         slots[i] = s
-    for i in range(ids.size):
-        n = np.int64(table[T_SIZE, slots[i]])
-        for j in range(starts[i], starts[i + 1]):
-            if indices[j] < 0 or indices[j] >= n:
-                return W_BAD - 2 * i - 1
-    return 0
+        n = np.int64(table[T_SIZE, s])
+        lo = starts[i]
+        ok = True
+        for j in range(lo, starts[i + 1]):
+            ok &= indices[j] >= 0 and indices[j] < n
+            increasing &= j == lo or indices[j] > indices[j - 1]
+        if not ok and bad_offset < 0:
+            bad_offset = i
+    if bad_offset >= 0:
+        return W_BAD - 2 * bad_offset - 1
+    return 1 if increasing else 0
+
+
+@inline
+def _apply_batch(table, arena, buf, slots, starts, indices, values, out, end, lsn, distinct):
+    """Apply and log the deltas in batch order; (log end, last LSN, pages changed), the changed
+    pages' slots moved to the front of ``slots``. With ``distinct`` (no delta repeats an offset)
+    the loop holds no call: a call anywhere in it, even one never made, costs it half its speed."""
+    buf32 = buf.view(np.uint32)
+    buf64 = buf.view(np.uint64)
+    changed = 0
+    for i in range(slots.size):
+        s = U(slots[i])
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
+        off = table[T_OFFSET, s]
+        if distinct:
+            wrote = _write_distinct(arena, off, indices, values, lo, hi)
+        else:
+            wrote = lo < hi and write_entries(arena, off, indices, values, lo, hi)
+        if wrote:
+            lsn += 1
+            epoch = table[T_EPOCH, s] + U(1)
+            table[T_EPOCH, s] = epoch
+            end = write_sparse(buf, buf32, buf64, end, lsn, page_id(table, s), epoch, table[T_SIZE, s],
+                               indices, values, lo, hi)
+            out[i] = lsn
+            slots[changed] = s
+            changed += 1
+        else:
+            out[i] = 0
+    return end, lsn, changed
 
 
 @inline
@@ -362,9 +401,9 @@ def commit_batch(regs, ids, starts, indices, values, out):
     if regs[R_SLOW] != 0:
         return W_SLOW
     slots = np.empty(ids.size, np.int64)
-    bad = _batch_slots(table, ids, starts, indices, slots)
-    if bad != 0:
-        return bad
+    distinct = _batch_slots(table, ids, starts, indices, slots)
+    if distinct < 0:
+        return distinct
     undo_bytes = 0
     undo_rows = 0
     fallible = regs[R_FALLIBLE] != 0
@@ -377,27 +416,12 @@ def commit_batch(regs, ids, starts, indices, values, out):
     if fallible:
         _begin_undo(regs, ctr)
         _save_batch(regs, table, arena, slots)
-    buf32 = buf.view(np.uint32)
-    buf64 = buf.view(np.uint64)
-    end = U(ctr[L_USED])
-    first = regs[R_LSN]
-    lsn = first
-    changed = 0
-    for i in range(ids.size):
-        s = U(slots[i])
-        lo = U(starts[i])
-        hi = U(starts[i + 1])
-        if lo < hi and write_entries(arena, table[T_OFFSET, s], indices, values, lo, hi):
-            lsn += 1
-            epoch = table[T_EPOCH, s] + U(1)
-            table[T_EPOCH, s] = epoch
-            end = write_sparse(buf, buf32, buf64, end, lsn, page_id(table, s), epoch, table[T_SIZE, s],
-                               indices, values, lo, hi)
-            out[i] = lsn
-            slots[changed] = s
-            changed += 1
-        else:
-            out[i] = 0
+    if distinct == 1:
+        end, lsn, changed = _apply_batch(table, arena, buf, slots, starts, indices, values, out,
+                                         U(ctr[L_USED]), regs[R_LSN], True)
+    else:
+        end, lsn, changed = _apply_batch(table, arena, buf, slots, starts, indices, values, out,
+                                         U(ctr[L_USED]), regs[R_LSN], False)
     if changed == 0:
         _end_undo(regs)
         return 0
