@@ -11,6 +11,8 @@ address inside costs nothing measurable. Python keeps every array alive and
 rewrites its address whenever it replaces one, always between kernel calls.
 """
 
+import sys
+
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.core import cgutils
@@ -28,6 +30,30 @@ def kernel(fn=None, **options):
     if fn is not None:
         return lambda f: njit(fn, **OPTIONS, **options)(f)
     return lambda f: njit(**OPTIONS, **options)(f)
+
+
+class _Lazy:
+    """A kernel with a signature, compiled (or loaded from the cache) on its first call rather
+    than when its module is imported; it then puts the compiled kernel in its module's place."""
+
+    def __init__(self, signature, fn, options):
+        self.signature, self.py_func, self.options = signature, fn, options
+        self.__name__, self.__doc__ = fn.__name__, fn.__doc__
+        self._kernel = None
+
+    def compiled(self):
+        if self._kernel is None:
+            self._kernel = njit(self.signature, **OPTIONS, **self.options)(self.py_func)
+            setattr(sys.modules[self.py_func.__module__], self.__name__, self._kernel)
+        return self._kernel
+
+    def __call__(self, *args):
+        return self.compiled()(*args)
+
+
+def lazy(signature, **options):
+    """``@lazy("int64(int64[::1])")``: like ``@kernel(signature)``, compiled on first call."""
+    return lambda fn: _Lazy(signature, fn, options)
 
 
 def inline(fn):

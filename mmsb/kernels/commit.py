@@ -38,7 +38,7 @@ from .cascade import (
 from .diff import commit_bytes
 from .graph import E_COLS, N_COLS
 from .records import U, write_header, write_sparse
-from ._jit import at, inline, kernel, wall_ns
+from ._jit import at, inline, kernel, lazy, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
@@ -189,10 +189,14 @@ def _seed(nodes, edges, work, ctl, s, lsn):
     work[s, W_LSN] = lsn
 
 
-@inline
-def _cascade(regs, table, arena, ctr, buf, seeds, lsns, seed, seed_lsn, count):
+# The tails shared by every commit kernel are kernels of their own, not inlined: numba types an
+# inlined function again in every caller, and the commit kernels then took 10-50 s each to compile.
+
+@kernel
+def _cascade(regs, seeds, lsns, seed, seed_lsn, count):
     """Run the cascade of the commit that wrote ``seeds[:count]`` (their last LSNs in ``lsns``),
     or with ``count`` 1 the one page ``seed``; whether it finished here."""
+    table, arena, ctr, buf = _state(regs)
     ctl, undo, index = _undo_arrays(regs)
     nodes, edges, binds, pool, work, scratch = _graph(regs)
     ctl[C_OUT] = 0
@@ -213,17 +217,18 @@ def _cascade(regs, table, arena, ctr, buf, seeds, lsns, seed, seed_lsn, count):
     return True
 
 
-@inline
-def _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn):
+@kernel
+def _commit_one(regs, slot, pos, end, lsn):
     """After the write of page ``slot`` logged at ``[pos, end)`` as ``lsn``: commit, cascade, seal."""
     if end == pos:
         _end_undo(regs)
         return 0
+    table, arena, ctr, buf = _state(regs)
     _counted(regs, ctr, end, lsn)
     regs[R_SEED_POS] = pos
     regs[R_SEED_LSN] = lsn
     if regs[R_NUM_EDGES] != 0:
-        if not _cascade(regs, table, arena, ctr, buf, slot, lsn, slot, lsn, 1):
+        if not _cascade(regs, regs, regs, slot, lsn, 1):
             return W_RESUME
     _end_undo(regs)
     return _seal(regs, ctr, buf, lsn)
@@ -257,10 +262,10 @@ def commit_update(regs, data, pid):
     pos = ctr[L_USED]
     lsn = regs[R_LSN] + 1
     end = commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
+    return _commit_one(regs, slot, pos, end, lsn)
 
 
-@kernel(_SIG_SPARSE)
+@lazy(_SIG_SPARSE)
 def commit_sparse(regs, indices, values, pid):
     """``apply_delta`` of a sparse delta; ``W_BAD - 1 - 2 * k`` when offset k is outside the page."""
     table, arena, ctr, buf = _state(regs)
@@ -278,10 +283,10 @@ def commit_sparse(regs, indices, values, pid):
     end = pos
     if write_entries(arena, table[T_OFFSET, slot], indices, values, U(0), U(indices.size)):
         end = log_sparse(table, slot, indices, values, buf, pos, lsn)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
+    return _commit_one(regs, slot, pos, end, lsn)
 
 
-@kernel(_SIG_DENSE)
+@lazy(_SIG_DENSE)
 def commit_dense(regs, mask, payload, pid):
     """``apply_delta`` of a dense delta; ``W_SLOW`` unless mask and payload have the page's size."""
     table, arena, ctr, buf = _state(regs)
@@ -296,7 +301,7 @@ def commit_dense(regs, mask, payload, pid):
     end = pos
     if _write_masked(arena, table[T_OFFSET, slot], mask, payload, U(n)):
         end = log_dense(table, slot, mask, payload, buf, pos, lsn)
-    return _commit_one(regs, table, arena, ctr, buf, slot, pos, end, lsn)
+    return _commit_one(regs, slot, pos, end, lsn)
 
 
 @inline
@@ -389,7 +394,7 @@ def _batch_undo_size(regs, table, slots):
     return nbytes, pages
 
 
-@kernel(_SIG_BATCH)
+@lazy(_SIG_BATCH)
 def commit_batch(regs, ids, starts, indices, values, out):
     """``apply_batch``: delta i writes page ``ids[i]``; ``out[i]`` gets its LSN (0: no change).
 
@@ -433,7 +438,7 @@ def commit_batch(regs, ids, starts, indices, values, out):
             if out[i] != 0:
                 lsns[k] = out[i]
                 k += 1
-        if not _cascade(regs, table, arena, ctr, buf, slots, lsns, slots[0], lsns[0], changed):
+        if not _cascade(regs, slots, lsns, slots[0], lsns[0], changed):
             return W_RESUME
     _end_undo(regs)
     return _seal(regs, ctr, buf, lsn)
