@@ -12,7 +12,7 @@ import numpy as np
 # the workload builders live in mmsb.profile, so `python -m mmsb profile` and this suite
 # measure one definition of each workload
 from mmsb.profile import (  # noqa: F401
-    BATCH_PAGES, BATCH_WIDTH, PAGE_SIZE, SEED, numpy_update, rng, sparse_batch, update_buffers,
+    BATCH_PAGES, BATCH_WIDTH, PAGE_SIZE, numpy_update, rng, sparse_batch, update_buffers,
 )
 
 INNER = 1000                       # ops per timed call for sub-µs work (see bench_core docstring)

@@ -27,11 +27,11 @@ from .errors import (
     RecomputeError,
     StateClosedError,
 )
-from .log.history import History
-from .durability import replay, restore
 from .functions import register_function
-from .pool import start, stop
-from .state import Page, State
+from .log.history import History
+from .page import Page
+from .pool import replay, restore, start, stop
+from .state import State
 
 __all__ = [
     "__version__",

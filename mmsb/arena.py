@@ -107,7 +107,7 @@ class Slots:
         if free:
             return free.pop()
         step = 1 << cls
-        align = min(step, 4096) - 1
+        align = (step if step < 4096 else 4096) - 1
         off = (self.bump + align) & ~align
         if off + step > self.reserved:
             raise CapacityError(
@@ -257,6 +257,12 @@ class PageTable:
     def on_device(self, slot: int) -> bool:
         """Whether the page in ``slot`` lives on the device (off the hot paths, which test the bit)."""
         return (self.mv_meta[slot] >> META_LOC_SHIFT) & 0xFF == LOC_GPU
+
+
+# meta bits the Python side tests (the kernels read the fields through mmsb._layout)
+LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
+GPU_BIT = LOC_GPU << META_LOC_SHIFT  # the location field holds 0 (cpu) or 1 (gpu)
+KEY_MASK = LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
 
 
 def make_meta(generation: int, location: int) -> int:

@@ -97,8 +97,3 @@ def set(**values: int) -> None:  # noqa: A001 - mirrors a settings API users kno
 def reset() -> None:
     """Put every tunable back to its default."""
     globals().update(_DEFAULTS)
-
-
-def as_dict() -> dict[str, int]:
-    """The current value of every tunable."""
-    return {name: globals()[name] for name in _DEFAULTS}

@@ -2,7 +2,7 @@
 :class:`mmsb.State` that reaches beyond one page.
 
 A mixin of :class:`mmsb.State`; it relies on the state's lookups (``_core``,
-``_slot``) and its commit path (``_committed``), and drives
+``_slot``) and its commit path (:mod:`mmsb.commit`), and drives
 :mod:`mmsb.propagation` for the cascades.
 """
 
@@ -15,22 +15,15 @@ import numpy as np
 
 from ._layout import R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
-from .errors import GraphCycleError, InvalidArgumentError, StateClosedError
+from .errors import GraphCycleError, InvalidArgumentError
 from .events import Events
 from .functions import function_name
 from .graph import FIRST_USER_KIND, KIND_CONTROL, KIND_SYNC
 from .propagation import Binding, check_op
+from .validate import _closed, _in_transaction
 
 _EMPTY = np.zeros(0, np.int64)
 _EMPTY2 = np.zeros((0, 2), np.int64)
-
-
-def _closed() -> StateClosedError:
-    return StateClosedError("the state was stopped or closed")
-
-
-def _in_transaction(what: str) -> InvalidArgumentError:
-    return InvalidArgumentError(f"{what} is not allowed inside a transaction: only page writes are")
 
 
 class _Savepoint:

@@ -1,7 +1,8 @@
 """Durability and history of a :class:`mmsb.State`: file logs, checkpoints, replay.
 
-A mixin of State (like :mod:`mmsb.dependencies`), plus the module-level
-:func:`replay` and :func:`restore`. The file formats live in
+A mixin of State (like :mod:`mmsb.dependencies`), and the helpers that
+:func:`mmsb.replay` and :func:`mmsb.restore` (:mod:`mmsb.recovery`, a layer
+above the State class) share with it. The file formats live in
 :mod:`mmsb.log.file` and :mod:`mmsb.log.checkpoint`; replay in
 :mod:`mmsb.log.replay`.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .errors import InvalidArgumentError, LogCorruptError, MissingFunctionWarning
 from .functions import MissingFunction
-from .log.memory import MemoryLog
+from .log.memory import MemoryLog, NullLog
+from .validate import _check_options, _closed
 
 if TYPE_CHECKING:
     from .log.file import FileLog
@@ -38,12 +40,12 @@ def _check_lsn(to_lsn: Any) -> int | None:
     return int(to_lsn)
 
 
-def _warn_missing(st: Any) -> None:
+def _warn_missing(st: Any, stacklevel: int = 3) -> None:
     names = st.missing_functions
     if names:
         warnings.warn(f"recompute functions {names} are not registered in this process: their pages keep their "
                       "bytes but fail if a cascade reaches them; call mmsb.register_function(fn, name=...) and "
-                      "register_recompute again", MissingFunctionWarning, stacklevel=3)
+                      "register_recompute again", MissingFunctionWarning, stacklevel=stacklevel)
 
 
 def open_file_log(st: Any, path: Any, sync: str) -> None:
@@ -101,8 +103,6 @@ class Durability:
         path = os.fspath(path)
         with c.lock:
             if self._c is not c:
-                from .dependencies import _closed
-
                 raise _closed()
             log = self._log
             ref = None
@@ -126,18 +126,17 @@ class Durability:
             raise InvalidArgumentError("replay is not allowed inside a transaction")
         with c.lock:
             data = self._log._live().array[: self._log.sealed].copy()
-        return _state_from(data, limit, self._base, "this state's log")
+        return _state_from(data, limit, self._base, "this state's log", self._fresh)
 
 
-def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, locate: Any = None,
-                progress: Any = None) -> Any:
-    """A new state: the records ``data`` up to ``to_lsn``, on top of ``base``.
+def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, start: Callable[[], Any],
+                locate: Any = None, progress: Any = None) -> Any:
+    """A new state from ``start()`` (a fresh pooled one): the records ``data`` up to ``to_lsn``,
+    on top of ``base``.
 
     ``base`` is None (the records hold the whole history) or (checkpoint,
     offset): the history is that checkpoint, then the records from offset.
     """
-    from .pool import start
-
     _ckpt, _replay, _ = _io()
     locate = locate or _replay._same
     start_at = 0
@@ -166,14 +165,8 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, loc
     return st
 
 
-def replay(log_path: Any, to_lsn: Any = None, progress: Any = None) -> Any:
-    """A new state from the log file at ``log_path``: every commit whose LSNs are all <= ``to_lsn``.
-
-    The file is only read (a log another state is writing can be replayed).
-    A torn tail is left out with a :class:`mmsb.LogTruncatedWarning`; damage
-    before it raises :class:`mmsb.LogCorruptError`. The state keeps its log
-    in memory. ``progress(done, total)``, if given, is called as records apply (bytes).
-    """
+def replay_log(log_path: Any, to_lsn: Any, progress: Any, start: Callable[[], Any]) -> Any:
+    """:func:`mmsb.replay`, into a state from ``start()``."""
     limit = _check_lsn(to_lsn)
     contents = _io()[2].read_log(os.fspath(log_path))
     if contents.header.base_lsn:
@@ -182,21 +175,12 @@ def replay(log_path: Any, to_lsn: Any = None, progress: Any = None) -> Any:
             "mmsb.restore(checkpoint_path, log=...)")
     total = contents.payload.size
     tick = None if progress is None else (lambda done: progress(done, total))
-    return _state_from(contents.payload, limit, None, f"log {contents.path!r}", contents.file_offset, tick)
+    return _state_from(contents.payload, limit, None, f"log {contents.path!r}", start, contents.file_offset,
+                       tick)
 
 
-def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
-    """A state from the checkpoint at ``path``, then the log ``log`` after it.
-
-    ``log=None``: the state keeps a new log in memory. ``log=`` the file log
-    the checkpointed state was writing: its records after the checkpoint are
-    replayed and the state goes on writing it. ``log=`` a path with no file:
-    a new log continuing this checkpoint. Bindings whose functions are not
-    registered in this process are listed in ``missing_functions``.
-    """
-    from .pool import start
-    from .state import _check_options
-
+def restore_checkpoint(path: Any, log: Any, sync: str, start: Callable[[], Any]) -> Any:
+    """:func:`mmsb.restore`, into a state from ``start()``."""
     _check_options(log, sync, "auto")
     _ckpt, _, file = _io()
     ck = _ckpt.read(path)
@@ -206,11 +190,9 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
         if log is None or log is False:
             st._base = (ck, 0)
             if log is False:
-                from .log.memory import NullLog
-
                 st._log = NullLog(st._c.logbuf)
             st._place_pending()
-            _warn_missing(st)
+            _warn_missing(st, 4)  # the caller of mmsb.restore
             return st
         flog, contents = file.FileLog.open(log, sync, st._c.logbuf, base=(ck.lsn, ck.id))
         try:
@@ -224,7 +206,7 @@ def restore(path: Any, log: Any = None, sync: str = "commit") -> Any:
     except BaseException:
         st.close()
         raise
-    _warn_missing(st)
+    _warn_missing(st, 4)  # the caller of mmsb.restore
     return st
 
 

@@ -24,11 +24,7 @@ the ``mmsb`` logger with the event's name.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable
-
-_log = logging.getLogger("mmsb")
-BUILTIN_EVENTS = ("page_changed", "delta_applied", "page_stale", "cascade_done")
 
 
 class Events:
@@ -57,4 +53,6 @@ class Events:
             try:
                 fn(*args)
             except Exception:
-                _log.exception("mmsb: a %r handler raised; the commit stands", event)
+                import logging  # here, not at import: only a failing handler needs it
+
+                logging.getLogger("mmsb").exception("mmsb: a %r handler raised; the commit stands", event)

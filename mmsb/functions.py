@@ -7,12 +7,18 @@ under that name in the current process; a name nobody registered leaves the
 binding in place with a stand-in that raises :class:`mmsb.RecomputeError`
 (naming the function) if a cascade reaches it, and the state lists such names
 in ``State.missing_functions``.
+
+:func:`python_result` runs a Python recompute and checks what it returns, for
+the host cascade (:mod:`mmsb.propagation`) and the device one
+(:mod:`mmsb.gpu.cascade`) alike.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Any, Callable
+
+import numpy as np
 
 from .errors import InvalidArgumentError, RecomputeError
 
@@ -76,3 +82,21 @@ class MissingFunction:
 
     def __repr__(self) -> str:
         return f"<missing recompute function {self.name!r}>"
+
+
+def python_result(state: Any, b: Any, views: list[np.ndarray], slot: int, size: int) -> np.ndarray:
+    """Run binding ``b``'s Python recompute on the parents' bytes; its result as the page's bytes, checked."""
+    pid = state._id_of(slot)
+    try:
+        out = b.fn(*views)
+    except Exception as exc:
+        raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
+    data = np.ascontiguousarray(out)
+    if data.dtype != np.uint8 and data.nbytes == size:
+        data = data.reshape(-1).view(np.uint8)
+    if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:
+        raise RecomputeError(
+            f"recompute of page {pid} returned {data.nbytes} bytes of {data.dtype}; the page holds {size}",
+            pid,
+        )
+    return data

@@ -330,10 +330,6 @@ class Graph:
         """
         return self._scratch[_k.S_AT, : self._n].copy()
 
-    def topo_rank(self) -> np.ndarray:
-        """Per slot in [0, num_nodes), its position in :meth:`topo_order` (to sort any subset)."""
-        return self._nodes[: self._n, _k.N_ORD].copy()
-
     def levels(self) -> np.ndarray:
         """Per slot in [0, num_nodes), the length of the longest edge path ending at it."""
         return _k.levels(self._nodes, self._scratch, self._edges, self._n)

@@ -1,4 +1,5 @@
-"""The pool of states behind :func:`mmsb.start` and :func:`mmsb.stop`.
+"""The pool of states behind :func:`mmsb.start`, :func:`mmsb.stop`, :func:`mmsb.replay` and
+:func:`mmsb.restore`: every state a user gets from mmsb's functions comes from here.
 
 Stopping a state resets its resources (arena, table, log buffer) at a cost
 that follows what it touched and keeps them, up to ``mmsb.config.POOL_SIZE``;
@@ -11,8 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import config
-from .state import State, _check_options, _Core, _pool
+from .durability import replay_log, restore_checkpoint
+from .errors import InvalidArgumentError
+from .state import State, _pool, _take_core
+from .validate import _check_options
+
+_new = object.__new__
 
 
 def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
@@ -29,27 +34,42 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     """
     if log is not None or sync != "commit" or gpu != "auto":
         _check_options(log, sync, gpu)
-    try:
-        core = _pool.pop()
-    except IndexError:
-        core = _Core()
-    else:
-        if core.reserve_asked != config.ARENA_RESERVE_BYTES:
-            _pool.clear()  # made under another config: a fresh state would differ
-            core = _Core()
-    return State._from_core(core, log, sync, gpu)
+    st = _new(State)
+    st._attach(_take_core(), log, sync, gpu)  # State._from_core, inlined: a start is a third of the cycle
+    return st
 
 
 def stop(state: State, checkpoint_path: Any = None) -> None:
     """Close ``state`` (writing a checkpoint to ``checkpoint_path`` first, if given) and
     return its resources to the pool. Stopping twice is harmless."""
     if type(state) is not State and not isinstance(state, State):
-        from .errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"mmsb.stop takes a State, got {type(state).__name__}")
     if checkpoint_path is not None and state._c is not None:
         state.checkpoint(checkpoint_path)
     state.close()
+
+
+def replay(log_path: Any, to_lsn: Any = None, progress: Any = None) -> State:
+    """A new state from the log file at ``log_path``: every commit whose LSNs are all <= ``to_lsn``.
+
+    The file is only read (a log another state is writing can be replayed).
+    A torn tail is left out with a :class:`mmsb.LogTruncatedWarning`; damage
+    before it raises :class:`mmsb.LogCorruptError`. The state keeps its log
+    in memory. ``progress(done, total)``, if given, is called as records apply (bytes).
+    """
+    return replay_log(log_path, to_lsn, progress, start)
+
+
+def restore(path: Any, log: Any = None, sync: str = "commit") -> State:
+    """A state from the checkpoint at ``path``, then the log ``log`` after it.
+
+    ``log=None``: the state keeps a new log in memory. ``log=`` the file log
+    the checkpointed state was writing: its records after the checkpoint are
+    replayed and the state goes on writing it. ``log=`` a path with no file:
+    a new log continuing this checkpoint. Bindings whose functions are not
+    registered in this process are listed in ``missing_functions``.
+    """
+    return restore_checkpoint(path, log, sync, start)
 
 
 def pool_size() -> int:

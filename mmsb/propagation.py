@@ -22,6 +22,7 @@ from ._layout import (
 )
 from ._registers import Published, PublishedInt, publish_all
 from .errors import InvalidArgumentError, RecomputeError
+from .functions import python_result
 from .graph import KIND_DATA, Graph
 
 _k: Any = None  # mmsb.kernels.cascade
@@ -381,24 +382,6 @@ class Propagation:
                                 log.used, c.lsn + 1)
         if end != log.used:
             self._committed(c, log, end, c.lsn + 1)
-
-
-def python_result(state: Any, b: Binding, views: list[np.ndarray], slot: int, size: int) -> np.ndarray:
-    """Run a Python recompute on the parents' bytes; its result as the page's bytes, checked."""
-    pid = state._id_of(slot)
-    try:
-        out = b.fn(*views)
-    except Exception as exc:
-        raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
-    data = np.ascontiguousarray(out)
-    if data.dtype != np.uint8 and data.nbytes == size:
-        data = data.reshape(-1).view(np.uint8)
-    if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:
-        raise RecomputeError(
-            f"recompute of page {pid} returned {data.nbytes} bytes of {data.dtype}; the page holds {size}",
-            pid,
-        )
-    return data
 
 
 def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:

@@ -13,10 +13,6 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
 
-def _cells(html_text):
-    return [re.sub(r"<[^>]+>", "", row) for row in re.findall(r"<tr>(.*?)</tr>", html_text)]
-
-
 @pytest.fixture
 def small():
     """Four pages: a, b = a (passthrough), c = sum(a, b); d reached from a by a user-named kind."""

@@ -21,9 +21,9 @@ import numpy as np
 from .. import config
 from ..arena import Slots
 from ..errors import CapacityError
-from . import cuda as _cuda
 from . import kernels as k
-from . import simulated
+from .device import cuda as _cuda
+from .device import simulated
 
 _U8 = np.uint8
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DeviceUnavailableError, InvalidArgumentError
+from .device import _probe, available, calibration_path, device_name, simulated, stored_calibrations
 
 SIZES = (4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
 
@@ -79,15 +80,6 @@ def calibrate(sizes: Any = None, repeat: int = 5, store: bool = True) -> dict[st
     :func:`mmsb.gpu.threshold` finds it. Raises :class:`mmsb.DeviceUnavailableError`
     without a device, :class:`mmsb.InvalidArgumentError` for bad sizes or repeat.
     """
-    from . import (
-        _probe,
-        available,
-        calibration_path,
-        device_name,
-        simulated,
-        stored_calibrations,
-    )
-
     sizes = sorted({int(s) for s in (SIZES if sizes is None else sizes)})
     if not sizes or sizes[0] < 8:
         raise InvalidArgumentError(f"calibration sizes must be at least 8 bytes, got {sizes}")

@@ -24,7 +24,7 @@ import numpy as np
 from .._layout import DTYPE_NAMES, OP_NJIT
 from ..errors import RecomputeError
 from ..kernels.cascade import C_UNDO, commit_derived_known
-from ..propagation import python_result
+from ..functions import python_result
 from . import kernels as k
 
 _U8 = np.uint8

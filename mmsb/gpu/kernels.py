@@ -23,8 +23,8 @@ from .._layout import (
     OP_SUM,
     OP_XOR,
 )
-from . import cuda as _cuda_module
-from . import simulated
+from .device import cuda as _cuda_module
+from .device import simulated
 
 cuda = _cuda_module()
 # cache=True keeps compiled kernels on disk next to the CPU ones; the simulator has nothing to cache
@@ -200,6 +200,5 @@ def block() -> int:
 
 
 OPS_TYPED = (OP_SUM, OP_MIN, OP_MAX, OP_MINPLUS, OP_ORAND)
-OPS_BYTES = (OP_PASSTHROUGH, OP_AND, OP_OR, OP_XOR)
 __all__ = ["apply_dense", "apply_sparse_groups", "block", "diff_into", "gather", "grid", "recompute_bytes",
            "recompute_typed"]

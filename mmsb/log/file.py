@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from .. import config
-from .._layout import LOG_KEEP
+from .._layout import LOG_KEEP, REC_CREATE
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
 from .memory import LogBuffer, MemoryLog
 
@@ -107,7 +107,6 @@ class LogContents:
     header: LogHeader
     payload: np.ndarray  # the records of every whole frame, in order (the in-memory layout)
     frames: int
-    last_lsn: int
     valid_end: int  # file offset where the whole frames end
     file_size: int
     status: int  # SCAN_CLEAN / SCAN_TORN / SCAN_CORRUPT
@@ -146,7 +145,7 @@ def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: boo
     payload = np.zeros(max(8, int(payload_bytes)), np.uint8)
     starts = np.zeros(int(frames), np.int64)
     k.gather_payloads(data, FILE_HEADER_SIZE, end, payload, starts)
-    contents = LogContents(path, header, payload[: int(payload_bytes)], int(frames), int(lsn), int(end),
+    contents = LogContents(path, header, payload[: int(payload_bytes)], int(frames), int(end),
                            data.size, int(status), starts)
     if status == k.SCAN_TORN and warn:
         warnings.warn(f"{what}: a torn tail of {contents.torn_bytes} bytes at offset {end} was cut "
@@ -265,6 +264,9 @@ class FileLog(MemoryLog):
     def _append_commit(self, rtype: int, lsn: int, w2: int, w3: int, w4: int, w5: int) -> None:
         self._append(rtype, lsn, w2, w3, w4, w5)
         self.seal(lsn)  # through the file
+
+    def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
+        self._append_commit(REC_CREATE, lsn, first_id, size, count, location)  # not MemoryLog's shortcut
 
     def seal(self, lsn: int) -> None:
         if self.used == self.sealed:

@@ -15,7 +15,6 @@ truncates it (``MemoryLog.rollback`` calls :meth:`HistoryIndex.forget_after`).
 from __future__ import annotations
 
 import bisect
-import html
 from typing import Any, Iterator
 
 import numpy as np
@@ -118,6 +117,8 @@ class History:
                 f"upstream={len(self._hops) - own} depth={self.depth}{cut}>")
 
     def _repr_html_(self) -> str:
+        import html  # here, not at import: only notebooks ask
+
         rows = []
         for d, h in zip(self._deltas()[:_HTML_ROWS], self._hops):
             causes = ", ".join(map(str, d.causes))

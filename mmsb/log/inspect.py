@@ -26,6 +26,7 @@ _NAMES = {REC_DELTA: "delta", REC_CREATE: "create", REC_DELETE: "delete", REC_CO
 def inspect(path: Any, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """A report on the log at ``path`` (a dict; see the module docstring)."""
     from ..durability import _state_from
+    from ..pool import start
 
     k = _kernels()
     path = os.fspath(path)
@@ -63,7 +64,7 @@ def inspect(path: Any, progress: Callable[[int, int], None] | None = None) -> di
         return report
     tick = None if progress is None else (lambda done: progress(done, int(cut)))
     try:
-        st = _state_from(data[:cut], None, None, f"log {path!r}", contents.file_offset, tick)
+        st = _state_from(data[:cut], None, None, f"log {path!r}", start, contents.file_offset, tick)
     except LogCorruptError as err:
         report["pages"] = None
         report["replay"] = str(err)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import sys
-import time
+from time import time_ns as _time_ns
 from typing import Iterator
 
 import numpy as np
@@ -20,6 +20,9 @@ from ..errors import StateClosedError
 
 _HEADER = struct.Struct("<QQQQQQ")
 _SEALED = struct.Struct("<12Q")  # a record and the commit record after it, in one write
+_CREATE_W0 = REC_HEADER | (REC_CREATE << 32)
+_COMMIT_W0 = REC_HEADER | (REC_COMMIT << 32)
+_refs = sys.getrefcount
 
 
 # Arrays of log buffers that grew past what a pooled state keeps, kept for the next buffer that
@@ -80,7 +83,7 @@ class LogBuffer:
         self.ctr[L_CAP] = arr.size
 
     def _holders(self) -> int:
-        return sys.getrefcount(self._array)
+        return _refs(self._array)
 
     def grow(self, need: int, used: int) -> None:
         cap = self._array.size
@@ -125,7 +128,8 @@ class MemoryLog:
 
     def __init__(self, buffer: LogBuffer | None = None) -> None:
         self._buf = buf = buffer if buffer is not None else LogBuffer()
-        buf.recycle(0)
+        if _refs(buf._array) > _OWN_REFS:  # LogBuffer.recycle(0), its common case inlined (a start)
+            buf.recycle(0)
         self._cv = cv = buf.cv
         cv[L_USED] = cv[L_DELTAS] = cv[L_SEALED] = 0
         cv[L_MODE] = self.mode
@@ -199,7 +203,16 @@ class MemoryLog:
         self.used += REC_HEADER
 
     def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
-        self._append_commit(REC_CREATE, lsn, first_id, size, count, location)
+        # _append_commit(REC_CREATE, ...) inlined, a page's creation being most of the allocation
+        # cycle: a log that seals otherwise (FileLog, NullLog) overrides this method too
+        cv = self._cv
+        used = cv[L_USED]
+        if used != cv[L_SEALED] or self._buf is None or used + 2 * REC_HEADER > cv[L_CAP]:
+            self._append_commit(REC_CREATE, lsn, first_id, size, count, location)
+            return
+        _SEALED.pack_into(self._buf.mv, used, _CREATE_W0, lsn, first_id, size, count, location,
+                          _COMMIT_W0, lsn, _time_ns(), 0, 0, 0)
+        cv[L_USED] = cv[L_SEALED] = used + 2 * REC_HEADER
 
     def append_delete(self, page_id: int, lsn: int) -> None:
         self._append_commit(REC_DELETE, lsn, page_id, 0, 0, 0)
@@ -212,7 +225,7 @@ class MemoryLog:
             self.seal(lsn)
             return
         _SEALED.pack_into(buf.mv, self.used, REC_HEADER | (rtype << 32), lsn, w2, w3, w4, w5,
-                          REC_HEADER | (REC_COMMIT << 32), lsn, time.time_ns(), 0, 0, 0)
+                          _COMMIT_W0, lsn, _time_ns(), 0, 0, 0)
         self.used += 2 * REC_HEADER
         self.sealed = self.used
 
@@ -247,7 +260,7 @@ class MemoryLog:
         them out.
         """
         if self.used != self.sealed:
-            self._append(REC_COMMIT, lsn, time.time_ns(), 0, 0, 0)
+            self._append(REC_COMMIT, lsn, _time_ns(), 0, 0, 0)
             self.sealed = self.used
 
     def flush(self) -> None:
@@ -262,7 +275,7 @@ class MemoryLog:
     def detach(self) -> LogBuffer | None:
         buf, self._buf = self._buf, None
         if buf is not None:
-            self._cv = memoryview(buf.ctr.copy())  # the counters as they ended; the buffer moves on
+            self._cv = buf.cv.tolist()  # the counters as they ended, in a list; the buffer moves on
         self._history = None
         return buf
 
@@ -310,6 +323,9 @@ class NullLog(MemoryLog):
         pass
 
     def _append_commit(self, *args: object) -> None:
+        pass
+
+    def append_create(self, *args: object) -> None:
         pass
 
     def rollback(self, used: int, deltas: int) -> None:

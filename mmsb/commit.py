@@ -1,0 +1,444 @@
+"""The write paths of a :class:`mmsb.State`: ``update_page``, ``apply_delta``, ``apply_batch``.
+
+A mixin of State. A write is one commit kernel call (:mod:`mmsb.kernels.commit`):
+Python checks the arguments, the kernel applies, logs, cascades and seals. What
+the kernel leaves to Python (a cascade that steps out to user code or for
+room, W_RESUME; a seal, W_SEAL) is finished by :meth:`Commit._settled`.
+Transactions, event subscribers, device pages and very large batches take the
+general paths (``_*_slow``), which the kernels share; device pages go through
+:mod:`mmsb.gpu.writes`.
+
+``update_page``'s fast branch is one lock, one kernel call and a lazy Delta:
+everything it reads is a module global here, and it must stay that lean.
+"""
+
+from __future__ import annotations
+
+import threading
+from time import perf_counter_ns as _ns
+from time import time_ns as _time_ns
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import config
+from ._layout import (
+    FAST_MAX,
+    ID_SLOT_BITS,
+    ID_SLOT_MASK,
+    META_GEN_MASK,
+    R_NEED,
+    R_NEED_UNDO,
+    R_NEED_UNDO_ROWS,
+    R_SEED_POS,
+    R_T0,
+    REC_HEADER,
+    T_META,
+    T_SIZE,
+    W_BAD,
+    W_RESUME,
+    W_ROOM,
+    W_SLOW,
+)
+from .arena import GPU_BIT as _GPU_BIT
+from .arena import LIVE_BIT as _LIVE_BIT
+from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
+from .dependencies import _Savepoint
+from .errors import InvalidDeltaError, PageNotFoundError
+from .page import Page
+from .validate import _closed, _page_bytes
+
+if TYPE_CHECKING:
+    from .log.memory import MemoryLog
+    from .state import _Core
+
+__all__ = ["Commit", "load_kernels"]
+
+_k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
+_kc: Any = None  # mmsb.kernels.commit, likewise
+_commit_update: Any = None
+_U8 = np.dtype(np.uint8)
+# Writes are timed only when they start at an LSN that is a multiple of 16: timing every
+# commit cost 3-4% of a single hop; this sample costs one test of the LSN on the others
+_LAT_SAMPLE = 15
+_PARALLEL = threading.Lock()
+
+
+def load_kernels() -> Any:
+    """Import the kernels (and numba) on first use: ``mmsb.kernels``, also kept here for the writes."""
+    global _k, _kc, _commit_update
+    if _k is None:
+        from . import kernels
+        from .kernels import commit
+
+        _k, _kc, _commit_update = kernels, commit, commit.commit_update
+    return _k
+
+
+class Commit:
+    """Writes of a :class:`mmsb.State` (a mixin)."""
+
+    __slots__ = ()
+
+    def update_page(self, page: Any, data: Any) -> Delta | None:
+        """Make the page hold ``data``; the delta of the bytes that changed, or None.
+
+        ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
+        When some byte differs, the change is logged as a sparse or dense delta
+        (whichever encodes smaller), the page's epoch moves by one and the
+        delta takes the next LSN; its cascade runs before the call returns.
+        When none differs, nothing happens and the result is None. Raises
+        :class:`mmsb.InvalidDeltaError`, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._c
+        if type(page) is int:
+            pid = page
+        elif type(page) is Page and page._state is self:
+            pid = page.id
+        else:
+            pid = -1
+        if c is None:
+            raise _closed()
+        lock = c.lock
+        lock.acquire()
+        try:
+            if pid >= 0 and self._c is c:
+                # the kernel checks the page, the data's size and the state's mode, and its
+                # signature the data's type: anything unusual goes the general way
+                try:
+                    r = _commit_update(c.regs, data, pid, 0)
+                except TypeError:
+                    r = W_SLOW
+                if r > 0:
+                    d = _new_delta(Delta)  # _logged, inlined
+                    d._arr = c.logbuf._array
+                    d._pos = r - 1
+                    return d
+                if r == 0:
+                    return None
+                if r != W_SLOW and r != W_ROOM:
+                    return self._settled(c, r, (pid & ID_SLOT_MASK,))
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            return self._update_general(c, page, data)
+        finally:
+            lock.release()
+
+    def _update_general(self, c: _Core, page: Any, data: Any) -> Delta | None:
+        """``update_page`` with every argument checked in Python first."""
+        slot = self._slot(c, page)
+        data = _page_bytes(data, c.table.mv_size[slot])
+        if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT or (
+                data.size > FAST_MAX):
+            # the general path's own kernels release the GIL while they work on a large page
+            return self._update_page_slow(page, data)
+        if not data.flags.writeable:
+            data = data.copy()  # the kernel takes writable arrays only (it never writes this one)
+        pid = self._id_of(slot)
+        r = _commit_update(c.regs, data, pid, 1)
+        while r == W_ROOM:
+            self._make_room(c)
+            r = _commit_update(c.regs, data, pid, 1)
+        if r > 0:
+            return _logged(c.logbuf._array, r - 1)
+        return self._settled(c, r, (slot,))
+
+    def _make_room(self, c: _Core) -> None:
+        """What a commit kernel asked for (W_ROOM): log space, before-image space."""
+        rv = c.rv
+        self._log.reserve(rv[R_NEED])
+        if rv[R_NEED_UNDO]:
+            c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
+
+    def _settled(self, c: _Core, r: int, slots: Any, batch: bool = False) -> Delta | None:
+        """Finish a commit a kernel left to Python (W_RESUME: the cascade goes on here, rolled
+        back whole if a recompute raises; W_SEAL: the seal); the written page's Delta, or for
+        a batch None."""
+        if r == 0:
+            return None
+        rv = c.rv
+        log = self._log
+        delta = None
+        if not batch:
+            pos = rv[R_SEED_POS]
+            delta = _logged(c.logbuf._array, pos) if log.keeps_records else _copied(c.logbuf._array, pos)
+        if r == W_RESUME:
+            prop = c.prop
+            sp = _Savepoint.resumed(c, log, slots) if prop.fallible else None
+            try:
+                prop._finish_slowly(self, c, log)
+            except BaseException:
+                if sp is not None:
+                    sp.rollback(c, log)
+                raise
+            finally:
+                if sp is not None:
+                    prop.end_undo()
+        log.seal(c.lsn)
+        if rv[R_T0]:  # a sampled commit (see R_T0): timed to here
+            c.lat[min(63, (_time_ns() - rv[R_T0]).bit_length())] += 1
+        return delta
+
+    def apply_delta(self, delta: Delta) -> Delta | None:
+        """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
+
+        None means every byte the delta writes already held its value: no
+        epoch move, no LSN. Raises :class:`mmsb.InvalidDeltaError` when the
+        delta does not fit the page, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._core()
+        if not isinstance(delta, Delta):
+            raise InvalidDeltaError(f"apply_delta takes a mmsb.Delta, got {type(delta).__name__}")
+        if delta.lsn is not None:
+            raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
+        a, b = delta._arrays()
+        lock = c.lock
+        lock.acquire()
+        try:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            page = delta._page if delta._page is not None else delta.page_id
+            slot = self._slot(c, page)
+            if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT:
+                return self._apply_delta_slow(delta)
+            size = c.table.mv_size[slot]
+            sparse = delta.kind == "sparse"
+            if not sparse and a.size != size:
+                raise InvalidDeltaError(f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes")
+            commit = _kc.commit_sparse if sparse else _kc.commit_dense
+            args = (c.regs, a, b, self._id_of(slot))
+            r = commit(*args)
+            while r == W_ROOM:
+                self._make_room(c)
+                r = commit(*args)
+            if r <= W_BAD:
+                raise InvalidDeltaError(
+                    f"index {int(a[(W_BAD - 1 - r) // 2])} is out of range for page {delta.page_id} of {size} bytes"
+                )
+            if r > 0:
+                return _logged(c.logbuf._array, r - 1)
+            return self._settled(c, r, (slot,))
+        finally:
+            lock.release()
+
+    def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
+        """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
+
+        Deltas apply in batch order; a delta that changes no byte gets LSN 0.
+        The whole batch is checked first, so a bad delta anywhere raises
+        before any byte changes.
+        """
+        c = self._core()
+        if not isinstance(batch, DeltaBatch):
+            raise InvalidDeltaError(f"apply_batch takes a mmsb.DeltaBatch, got {type(batch).__name__}")
+        if batch._owners and batch._owners != {id(self)}:
+            raise PageNotFoundError("the batch names pages of another state")
+        lock = c.lock
+        lock.acquire()
+        try:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            ids = batch.pages
+            if self._txn is not None or self._events is not None or (c.dev is not None and c.dev.pages) or (
+                    ids.size >= config.PARALLEL_BATCH_DELTAS):
+                return self._apply_batch_slow(batch)
+            out = np.empty(ids.size, np.int64)
+            args = (c.regs, ids, batch.starts, batch.indices, batch.values, out)
+            r = _kc.commit_batch(*args)
+            while r == W_ROOM:
+                self._make_room(c)
+                r = _kc.commit_batch(*args)
+            if r == W_SLOW:
+                return self._apply_batch_slow(batch)
+            if r <= W_BAD:
+                i, offset = divmod(W_BAD - r, 2)
+                if not offset:
+                    raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+                raise InvalidDeltaError(
+                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
+                    f"of {c.table.mv_size[int(ids[i]) & ID_SLOT_MASK]} bytes"
+                )
+            if r < 0:
+                self._settled(c, r, (ids & ID_SLOT_MASK).tolist(), batch=True)
+            return out
+        finally:
+            lock.release()
+
+    def _update_page_slow(self, page: Any, data: Any) -> Delta | None:
+        """Make the page hold ``data``; the delta of the bytes that changed, or None.
+
+        ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
+        When some byte differs, the change is logged as a sparse or dense delta
+        (whichever encodes smaller), the page's epoch moves by one and the
+        delta takes the next LSN. When none differs, nothing happens and the
+        result is None. Raises :class:`mmsb.InvalidDeltaError`,
+        :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._c
+        if c is None:
+            raise _closed()
+        with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            slot = self._slot(c, page)
+            size = c.table.mv_size[slot]
+            if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
+                data = _page_bytes(data, size)
+            log = self._log
+            buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+            pos = log.used
+            sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
+            if c.dev is not None and c.table.mv_meta[slot] & _GPU_BIT:
+                # the diff runs on the device; the bits of the bytes that changed come back
+                bits = c.dev.update(slot, data)
+                end = pos
+                if bits.any():
+                    old = data ^ np.unpackbits(bits, count=size, bitorder="little")
+                    end = _k.update_known(c.table.array, old, slot, data, buf, pos, c.lsn + 1)
+            else:
+                end = _k.update_page(c.table.array, c.arena.data, slot, data, buf, pos, c.lsn + 1)
+            delta = self._committed(c, log, sp, slot, pos, end)
+            if t0 and delta is not None and self._txn is None:
+                c.lat[(_ns() - t0).bit_length()] += 1
+            return delta
+
+    def _committed(self, c: _Core, log: MemoryLog, sp: _Savepoint | None, slot: int, pos: int,
+                   end: int) -> Delta | None:
+        """After a kernel wrote the delta of page ``slot`` at ``[pos, end)``: commit it and
+        run its cascade; None when the write changed nothing."""
+        if end == pos:
+            self._end_write(c, sp)
+            return None
+        c.lsn += 1
+        c.deltas += 1
+        delta = Delta._from_record(log.record(pos, end))
+        log.commit(end, 1)
+        if sp is None and self._txn is None and self._events is None:
+            if c.prop.graph.num_edges:
+                c.prop.cascade_one(self, c, log, slot, c.lsn)  # the hot path of a hop
+            log.seal(c.lsn)
+        else:
+            self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
+            if self._txn is None:
+                log.seal(c.lsn)
+        return delta
+
+    def _apply_delta_slow(self, delta: Delta) -> Delta | None:
+        """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
+
+        None means every byte the delta writes already held its value: no
+        epoch move, no LSN. Raises :class:`mmsb.InvalidDeltaError` when the
+        delta does not fit the page, :class:`mmsb.PageNotFoundError`.
+        """
+        c = self._core()
+        if not isinstance(delta, Delta):
+            raise InvalidDeltaError(f"apply_delta takes a mmsb.Delta, got {type(delta).__name__}")
+        if delta.lsn is not None:
+            raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
+        a, b = delta._arrays()
+        with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            page = delta._page if delta._page is not None else delta.page_id
+            slot = self._slot(c, page)
+            size = c.table.mv_size[slot]
+            log = self._log
+            pos = log.used
+            sp = self._begin_write(c, slot) if c.prop.graph.num_edges or self._txn is not None else None
+            if c.dev is not None and c.table.mv_meta[slot] & _GPU_BIT:
+                try:
+                    end = self._apply_on_device(c, log, slot, delta.kind, a, b, delta.page_id)
+                except InvalidDeltaError:
+                    self._end_write(c, sp)
+                    raise
+            elif delta.kind == "sparse":
+                buf = log.reserve(REC_HEADER + 8 + 5 * a.size)
+                end = _k.apply_sparse(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
+                if end < 0:
+                    self._end_write(c, sp)
+                    raise InvalidDeltaError(
+                        f"index {int(a[-1 - end])} is out of range for page {delta.page_id} of {size} bytes"
+                    )
+            else:
+                if a.size != size:
+                    self._end_write(c, sp)
+                    raise InvalidDeltaError(
+                        f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes"
+                    )
+                buf = log.reserve(REC_HEADER + 8 + size + ((size + 7) >> 3))
+                end = _k.apply_dense(c.table.array, c.arena.data, slot, a, b, buf, pos, c.lsn + 1)
+            delta = self._committed(c, log, sp, slot, pos, end)
+            if t0 and delta is not None and self._txn is None:
+                c.lat[(_ns() - t0).bit_length()] += 1
+            return delta
+
+    def _apply_batch_slow(self, batch: DeltaBatch) -> np.ndarray:
+        """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
+
+        Deltas apply in batch order; a delta that changes no byte gets LSN 0.
+        The whole batch is checked first, so a bad delta anywhere raises
+        before any byte changes.
+        """
+        c = self._core()
+        if not isinstance(batch, DeltaBatch):
+            raise InvalidDeltaError(f"apply_batch takes a mmsb.DeltaBatch, got {type(batch).__name__}")
+        if batch._owners and batch._owners != {id(self)}:
+            raise PageNotFoundError("the batch names pages of another state")
+        ids = batch.pages
+        with c.lock:
+            if self._c is not c:  # stopped while this call waited for the lock
+                raise _closed()
+            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            table = c.table
+            slots = ids & ID_SLOT_MASK
+            bad = slots >= table.used
+            if not bad.any():
+                meta = table.array[T_META, slots]
+                bad = ((meta & np.uint64(_LIVE_BIT)) == 0) | (
+                    (meta & np.uint64(META_GEN_MASK)).astype(np.int64) != ids >> ID_SLOT_BITS
+                )
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+            a = table.array
+            log = self._log
+            buf = log.reserve(len(batch) * (REC_HEADER + 8) + 5 * batch.indices.size)
+            out = np.empty(len(batch), dtype=np.int64)
+            sp = self._begin_write(c, slots) if c.prop.graph.num_edges or self._txn is not None else None
+            # one kernel call checks every offset first, then applies
+            args = (a, c.arena.data, slots, batch.starts, batch.indices, batch.values, buf, log.used, c.lsn, out)
+            gpu = None
+            if c.dev is not None and c.dev.pages:
+                gpu = (a[T_META, slots] & np.uint64(_GPU_BIT)) != 0
+            if gpu is not None and gpu.any():
+                end, lsn = self._batch_on_device(c, batch, slots, gpu, buf, log.used, out)
+            elif len(batch) >= config.PARALLEL_BATCH_DELTAS:
+                # numba's default (workqueue) threading layer aborts the process
+                # when two threads launch parallel kernels at once
+                with _PARALLEL:
+                    end, lsn = _k.apply_sparse_batch_parallel(*args)
+            else:
+                end, lsn = _k.apply_sparse_batch(*args)
+            if end < 0:
+                self._end_write(c, sp)
+                i = -1 - end
+                raise InvalidDeltaError(
+                    f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
+                    f"of {int(a[T_SIZE, slots[i]])} bytes"
+                )
+            applied = lsn - c.lsn
+            c.lsn = lsn
+            c.deltas += applied
+            log.commit(end, applied)
+            if not applied:
+                self._end_write(c, sp)
+            elif c.prop.graph.num_edges or self._events is not None or sp is not None:
+                hit = out != 0
+                self._after_write(c, sp, slots[hit].astype(np.int64), out[hit])
+            if self._txn is None:
+                log.seal(c.lsn)
+            if t0 and applied and self._txn is None:
+                c.lat[(_ns() - t0).bit_length()] += 1
+        return out
