@@ -110,7 +110,10 @@ R_SLOW = 36
 # write latency: commits that start at an LSN divisible by 16 are timed (R_T0: when the current one
 # began, 0 if it is not timed) into a histogram of log2 buckets (R_LAT: int64[64])
 R_T0, R_LAT = 37, 38
-R_WORDS = 40
+# The update kernel holds the GIL (releasing and taking it back cost a tenth of a small update):
+# the general path writes pages larger than this, with kernels that release it
+FAST_MAX = 1 << 16
+R_WORDS = 48
 
 # A log buffer's counters (``LogBuffer.ctr``, int64): kernels append to the buffer through them
 L_ADDR, L_CAP = 0, 1  # the buffer's address and size in bytes

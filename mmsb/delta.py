@@ -97,7 +97,7 @@ class Delta:
     no decoding. Until then it holds the log's memory that has the record.
     """
 
-    __slots__ = ("lsn", "_pid", "_epoch", "_kind", "_size", "_a", "_b", "_rec", "_raw", "_page", "_arr", "_pos")
+    __slots__ = ("_lsn", "_pid", "_epoch", "_kind", "_size", "_a", "_b", "_rec", "_raw", "_page", "_arr", "_pos")
 
     def __init__(self) -> None:  # pragma: no cover - use the constructors
         raise TypeError("build deltas with Delta.sparse(...) or Delta.dense(...)")
@@ -106,7 +106,7 @@ class Delta:
     def _new(cls, page_id, kind, size, a, b, rec, lsn=None, epoch=None, page=None) -> Delta:
         d = object.__new__(cls)
         d._pid, d._kind, d._size, d._a, d._b, d._rec = page_id, kind, size, a, b, rec
-        d.lsn, d._epoch, d._page, d._raw = lsn, epoch, page, rec
+        d._lsn, d._epoch, d._page, d._raw = lsn, epoch, page, rec
         return d
 
     @classmethod
@@ -153,7 +153,7 @@ class Delta:
     def _fill(self, rec: bytes) -> None:
         w0, lsn, pid, epoch, _count, size = _HEADER.unpack_from(rec)
         self._pid = pid
-        self.lsn = lsn
+        self._lsn = lsn
         self._epoch = epoch
         self._kind = "dense" if (w0 >> 40) & 0xFF == ENC_DENSE else "sparse"
         self._size = size
@@ -168,6 +168,14 @@ class Delta:
         return self
 
     # the record's fields: a delta a state returned reads them on first use
+    @property
+    def lsn(self) -> int | None:
+        """The LSN the delta was committed under (None until applied)."""
+        try:
+            return self._lsn
+        except AttributeError:
+            return self._load()._lsn
+
     @property
     def page_id(self) -> int:
         """The id of the page the delta writes."""
@@ -295,14 +303,13 @@ class Delta:
 _new_delta = object.__new__
 
 
-def _logged(arr: np.ndarray, pos: int, lsn: int) -> Delta:
-    """The Delta a write returns: its LSN now, the rest read from ``arr[pos:]`` when first used.
+def _logged(arr: np.ndarray, pos: int) -> Delta:
+    """The Delta a write returns: read from its record at ``arr[pos:]`` when first used.
 
     ``arr`` is the log buffer's array; a log never writes again over bytes it
     wrote in an array someone else holds (``LogBuffer.recycle``).
     """
     d = _new_delta(Delta)
-    d.lsn = lsn
     d._arr = arr
     d._pos = pos
     return d

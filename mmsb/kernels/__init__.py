@@ -55,7 +55,7 @@ class _Announce:
 
     def on_start(self, event: Any) -> None:
         fn = getattr(event.data.get("dispatcher"), "py_func", None)
-        if self.depth or not getattr(fn, "__module__", "").startswith("mmsb."):
+        if self.depth or not getattr(fn, "__module__", "").startswith("mmsb.kernels."):
             if self.depth:
                 self.depth += 1
             return

@@ -28,8 +28,8 @@ def kernel(fn=None, **options):
     if callable(fn):
         return njit(**OPTIONS)(fn)
     if fn is not None:
-        return lambda f: njit(fn, **OPTIONS, **options)(f)
-    return lambda f: njit(**OPTIONS, **options)(f)
+        return lambda f: njit(fn, **{**OPTIONS, **options})(f)
+    return lambda f: njit(**{**OPTIONS, **options})(f)
 
 
 class _Lazy:

@@ -25,7 +25,7 @@ from .._layout import (
     L_CAP, L_DELTAS, L_MODE, L_USED, L_WORDS, L_ADDR, L_SEALED, LOG_DROP, LOG_SEAL, R_ARENA, R_ARENA_SIZE,
     R_BINDS, R_BINDS_ROWS, R_CTL, R_DELTAS, R_EDGES, R_EDGES_ROWS, R_FALLIBLE, R_LOG, R_LSN, R_NEED,
     R_NEED_UNDO, R_NEED_UNDO_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES, R_POOL, R_POOL_ROWS, R_SCRATCH,
-    R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_T0, R_LAT, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
+    R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_T0, R_LAT, FAST_MAX, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
     R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS, REC_COMMIT, REC_HEADER,
     ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
     TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
@@ -47,7 +47,7 @@ _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (ba
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
 
 _REGS = "int64[::1]"
-_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
+_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64, int64)"
 _SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64)"
 _SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64)"
 _SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1])"
@@ -231,7 +231,7 @@ def _commit_one(regs, slot, pos, end, lsn):
         if not _cascade(regs, regs, regs, slot, lsn, 1):
             return W_RESUME
     _end_undo(regs)
-    return _seal(regs, ctr, buf, lsn)
+    return _seal(regs, ctr, buf, pos + 1)
 
 
 @inline
@@ -248,13 +248,15 @@ def _start_one(regs, table, arena, ctr, slot, need):
     return True
 
 
-@kernel(_SIG_UPDATE)
-def commit_update(regs, data, pid):
-    """``update_page``: page ``pid`` takes ``data``; see the module docstring. ``W_SLOW`` for a
-    page that is not a live host page, data of another size, or a state in a transaction."""
+@kernel(_SIG_UPDATE, nogil=False)
+def commit_update(regs, data, pid, general):
+    """``update_page``: page ``pid`` takes ``data``; see the module docstring. Returns the
+    delta's record position + 1 (0: nothing changed), or ``W_SLOW`` for a page that is not a
+    live host page, data of another size, a state in a transaction, or (unless ``general``,
+    the caller's general path) a page past ``FAST_MAX`` bytes: it holds the GIL while it works."""
     table, arena, ctr, buf = _state(regs)
     slot = _host_slot(regs, table, pid)
-    if slot < 0 or data.size != np.int64(table[T_SIZE, slot]):
+    if slot < 0 or data.size != np.int64(table[T_SIZE, slot]) or (general == 0 and data.size > FAST_MAX):
         return W_SLOW
     n = np.int64(table[T_SIZE, slot])
     if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + n + ((n + 7) >> 3)):
@@ -267,7 +269,8 @@ def commit_update(regs, data, pid):
 
 @lazy(_SIG_SPARSE)
 def commit_sparse(regs, indices, values, pid):
-    """``apply_delta`` of a sparse delta; ``W_BAD - 1 - 2 * k`` when offset k is outside the page."""
+    """``apply_delta`` of a sparse delta (the caller holds the state's lock): its record position
+    + 1, 0, or ``W_BAD - 1 - 2 * k`` when offset k is outside the page."""
     table, arena, ctr, buf = _state(regs)
     slot = _host_slot(regs, table, pid)
     if slot < 0:
