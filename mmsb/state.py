@@ -548,10 +548,11 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
           kernel launches made; ``device_bytes_in``/``device_bytes_out``: bytes
           copied to/from the device (see :mod:`mmsb.gpu` for what crosses when).
         - ``write_time_samples``, ``write_time_p50_ns``, ``write_time_p99_ns``,
-          ``write_time_max_ns``: duration of ``update_page``/``apply_delta``/
-          ``apply_batch`` calls (cascade included) that committed a delta outside a
-          transaction, sampled: only the calls that start at an LSN divisible by 16
-          are timed (timing every call cost 3-4% of a single hop). Kept in log2
+          ``write_time_max_ns``: duration of the commits of ``update_page``/
+          ``apply_delta``/``apply_batch`` calls (apply, log and cascade, from inside the
+          commit kernel to the seal; not the call's own Python and dispatch, about a
+          microsecond) that committed a delta outside a transaction, sampled: only the
+          commits that start at an LSN divisible by 16 are timed. Kept in log2
           buckets, so each figure is the upper edge of its bucket, at most twice
           the true value; None before the first sample.
         - ``arena_*``, ``table_rows``, ``log_records_kept``: memory bookkeeping.
