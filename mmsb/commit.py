@@ -325,17 +325,9 @@ class Commit:
         return delta
 
     def _apply_delta_slow(self, delta: Delta) -> Delta | None:
-        """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
-
-        None means every byte the delta writes already held its value: no
-        epoch move, no LSN. Raises :class:`mmsb.InvalidDeltaError` when the
-        delta does not fit the page, :class:`mmsb.PageNotFoundError`.
-        """
+        """:meth:`apply_delta`'s general path (in a transaction, with subscribers, to a device
+        page), for a delta :meth:`apply_delta` has checked."""
         c = self._core()
-        if not isinstance(delta, Delta):
-            raise InvalidDeltaError(f"apply_delta takes a mmsb.Delta, got {type(delta).__name__}")
-        if delta.lsn is not None:
-            raise InvalidDeltaError(f"delta of page {delta.page_id} was applied already (lsn {delta.lsn})")
         a, b = delta._arrays()
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
