@@ -367,17 +367,9 @@ class Commit:
             return delta
 
     def _apply_batch_slow(self, batch: DeltaBatch) -> np.ndarray:
-        """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
-
-        Deltas apply in batch order; a delta that changes no byte gets LSN 0.
-        The whole batch is checked first, so a bad delta anywhere raises
-        before any byte changes.
-        """
+        """:meth:`apply_batch`'s general path (in a transaction, with subscribers, with device
+        pages, or a batch large enough for threads), for a batch :meth:`apply_batch` has checked."""
         c = self._core()
-        if not isinstance(batch, DeltaBatch):
-            raise InvalidDeltaError(f"apply_batch takes a mmsb.DeltaBatch, got {type(batch).__name__}")
-        if batch._owners and batch._owners != {id(self)}:
-            raise PageNotFoundError("the batch names pages of another state")
         ids = batch.pages
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
