@@ -322,12 +322,14 @@ def _batch_slots(table, ids, starts, indices, slots):
         if table[T_META, s] & _GPU:
             return W_SLOW
         slots[i] = s
-        n = np.int64(table[T_SIZE, s])
-        lo = starts[i]
+        n = table[T_SIZE, s]
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
         ok = True
-        for j in range(lo, starts[i + 1]):
-            ok &= indices[j] >= 0 and indices[j] < n
-            increasing &= j == lo or indices[j] > indices[j - 1]
+        for j in range(lo, hi):  # branch-free; a negative offset is a huge unsigned one
+            ok &= U(indices[j]) < n
+        for j in range(lo + U(1), hi):
+            increasing &= indices[j] > indices[j - U(1)]
         if not ok and bad_offset < 0:
             bad_offset = i
     if bad_offset >= 0:
