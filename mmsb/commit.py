@@ -106,7 +106,7 @@ class Commit:
                 # the kernel checks the page, the data's size and the state's mode, and its
                 # signature the data's type: anything unusual goes the general way
                 try:
-                    r = _commit_update(c.regs, data, pid, 0)
+                    r = _commit_update(c.regs, data, pid)
                 except TypeError:
                     r = W_SLOW
                 if r > 0:
@@ -135,10 +135,10 @@ class Commit:
         if not data.flags.writeable:
             data = data.copy()  # the kernel takes writable arrays only (it never writes this one)
         pid = self._id_of(slot)
-        r = _commit_update(c.regs, data, pid, 1)
+        r = _commit_update(c.regs, data, pid)
         while r == W_ROOM:
             self._make_room(c)
-            r = _commit_update(c.regs, data, pid, 1)
+            r = _commit_update(c.regs, data, pid)
         if r > 0:
             return _logged(c.logbuf._array, r - 1)
         return self._settled(c, r, (slot,))

@@ -47,7 +47,7 @@ _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (ba
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
 
 _REGS = "int64[::1]"
-_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64, int64)"
+_SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
 _SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64)"
 _SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64)"
 _SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1])"
@@ -249,14 +249,14 @@ def _start_one(regs, table, arena, ctr, slot, need):
 
 
 @kernel(_SIG_UPDATE, nogil=False)
-def commit_update(regs, data, pid, general):
+def commit_update(regs, data, pid):
     """``update_page``: page ``pid`` takes ``data``; see the module docstring. Returns the
     delta's record position + 1 (0: nothing changed), or ``W_SLOW`` for a page that is not a
-    live host page, data of another size, a state in a transaction, or (unless ``general``,
-    the caller's general path) a page past ``FAST_MAX`` bytes: it holds the GIL while it works."""
+    live host page, data of another size, a state in a transaction, or a page past
+    ``FAST_MAX`` bytes: this kernel holds the GIL while it works."""
     table, arena, ctr, buf = _state(regs)
     slot = _host_slot(regs, table, pid)
-    if slot < 0 or data.size != np.int64(table[T_SIZE, slot]) or (general == 0 and data.size > FAST_MAX):
+    if slot < 0 or data.size != np.int64(table[T_SIZE, slot]) or data.size > FAST_MAX:
         return W_SLOW
     n = np.int64(table[T_SIZE, slot])
     if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + n + ((n + 7) >> 3)):
