@@ -57,29 +57,17 @@ class Published:
         self.__set__(obj, getattr(obj, self.store))
 
 
-class PublishedInt:
+class PublishedInt(Published):
     """An int attribute mirrored in ``obj._regs[index]`` (a count a kernel reads)."""
 
     def __init__(self, index: int) -> None:
-        self.index = index
-        self.store = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.store = name + "_"
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        return getattr(obj, self.store)
+        super().__init__(index)
 
     def __set__(self, obj: Any, value: int) -> None:
         setattr(obj, self.store, value)
         regs = obj._regs
         if regs is not None:
-            regs[self.index] = value
-
-    def publish(self, obj: Any) -> None:
-        self.__set__(obj, getattr(obj, self.store))
+            regs[self.addr] = value
 
 
 def publish_all(obj: Any, regs: np.ndarray | None) -> None:
@@ -87,5 +75,5 @@ def publish_all(obj: Any, regs: np.ndarray | None) -> None:
     obj._regs = regs
     for klass in type(obj).__mro__:
         for attr in vars(klass).values():
-            if isinstance(attr, (Published, PublishedInt)):
+            if isinstance(attr, Published):
                 attr.publish(obj)
