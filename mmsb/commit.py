@@ -58,6 +58,8 @@ _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
 _kc: Any = None  # mmsb.kernels.commit, likewise
 _commit_update: Any = None
 _U8 = np.dtype(np.uint8)
+_ND = np.ndarray
+_ONE = (1,)
 # Writes are timed only when they start at an LSN that is a multiple of 16: timing every
 # commit cost 3-4% of a single hop; this sample costs one test of the LSN on the others
 _LAT_SAMPLE = 15
@@ -70,8 +72,9 @@ def load_kernels() -> Any:
     if _k is None:
         from . import kernels
         from .kernels import commit
+        from .kernels._jit import entry
 
-        _k, _kc, _commit_update = kernels, commit, commit.commit_update
+        _k, _kc, _commit_update = kernels, commit, entry(commit.commit_update)
     return _k
 
 
@@ -102,12 +105,13 @@ class Commit:
         lock = c.lock
         lock.acquire()
         try:
-            if pid >= 0 and self._c is c:
-                # the kernel checks the page, the data's size and the state's mode, and its
-                # signature the data's type: anything unusual goes the general way
+            if pid >= 0 and self._c is c and type(data) is _ND and data.dtype is _U8 and data.strides == _ONE:
+                # the kernel checks the page, the data's size and the state's mode (it is called
+                # without numba's dispatch, so the data's type is checked above: a contiguous
+                # 1-d uint8 array); anything unusual goes the general way
                 try:
                     r = _commit_update(c.regs, data, pid)
-                except TypeError:
+                except (TypeError, OverflowError):  # an id past int64
                     r = W_SLOW
                 if r > 0:
                     d = _new_delta(Delta)  # _logged, inlined
@@ -132,8 +136,6 @@ class Commit:
                 data.size > FAST_MAX):
             # the general path's own kernels release the GIL while they work on a large page
             return self._update_page_slow(page, data)
-        if not data.flags.writeable:
-            data = data.copy()  # the kernel takes writable arrays only (it never writes this one)
         pid = self._id_of(slot)
         r = _commit_update(c.regs, data, pid)
         while r == W_ROOM:

@@ -1,6 +1,6 @@
 """The dependency graph: directed edges parent -> child with a kind, over node slots.
 
-Nodes are slots, plain ints 0 .. 2**31 - 2 (a page id's slot, DESIGN.md §1;
+Nodes are slots, plain ints 0 .. 2**31 - 2 (a page id's slot, its low 32 bits;
 the caller maps ids to slots and back). The graph is kept acyclic: an edge
 that would close a cycle is refused with the cycle's path, and the check is
 incremental (a maintained topological order, see ``mmsb.kernels.graph``), so

@@ -77,3 +77,31 @@ def test_a_page_past_the_update_kernels_limit_commits_the_same_way():
         assert np.array_equal(st.query_page(pg), data) and pg.epoch == 1
     assert [d.page_id for d in st.log] == [big.id, small.id]
     mmsb.stop(st)
+
+
+def test_update_page_takes_any_array_layout_the_same_way_as_bytes():
+    # the fast branch calls the kernel without numba's type checks: every layout it lets
+    # through must write exactly the bytes a copy would, and the rest must go the checked way
+    base = np.random.default_rng(3).integers(0, 256, 256, dtype=np.uint8)
+    cases = {
+        "strided": base[::2],
+        "reversed": base[:128][::-1],
+        "readonly": np.frombuffer(base[:128].tobytes(), np.uint8),
+        "offset": base[1:129],
+        "column": base.reshape(128, 2)[:, 0],
+    }
+    for name, data in cases.items():
+        with mmsb.start() as st:
+            pg = st.create_page(128)
+            d = st.update_page(pg, data)
+            assert st.query_page(pg).tobytes() == data.tobytes(), name
+            assert d is not None and d.lsn == 1, name
+    with mmsb.start() as st:
+        pg = st.create_page(128)
+        for bad in (base[:128].reshape(2, 64), base[:128].view(np.int8), base[:128].astype(np.uint16),
+                    np.zeros((), np.uint8)):
+            with pytest.raises(mmsb.InvalidDeltaError):
+                st.update_page(pg, bad)
+        assert st.lsn == 0 and not st.query_page(pg).any()
+        with pytest.raises(mmsb.PageNotFoundError):
+            st.update_page(1 << 70, base[:128])

@@ -338,10 +338,12 @@ def _batch_slots(table, ids, starts, indices, slots):
 
 
 @inline
-def _apply_batch(table, arena, buf, slots, starts, indices, values, out, end, lsn, distinct):
+def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, end, lsn, distinct):
     """Apply and log the deltas in batch order; (log end, last LSN, pages changed), the changed
     pages' slots moved to the front of ``slots``. With ``distinct`` (no delta repeats an offset)
-    the loop holds no call: a call anywhere in it, even one never made, costs it half its speed."""
+    the loop holds no call: a call anywhere in it, even one never made, costs it half its speed.
+    A record's page id is the checked ``ids[i]``, not read back from the table (a third fewer
+    table reads in a loop that misses the cache on every delta)."""
     buf32 = buf.view(np.uint32)
     buf64 = buf.view(np.uint64)
     changed = 0
@@ -358,7 +360,7 @@ def _apply_batch(table, arena, buf, slots, starts, indices, values, out, end, ls
             lsn += 1
             epoch = table[T_EPOCH, s] + U(1)
             table[T_EPOCH, s] = epoch
-            end = write_sparse(buf, buf32, buf64, end, lsn, page_id(table, s), epoch, table[T_SIZE, s],
+            end = write_sparse(buf, buf32, buf64, end, lsn, ids[i], epoch, table[T_SIZE, s],
                                indices, values, lo, hi)
             out[i] = lsn
             slots[changed] = s
@@ -427,10 +429,10 @@ def commit_batch(regs, ids, starts, indices, values, out):
         _begin_undo(regs, ctr)
         _save_batch(regs, table, arena, slots)
     if distinct == 1:
-        end, lsn, changed = _apply_batch(table, arena, buf, slots, starts, indices, values, out,
+        end, lsn, changed = _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out,
                                          U(ctr[L_USED]), regs[R_LSN], True)
     else:
-        end, lsn, changed = _apply_batch(table, arena, buf, slots, starts, indices, values, out,
+        end, lsn, changed = _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out,
                                          U(ctr[L_USED]), regs[R_LSN], False)
     if changed == 0:
         _end_undo(regs)
