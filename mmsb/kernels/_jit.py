@@ -13,6 +13,7 @@ rewrites its address whenever it replaces one, always between kernel calls.
 
 import sys
 
+import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
 from numba.core import cgutils
@@ -107,6 +108,40 @@ def memcpy(typingctx, dst, src, n):
 def at(addr, shape, dtype):
     """The C-contiguous array of ``shape`` and ``dtype`` at address ``addr``."""
     return carray(_pointer(addr), shape, dtype)
+
+
+@inline
+def as_words(a):
+    """The bytes of contiguous array ``a`` as uint64 words (its size in bytes a multiple of 8).
+
+    Like ``a.view(np.uint64)``, but folded into the caller: numba's ``view`` is a
+    call of its own with reference counting, ~10-20 ns each, and a commit takes
+    several per page.
+    """
+    return carray(_pointer(a.ctypes.data), ((a.size * a.itemsize) >> 3,), np.uint64)
+
+
+@inline
+def as_halves(a):
+    """:func:`as_words` as uint32 (the size in bytes a multiple of 4)."""
+    return carray(_pointer(a.ctypes.data), ((a.size * a.itemsize) >> 2,), np.uint32)
+
+
+@inline
+def as_bytes(a):
+    """:func:`as_words` as uint8: the bytes of ``a`` (a boolean mask's, say)."""
+    return carray(_pointer(a.ctypes.data), (a.size * a.itemsize,), np.uint8)
+
+
+@intrinsic
+def float_bits(typingctx, x):
+    """The float64 whose bits are the int64 ``x``."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
 
 
 @intrinsic

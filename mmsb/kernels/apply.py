@@ -12,7 +12,7 @@ from numba import prange
 
 from .._layout import ID_SLOT_BITS, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE
 from .records import U, byte_flags, write_dense, write_sparse
-from ._jit import inline, kernel
+from ._jit import as_bytes, as_halves, as_words, inline, kernel
 
 
 
@@ -117,7 +117,7 @@ def log_sparse(table, slot, indices, values, buf, pos, lsn):
     epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
     end = write_sparse(
-        buf, buf.view(np.uint32), buf.view(np.uint64), U(pos), lsn,
+        buf, as_halves(buf), as_words(buf), U(pos), lsn,
         page_id(table, slot), epoch, table[T_SIZE, slot], indices, values, U(0), U(indices.size),
     )
     return np.int64(end)
@@ -128,7 +128,7 @@ def log_dense(table, slot, mask, payload, buf, pos, lsn):
     """Log one dense delta that changed page ``slot`` (applied elsewhere) as LSN ``lsn``."""
     epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
-    end = write_dense(buf, buf.view(np.uint64), U(pos), lsn, page_id(table, slot), epoch, mask, payload,
+    end = write_dense(buf, as_words(buf), U(pos), lsn, page_id(table, slot), epoch, mask, payload,
                       table[T_SIZE, slot])
     return np.int64(end)
 
@@ -155,12 +155,12 @@ def apply_sparse(table, arena, slot, indices, values, buf, pos, lsn):
 def _write_masked(arena, off, mask, payload, n):
     """Write ``payload`` where ``mask``; whether a byte changed. Eight bytes at a time,
     branch-free (a byte loop with a branch ran 20x slower); slots are 8-aligned."""
-    m8 = mask.view(np.uint8)
+    m8 = as_bytes(mask)
     nw = n >> U(3)
     tail = nw * U(8)
-    a64 = arena[off:off + tail].view(np.uint64)
-    m64 = m8[:tail].view(np.uint64)
-    p64 = payload[:tail].view(np.uint64)
+    a64 = as_words(arena[off:off + tail])
+    m64 = as_words(m8[:tail])
+    p64 = as_words(payload[:tail])
     diff = U(0)
     for w in range(nw):
         m = byte_flags(m64[w]) * U(0xFF)
@@ -207,8 +207,8 @@ def apply_sparse_batch(table, arena, slots, starts, indices, values, buf, pos, l
     bad = check_sparse_batch(table, slots, starts, indices)
     if bad >= 0:
         return np.int64(-1 - bad), lsn
-    buf32 = buf.view(np.uint32)
-    buf64 = buf.view(np.uint64)
+    buf32 = as_halves(buf)
+    buf64 = as_words(buf)
     longest = 0
     for i in range(slots.size):
         longest = max(longest, starts[i + 1] - starts[i])
@@ -254,8 +254,8 @@ def _apply_grouped(table, arena, slots, starts, indices, values, order, groups, 
 @kernel
 def _log_grouped(table, slots, starts, indices, values, buf, pos, lsn, out):
     # LSNs, epochs and records follow batch order, one thread
-    buf32 = buf.view(np.uint32)
-    buf64 = buf.view(np.uint64)
+    buf32 = as_halves(buf)
+    buf64 = as_words(buf)
     end = U(pos)
     for i in range(slots.size):
         if out[i]:

@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._layout import T_EPOCH, T_OFFSET, T_SIZE, TABLE_ROWS
-from ._jit import kernel
+from ._jit import as_words, kernel
 
 
 
@@ -16,7 +16,7 @@ def zero_bytes(arena, off, n):
     off = U(off)
     n = U(n)
     nw = n >> U(3)
-    a64 = arena[off:off + nw * U(8)].view(np.uint64)
+    a64 = as_words(arena[off:off + nw * U(8)])
     for w in range(nw):
         a64[w] = 0
     for j in range(off + nw * U(8), off + n):

@@ -22,7 +22,7 @@ from .diff import commit_bytes, commit_page
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
 from .ops import recompute
 from .records import U
-from ._jit import inline, kernel, memcpy
+from ._jit import float_bits, inline, kernel, memcpy
 
 
 # bindings: one row per slot, and a pool of (parent slot, weight bits) rows
@@ -323,7 +323,7 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             weights = np.empty(k, np.float64)
             for j in range(k):
                 offsets[j] = table[T_OFFSET, pool[lo + j, 0]]
-                weights[j] = pool[lo + j, 1:2].view(np.float64)[0]
+                weights[j] = float_bits(pool[lo + j, 1])
             recompute(op, binds[s, B_DTYPE], scratch, arena, offsets, weights, n)
             data = scratch[:n]
         new_end = _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf,

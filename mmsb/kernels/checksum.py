@@ -8,7 +8,7 @@ per frame would mean a Python call per frame.
 
 import numpy as np
 
-from ._jit import kernel
+from ._jit import as_words, kernel
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 
@@ -41,7 +41,7 @@ def crc32c(data, start, stop, crc=0):
         i += 1
     words = (stop - i) >> 3
     if words > 0:
-        w64 = data[i:i + words * 8].view(np.uint64)
+        w64 = as_words(data[i:i + words * 8])
         for k in range(words):
             w = w64[k]
             lo = np.uint32(w & 0xFFFFFFFF) ^ c

@@ -30,7 +30,7 @@ from .._layout import (
     ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
     TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
 )
-from .apply import _write_distinct, _write_masked, log_dense, log_sparse, page_id, write_entries
+from .apply import _write_distinct, _write_masked, log_dense, log_sparse, write_entries
 from .cascade import (
     B_COLS, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
     W_LSN, W_MARK, W_TOUCH, _finish, _push_children, _save_image, run,
@@ -38,7 +38,7 @@ from .cascade import (
 from .diff import commit_bytes
 from .graph import E_COLS, N_COLS
 from .records import U, write_header, write_sparse
-from ._jit import at, inline, kernel, lazy, wall_ns
+from ._jit import as_halves, as_words, at, inline, kernel, lazy, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
@@ -168,7 +168,7 @@ def _seal(regs, ctr, buf, first):
         end = ctr[L_USED]
         if end + REC_HEADER > ctr[L_CAP]:
             return W_SEAL
-        write_header(buf.view(np.uint64), U(end), REC_HEADER, REC_COMMIT, 0, regs[R_LSN], wall_ns(), 0, 0, 0)
+        write_header(as_words(buf), U(end), REC_HEADER, REC_COMMIT, 0, regs[R_LSN], wall_ns(), 0, 0, 0)
         ctr[L_USED] = end + REC_HEADER
         ctr[L_SEALED] = end + REC_HEADER
         _timed(regs)
@@ -344,8 +344,8 @@ def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, en
     the loop holds no call: a call anywhere in it, even one never made, costs it half its speed.
     A record's page id is the checked ``ids[i]``, not read back from the table (a third fewer
     table reads in a loop that misses the cache on every delta)."""
-    buf32 = buf.view(np.uint32)
-    buf64 = buf.view(np.uint64)
+    buf32 = as_halves(buf)
+    buf64 = as_words(buf)
     changed = 0
     for i in range(slots.size):
         s = U(slots[i])

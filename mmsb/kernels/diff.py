@@ -11,7 +11,7 @@ import numpy as np
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
 from .apply import page_id
 from .records import _GATHER, _HEADER, _LOW, U, byte_flags as _byte_flags, pad8, write_header, zero_tail
-from ._jit import inline, kernel, memcpy, memset, popcount, store64
+from ._jit import as_halves, as_words, inline, kernel, memcpy, memset, popcount, store64
 
 _NO_CAUSES = np.zeros(0, np.int64)
 
@@ -47,8 +47,8 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     n = table[T_SIZE, slot]
     nw = n >> U(3)
     tail = nw * U(8)
-    p64 = page[:tail].view(np.uint64)
-    d64 = data[:tail].view(np.uint64)
+    p64 = as_words(page[:tail])
+    d64 = as_words(data[:tail])
     changed = U(0)
     for w in range(nw):  # branch-free, so it vectorizes
         changed += popcount(_byte_flags(p64[w] ^ d64[w]))
@@ -60,13 +60,13 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     epoch = table[T_EPOCH, slot] + U(1)
     table[T_EPOCH, slot] = epoch
     pid = page_id(table, slot)
-    buf64 = buf.view(np.uint64)
+    buf64 = as_words(buf)
     start = U(pos)
     nmask = (n + U(7)) >> U(3)
     if U(4) * changed < nmask:
         body = _HEADER + U(5) * changed
         write_header(buf64, start, pad8(body) + U(8 * ncauses), REC_DELTA, ENC_SPARSE, lsn, pid, epoch, changed, n)
-        buf32 = buf.view(np.uint32)
+        buf32 = as_halves(buf)
         ib = (start + _HEADER) >> U(2)
         vb = start + _HEADER + U(4) * changed
         k = U(0)

@@ -26,7 +26,7 @@ from .._layout import (
     T_SIZE,
 )
 from .checksum import crc32c
-from ._jit import inline, kernel
+from ._jit import as_halves, as_words, inline, kernel
 
 FRAME_MAGIC = 0x3146534D  # "MSF1"
 FRAME_HEADER = 32
@@ -145,7 +145,7 @@ def check_records(data, start, end, to_lsn):
     pending = 0
     lsn = np.uint64(0)
     limit = np.uint64(to_lsn)
-    words = data[: data.size & ~7].view(np.uint64)  # records are 8-aligned
+    words = as_words(data[: data.size & ~7])  # records are 8-aligned
     while pos < end:
         if end - pos < REC_HEADER:
             return cut, commits, deltas, lsn, pos
@@ -192,8 +192,8 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
     """
     applied = 0
     # records are 8-aligned: read header words and sparse offsets through wide views
-    words = data[: data.size & ~7].view(np.uint64)
-    halves = data[: data.size & ~7].view(np.uint32)
+    words = as_words(data[: data.size & ~7])
+    halves = as_halves(data[: data.size & ~7])
     while pos < end:
         w0 = words[pos >> 3]
         length = np.int64(w0 & np.uint64(0xFFFFFFFF))

@@ -11,7 +11,7 @@ import numpy as np
 U = np.uint64
 
 from .._layout import OP_AND, OP_MAX, OP_MIN, OP_MINPLUS, OP_OR, OP_ORAND, OP_PASSTHROUGH, OP_SUM, OP_XOR
-from ._jit import inline, kernel
+from ._jit import as_words, inline, kernel
 
 
 @inline
@@ -83,11 +83,11 @@ def _typed(op, dtype, out, arena, offsets, weights, n):
 def _bitwise(op, out, arena, offsets, n):
     # bitwise ops and copies act on raw bytes whatever the dtype: 8 at a time
     words = n >> 3
-    acc = out[: words * 8].view(np.uint64)
+    acc = as_words(out[: words * 8])
     tail = out[words * 8:n]
     for p in range(offsets.size):
         o = offsets[p]
-        x = arena[o:o + U(words * 8)].view(np.uint64)
+        x = as_words(arena[o:o + U(words * 8)])
         xt = arena[o + U(words * 8):o + U(n)]
         if p == 0 or op == OP_PASSTHROUGH:
             _copy(acc, x)

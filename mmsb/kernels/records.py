@@ -8,7 +8,7 @@ vectorizing (3-5x slower).
 import numpy as np
 
 from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, REC_HEADER
-from ._jit import inline, store64
+from ._jit import as_bytes, as_words, inline, store64
 
 U = np.uint64
 _HEADER = U(REC_HEADER)
@@ -78,10 +78,10 @@ def write_dense(buf, buf64, pos, lsn, page_id, epoch, mask, payload, n):
     mb = pos + _HEADER
     pb = mb + nmask
     m = U(0)
-    m8 = mask.view(np.uint8)
+    m8 = as_bytes(mask)
     nw = n >> U(3)
-    m64 = m8[: nw * U(8)].view(np.uint64)
-    p64 = payload[: nw * U(8)].view(np.uint64)
+    m64 = as_words(m8[: nw * U(8)])
+    p64 = as_words(payload[: nw * U(8)])
     at = np.int64(buf.ctypes.data)
     for w in range(nw):
         x = byte_flags(m64[w])

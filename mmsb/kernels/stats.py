@@ -3,7 +3,7 @@
 import numpy as np
 
 from .._layout import ENC_SPARSE, REC_DELTA, REC_HEADER
-from ._jit import kernel
+from ._jit import as_words, kernel
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
 
@@ -16,7 +16,7 @@ def delta_bytes(buf, end):
     set bit of its mask (``w4`` is the page size, the mask ``ceil(w4 / 8)`` bytes).
     Records of other types are stepped over by their length.
     """
-    b64 = buf.view(np.uint64)
+    b64 = as_words(buf)
     pos = np.int64(0)
     total = np.int64(0)
     while pos < end:
