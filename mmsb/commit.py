@@ -166,7 +166,8 @@ class Commit:
             delta = _logged(c.logbuf._array, pos) if log.keeps_records else _copied(c.logbuf._array, pos)
         if r == W_RESUME:
             prop = c.prop
-            sp = _Savepoint.resumed(c, log, slots) if prop.fallible else None
+            # the kernel saved before-images only if the cascade could reach user code
+            sp = _Savepoint.resumed(c, log, slots) if prop.fallible and prop.saving else None
             try:
                 prop._finish_slowly(self, c, log)
             except BaseException:

@@ -319,7 +319,7 @@ class Workload:
     times faster than that peer mmsb must be (peer median / mmsb median; 0.5
     means at least half the peer's speed); ``budget_vs`` and
     ``budget_vs_max``, another row's key and the most this row's mmsb median
-    may be as a multiple of that row's mmsb median in the same run.
+    may be as a multiple of that row's mmsb median, their samples taken in turn.
     ``short`` names the row inside other rows' budgets.
     """
 
@@ -553,12 +553,12 @@ def _gpu_note(original: str) -> str:
 
 # -- measuring ------------------------------------------------------------------------------------
 
-def _samples(w: Workload, impl: str, repeats: int, sample_s: float) -> tuple[list[float], int]:
-    """``repeats`` timings of ``k`` operations each (seconds per item), on a fresh side each."""
+def _calibrated(w: Workload, impl: str, sample_s: float) -> int:
+    """How many operations of ``w`` on side ``impl`` take about ``sample_s``."""
     side = w.make(impl)
     try:
         k, dt = 2, 0.0
-        while True:  # calibrate: about sample_s per timed call
+        while True:
             t = time.perf_counter()
             side.run(k)
             dt = time.perf_counter() - t
@@ -567,19 +567,38 @@ def _samples(w: Workload, impl: str, repeats: int, sample_s: float) -> tuple[lis
             k *= 8
     finally:
         side.close()
-    k = max(2, int(k * sample_s / max(dt, 1e-9)) & ~1)
-    out = []
+    return max(2, int(k * sample_s / max(dt, 1e-9)) & ~1)
+
+
+def _sample(w: Workload, impl: str, k: int) -> float:
+    """Seconds per item of ``k`` operations on a fresh side: the logs (and memory) of earlier
+    samples stay out of it."""
+    side = w.make(impl)
+    try:
+        side.run(2)
+        t = time.perf_counter()
+        side.run(k)
+        return (time.perf_counter() - t) / (k * w.items)
+    finally:
+        side.close()
+
+
+def _samples(w: Workload, impl: str, repeats: int, sample_s: float) -> tuple[list[float], int]:
+    """``repeats`` timings of ``k`` operations each (seconds per item), on a fresh side each."""
+    k = _calibrated(w, impl, sample_s)
+    return [_sample(w, impl, k) for _ in range(repeats)], k
+
+
+def _paired_samples(w: Workload, ref: Workload, repeats: int,
+                    sample_s: float) -> tuple[list[float], int, list[float]]:
+    """mmsb's samples of ``w`` and of ``ref`` taken in turn: a ratio between two mmsb rows
+    is then measured over the same stretch of time, whatever the machine's speed did."""
+    k, kr = _calibrated(w, "mmsb", sample_s), _calibrated(ref, "mmsb", sample_s)
+    out, out_ref = [], []
     for _ in range(repeats):
-        # a fresh side per sample keeps the logs (and memory) of earlier samples out of it
-        side = w.make(impl)
-        try:
-            side.run(2)
-            t = time.perf_counter()
-            side.run(k)
-            out.append((time.perf_counter() - t) / (k * w.items))
-        finally:
-            side.close()
-    return out, k
+        out.append(_sample(w, "mmsb", k))
+        out_ref.append(_sample(ref, "mmsb", kr))
+    return out, k, out_ref
 
 
 def _summary(samples: list[float], k: int, items: int) -> dict[str, Any]:
@@ -684,7 +703,8 @@ def judge(row: dict[str, Any], by_key: dict[str, dict[str, Any]] | None = None) 
     if row.get("budget_vs"):
         ref, most = by_key.get(row["budget_vs"]), row["budget_vs_max"]
         ok = measured and ref is not None and ref.get("measured", True) and "mmsb" in ref
-        r = _ratio(m, ref["mmsb"]["median_s"]) if ok else None
+        # the reference's samples taken in turn with this row's, where the profile took them
+        r = _ratio(m, row.get("vs_median_s") or ref["mmsb"]["median_s"]) if ok else None
         label = _label(row, by_key)
         checks.append({"kind": "vs_row", "row": row["budget_vs"], "ratio": r,
                        "budget": f"≤ {most:.2f}× {label}",
@@ -744,8 +764,13 @@ def profile(quick: bool = False, workloads: Sequence[Workload] | None = None,
                                "short": w.short, "peers": list(w.peers), "measured": w.measured,
                                "note": _gpu_note(w.note) if w.key == "gpu_crossover" else w.note}
         if w.measured:
+            ref = next((r for r in measured if r.key == w.budget_vs), None)
             for impl in (*w.peers, "mmsb"):
-                samples, k = _samples(w, impl, repeats, sample_s)
+                if impl == "mmsb" and ref is not None:
+                    samples, k, ref_samples = _paired_samples(w, ref, repeats, sample_s)
+                    row["vs_median_s"] = float(np.median(ref_samples))
+                else:
+                    samples, k = _samples(w, impl, repeats, sample_s)
                 row[impl] = _summary(samples, k, w.items)
                 step(f"{w.key}: {impl}")
             m = row["mmsb"]["median_s"]
@@ -809,7 +834,8 @@ def render(result: dict[str, Any]) -> str:
         for c in r.get("checks", []):
             if c["kind"] == "vs_row" and c["ratio"] is not None:
                 label = c["budget"].split("× ", 1)[1]
-                lines.append((f"  └ mmsb: {c['ratio']:.2f}× its time on the {label}, same run", *blank[1:]))
+                lines.append((f"  └ mmsb: {c['ratio']:.2f}× its time on the {label}, their samples taken in turn",
+                              *blank[1:]))
         failed = [f"{c['measured']} (budget {c['budget']})" for c in r.get("checks", []) if c["met"] is False]
         if failed:
             missed.append(f"  {r['workload']}: " + "; ".join(failed))

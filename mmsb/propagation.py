@@ -182,6 +182,11 @@ class Propagation:
 
     # -- undo: before-images that let a failed commit or transaction roll back ----
 
+    @property
+    def saving(self) -> bool:
+        """Whether the commit under way saves before-images (it can reach user code)."""
+        return self.ctl[_k.C_UNDO] != 0
+
     def begin_undo(self) -> None:
         ctl = self.ctl
         ctl[_k.C_UNDO], ctl[_k.C_UNDO_N], ctl[_k.C_UNDO_POS] = 1, 0, 0

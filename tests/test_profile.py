@@ -117,7 +117,7 @@ def test_text_table_shows_each_row_in_words(quick_json):
             assert line.rstrip().endswith({"met": "met", "missed": "MISSED"}[row["verdict"]])
     assert "6.09 µs" in text and "169.5 µs" in text and "19.4 ms" in text and "M deltas/s" in text
     assert "NumPy script: the same bookkeeping in plain Python/NumPy" in text
-    assert "└ NumPy scatter" in text and "its time on the single hop, same run" in text
+    assert "└ NumPy scatter" in text and "its time on the single hop, their samples taken in turn" in text
     assert "calibrate" in text and "docs/PERFORMANCE.md" in text
     assert re.search(r"\d\s?x\b", text) is None  # ratios read "12× faster", never "0.0823x"
 

@@ -550,3 +550,59 @@ def test_a_binding_refused_midway_leaves_no_edge_behind():
     assert not g.has_edge(a, c) and g.edge_kind(b, c) == 1
     st.update_page(a, b"\x01" * 8)
     assert bytes(st.query_page(c)) == bytes(8)
+
+
+def picky_copy(x):
+    if x[0] == 9:
+        raise ValueError("nine")
+    return x.copy()
+
+
+@given(parents=hs.lists(hs.integers(-1, 200), min_size=1, max_size=90),
+       kinds=hs.lists(hs.sampled_from(["passthrough", "python", "njit"]), min_size=90, max_size=90),
+       writes=hs.lists(hs.tuples(hs.integers(0, 89), hs.sampled_from([1, 3, 9])), min_size=1, max_size=12),
+       batch=hs.booleans())
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_commit_rolls_back_whole_exactly_when_its_cascade_reaches_a_raising_function(parents, kinds, writes,
+                                                                                       batch):
+    """A forest of copies of the parent, some through user functions that refuse a 9. A write
+    whose cascade reaches one of those with a 9 changes nothing; any other write (with a 9
+    too) commits, however far user code is bound elsewhere and however deep the tree."""
+    n = len(parents)
+    st = mmsb.State()
+    ids = [st.create_page(8).id for _ in range(n)]
+    up = [p % i if p >= 0 and i else -1 for i, p in enumerate(parents)]  # a parent comes first
+    children = {i: [] for i in range(n)}
+    for i, p in enumerate(up):
+        if p >= 0:
+            children[p].append(i)
+            op = {"passthrough": "passthrough", "python": picky_copy, "njit": picky_in_kernel}[kinds[i]]
+            st.register_recompute(ids[i], [ids[p]], op)
+    vals = [0] * n
+    lsn = st.lsn
+    for page, v in writes:
+        page %= n
+        new, queue, refused, changed = list(vals), [], False, 0
+        if new[page] != v:
+            new[page], queue, changed = v, [page], 1
+        while queue:
+            q = queue.pop()
+            for c in children[q]:
+                if kinds[c] != "passthrough" and new[q] == 9:
+                    refused = True
+                if new[c] != new[q]:
+                    new[c] = new[q]
+                    queue.append(c)
+                    changed += 1
+        if batch:
+            write = lambda: st.apply_batch(mmsb.DeltaBatch.from_sparse([ids[page]], [0, 8], list(range(8)), [v] * 8))
+        else:
+            write = lambda: st.update_page(ids[page], bytes([v] * 8))
+        if refused:
+            with pytest.raises(mmsb.RecomputeError):
+                write()
+        else:
+            write()
+            vals, lsn = new, lsn + changed
+        assert [bytes(st.query_page(i)) for i in ids] == [bytes([x] * 8) for x in vals]
+        assert st.lsn == lsn

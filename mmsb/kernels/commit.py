@@ -28,21 +28,23 @@ from .._layout import (
     R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_T0, R_LAT, FAST_MAX, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
     R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS, REC_COMMIT, REC_HEADER,
     ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
-    TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT,
+    TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT, OP_PYTHON,
 )
 from .apply import _write_distinct, _write_masked, log_dense, log_sparse, write_entries
 from .cascade import (
-    B_COLS, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
+    B_COLS, B_OP, W_HEAP, C_CASCADES, C_OUT, C_TOUCH, C_STALE, C_STATUS, C_UNDO, C_UNDO_N, C_UNDO_POS, C_WORDS, ST_DONE, W_COLS,
     W_LSN, W_MARK, W_TOUCH, _finish, _push_children, _save_image, run,
 )
 from .diff import commit_bytes
-from .graph import E_COLS, N_COLS
+from .graph import E_CHILD, E_COLS, E_NEXT_OUT, N_COLS, N_OUT
 from .records import U, write_header, write_sparse
 from ._jit import as_halves, as_words, at, inline, kernel, lazy, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
 _KEY = _LIVE | U(META_GEN_MASK)
+# pages a commit looks through for user code downstream before it assumes there is some
+_REACH = 64
 _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (batch commits)
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
 
@@ -235,13 +237,45 @@ def _commit_one(regs, slot, pos, end, lsn):
 
 
 @inline
+def _reaches_user_code(regs, slots, count, slot):
+    """Whether the cascade of a commit that writes ``slots[:count]`` (with ``count`` 1, the
+    page ``slot``) can reach a page recomputed outside the kernel (a Python or ``@njit``
+    function, a device page): only such a commit can fail midway, and only it saves
+    before-images. Looks through at most ``_REACH`` pages; past that, assumes it can.
+    The heap's column of ``work`` is the search's stack: no cascade is running."""
+    nodes, edges, binds, pool, work, scratch = _graph(regs)
+    if count > _REACH:
+        return True
+    for i in range(count):
+        work[i, W_HEAP] = slot if count == 1 else slots[i]
+    top = count
+    seen = 0
+    while top > 0:
+        top -= 1
+        s = work[top, W_HEAP]
+        seen += 1
+        if seen > _REACH or s >= binds.shape[0] or binds[s, B_OP] >= OP_PYTHON:
+            return True
+        if s < nodes.shape[0]:
+            e = nodes[s, N_OUT]
+            while e >= 0:
+                if top == _REACH:
+                    return True
+                work[top, W_HEAP] = edges[e, E_CHILD]
+                top += 1
+                e = edges[e, E_NEXT_OUT]
+    return False
+
+
+@inline
 def _start_one(regs, table, arena, ctr, slot, need):
-    """Room for one page's write, and its before-image when the state is fallible."""
+    """Room for one page's write, and its before-image when the write can reach user code."""
     n = np.int64(table[T_SIZE, slot])
-    if not _room(regs, ctr, need + 2 * REC_HEADER, n, 1):
+    saves = regs[R_FALLIBLE] != 0 and _reaches_user_code(regs, regs, 1, slot)
+    if not _room(regs, ctr, need + 2 * REC_HEADER, n if saves else 0, 1 if saves else 0):
         return False
     _timer(regs)
-    if regs[R_FALLIBLE] != 0:
+    if saves:
         _begin_undo(regs, ctr)
         ctl, undo, index = _undo_arrays(regs)
         _save_image(table, arena, ctl, undo, index, slot)
@@ -418,7 +452,7 @@ def commit_batch(regs, ids, starts, indices, values, out):
         return distinct
     undo_bytes = 0
     undo_rows = 0
-    fallible = regs[R_FALLIBLE] != 0
+    fallible = regs[R_FALLIBLE] != 0 and _reaches_user_code(regs, slots, slots.size, slots[0] if slots.size else 0)
     if fallible:
         undo_bytes, undo_rows = _batch_undo_size(regs, table, slots)
     if not _room(regs, ctr, ids.size * (REC_HEADER + 8) + 5 * indices.size + 2 * REC_HEADER, undo_bytes,
