@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._layout import (
-    DTYPE_NAMES, OP_DEVICE, OP_NJIT, OP_PYTHON, OPS, R_BINDS, R_BINDS_ROWS, R_CTL, R_FALLIBLE, R_POOL,
+    DTYPE_NAMES, OP_DEVICE, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, OPS, R_BINDS, R_BINDS_ROWS, R_CTL, R_FALLIBLE, R_POOL,
     R_POOL_ROWS, R_SCRATCH, R_SCRATCH_SIZE, R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS,
 )
 from ._registers import Published, PublishedInt, publish_all
@@ -158,6 +158,13 @@ class Propagation:
         self.pool[at:at + k, 1] = np.array(binding.weights, np.float64).view(np.int64)
         self.pool_used = at + k
         second = self._function_index(binding.fn) if binding.op == OP_NJIT else binding.dtype
+        if binding.fn is None and binding.op != OP_PASSTHROUGH:
+            # a built-in op: the cascade calls it through its entry's address
+            from .kernels import ops
+
+            entry = ops.entry_index(binding.op, binding.dtype)
+            if not self.ctl[_k.C_OPS + entry]:
+                self.ctl[_k.C_OPS + entry] = ops.entry_address(entry)
         op = OP_DEVICE if self._on_device(slot, binding.parents) else binding.op
         self.binds[slot] = (op, second, at, k, -1)
 

@@ -171,6 +171,28 @@ def memset(typingctx, dst, value, n):
 
 
 @intrinsic
+def call_entry(typingctx, fn, op, out, arena, offsets, weights, n):
+    """Call the C function at address ``fn`` (an entry of :mod:`mmsb.kernels.ops`, compiled
+    apart from the kernels that call it) with ``op``, the arrays as address and length, and
+    ``n``. The arrays go in as arrays, not addresses: numba frees an array after its last use,
+    and an address taken from it is not a use."""
+    sig = types.void(types.int64, types.int64, out, arena, offsets, weights, types.int64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        out, arena, offsets, weights = (context.make_array(ty)(context, builder, value)
+                                        for ty, value in zip(signature.args[2:6], args[2:6]))
+        words = [args[1], builder.ptrtoint(out.data, i64), out.nitems, builder.ptrtoint(arena.data, i64),
+                 arena.nitems, builder.ptrtoint(offsets.data, i64), builder.ptrtoint(weights.data, i64),
+                 offsets.nitems, args[6]]
+        fnty = ir.FunctionType(ir.VoidType(), [i64] * 9)
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), words)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def popcount(typingctx, x):
     """The number of set bits of the uint64 ``x``."""
     sig = types.uint64(types.uint64)

@@ -17,12 +17,14 @@ and does not push its children.
 
 import numpy as np
 
-from .._layout import OP_DEVICE, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE
+from .._layout import (
+    OP_AND, OP_DEVICE, OP_NJIT, OP_OR, OP_PASSTHROUGH, OP_PYTHON, OP_XOR, REC_HEADER, T_EPOCH, T_OFFSET, T_SIZE,
+)
 from .diff import commit_bytes, commit_page
 from .graph import E_CHILD, E_KIND, E_NEXT_OUT, N_ORD, N_OUT
-from .ops import recompute
+from .ops import BITWISE, ENTRIES
 from .records import U
-from ._jit import float_bits, inline, kernel, memcpy
+from ._jit import call_entry, float_bits, inline, kernel, memcpy
 
 
 # bindings: one row per slot, and a pool of (parent slot, weight bits) rows
@@ -49,7 +51,10 @@ C_RECOMPUTED, C_SKIPPED, C_CASCADES = 10, 11, 12
 # where the kernel's log and LSN stood before it called a user @njit function, so a raise
 # leaves Python what was committed before it
 C_END, C_LSN = 13, 14
-C_WORDS = 15
+# the addresses of the built-in ops' entries (mmsb.kernels.ops.entry_address), one per
+# ops.ENTRIES, set when a page is first bound to an op that needs one
+C_OPS = 15
+C_WORDS = C_OPS + ENTRIES
 U_SLOT, U_START, U_SIZE, U_EPOCH = 0, 1, 2, 3
 # ST_NJIT: the next page is bound to an @njit function and this run was given none (the
 # commit kernels carry no function list): Python runs it again with the list
@@ -324,7 +329,9 @@ def run(table, arena, nodes, edges, binds, pool, work, ctl, scratch, undo, index
             for j in range(k):
                 offsets[j] = table[T_OFFSET, pool[lo + j, 0]]
                 weights[j] = float_bits(pool[lo + j, 1])
-            recompute(op, binds[s, B_DTYPE], scratch, arena, offsets, weights, n)
+            bitwise = op == OP_AND or op == OP_OR or op == OP_XOR
+            entry = BITWISE if bitwise else binds[s, B_DTYPE]
+            call_entry(ctl[C_OPS + entry], op, scratch, arena, offsets, weights, n)
             data = scratch[:n]
         new_end = _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, index, s, data, buf,
                                   end, lsn + 1, None)

@@ -11,7 +11,7 @@ import numpy as np
 U = np.uint64
 
 from .._layout import OP_AND, OP_MAX, OP_MIN, OP_MINPLUS, OP_OR, OP_ORAND, OP_PASSTHROUGH, OP_SUM, OP_XOR
-from ._jit import as_words, inline, kernel
+from ._jit import as_words, at, inline, kernel, OPTIONS
 
 
 @inline
@@ -122,3 +122,47 @@ def recompute(op, dtype_code, out, arena, offsets, weights, n):
         _typed(op, np.float32, out, arena, offsets, weights, n)
     else:
         _typed(op, np.float64, out, arena, offsets, weights, n)
+
+
+# -- the cascade's entry: one C-callable recompute per dtype, compiled on first use ------------
+#
+# The cascade kernel calls the built-in ops through these addresses (``ctl[C_OPS + k]``, set when
+# a page is bound to an op) instead of calling :func:`recompute`: compiled into the commit kernels,
+# every op for all ten dtypes took 14 s of a first update's compile, for bindings most states
+# never make. Each entry is compiled (or loaded from the cache) when the first binding needs it.
+
+BITWISE = 10  # the entry of the ops that ignore the dtype (and, or, xor, passthrough)
+ENTRIES = 11
+_SIG_AT = "void(int64, int64, int64, int64, int64, int64, int64, int64, int64)"
+_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.uint64, np.int64, np.float32,
+           np.float64)
+_entries: dict = {}
+
+
+def _typed_entry(dtype):
+    def recompute_typed(op, out, out_size, arena, arena_size, offsets, weights, k, n):
+        _typed(op, dtype, at(out, (out_size,), np.uint8), at(arena, (arena_size,), np.uint8),
+               at(offsets, (k,), np.uint64), at(weights, (k,), np.float64), n)
+    return recompute_typed
+
+
+def recompute_bitwise(op, out, out_size, arena, arena_size, offsets, weights, k, n):
+    _bitwise(op, at(out, (out_size,), np.uint8), at(arena, (arena_size,), np.uint8), at(offsets, (k,), np.uint64),
+             n)
+
+
+def entry_index(op: int, dtype_code: int) -> int:
+    """Which entry recomputes ``op`` on pages of dtype ``dtype_code``."""
+    return BITWISE if op in (OP_AND, OP_OR, OP_XOR, OP_PASSTHROUGH) else dtype_code
+
+
+def entry_address(index: int) -> int:
+    """The address of entry ``index`` (compiled, or loaded from the cache, on first use); the
+    compiled entry is kept for the life of the process, so the address stays valid."""
+    fn = _entries.get(index)
+    if fn is None:
+        from numba import cfunc
+
+        py = recompute_bitwise if index == BITWISE else _typed_entry(_DTYPES[index])
+        fn = _entries[index] = cfunc(_SIG_AT, cache=OPTIONS["cache"])(py)
+    return fn.address
