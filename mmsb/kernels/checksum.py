@@ -16,7 +16,7 @@ from llvmlite.binding import get_host_cpu_features
 from numba import types
 from numba.extending import intrinsic
 
-from ._jit import as_words, kernel
+from ._jit import as_words, inline, kernel
 
 _POLY = 0x82F63B78  # reflected Castagnoli polynomial
 
@@ -37,31 +37,33 @@ def _make_tables() -> np.ndarray:
 TABLES = _make_tables()
 
 
+@inline
+def _crc_bytes(c, data, i, stop):
+    """``c`` continued over the bytes ``data[i:stop]``, one at a time."""
+    t = TABLES
+    while i < stop:
+        c = t[0, (c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
+        i += 1
+    return c
+
+
 @kernel
 def crc32c_tables(data, start, stop, crc=0):
     """CRC32C of ``data[start:stop]`` (uint8), continuing from ``crc``."""
     t = TABLES
-    c = np.uint32(crc) ^ np.uint32(0xFFFFFFFF)
-    i = start
     # unaligned head, then 8 bytes a step read as one little-endian u64
-    while i < stop and i & 7:
-        c = t[0, (c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
-        i += 1
-    words = (stop - i) >> 3
-    if words > 0:
-        w64 = as_words(data[i:i + words * 8])
-        for k in range(words):
-            w = w64[k]
-            lo = np.uint32(w & 0xFFFFFFFF) ^ c
-            hi = np.uint32(w >> np.uint64(32))
-            c = (t[7, lo & 0xFF] ^ t[6, (lo >> np.uint32(8)) & 0xFF] ^ t[5, (lo >> np.uint32(16)) & 0xFF]
-                 ^ t[4, lo >> np.uint32(24)] ^ t[3, hi & 0xFF] ^ t[2, (hi >> np.uint32(8)) & 0xFF]
-                 ^ t[1, (hi >> np.uint32(16)) & 0xFF] ^ t[0, hi >> np.uint32(24)])
-        i += words * 8
-    while i < stop:
-        c = t[0, (c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
-        i += 1
-    return c ^ np.uint32(0xFFFFFFFF)
+    i = min(stop, (start + 7) & ~7)
+    c = _crc_bytes(np.uint32(crc) ^ np.uint32(0xFFFFFFFF), data, start, i)
+    words = max(stop - i, 0) >> 3
+    w64 = as_words(data[i:i + words * 8])
+    for k in range(words):
+        w = w64[k]
+        lo = np.uint32(w & 0xFFFFFFFF) ^ c
+        hi = np.uint32(w >> np.uint64(32))
+        c = (t[7, lo & 0xFF] ^ t[6, (lo >> np.uint32(8)) & 0xFF] ^ t[5, (lo >> np.uint32(16)) & 0xFF]
+             ^ t[4, lo >> np.uint32(24)] ^ t[3, hi & 0xFF] ^ t[2, (hi >> np.uint32(8)) & 0xFF]
+             ^ t[1, (hi >> np.uint32(16)) & 0xFF] ^ t[0, hi >> np.uint32(24)])
+    return _crc_bytes(c, data, i + words * 8, stop) ^ np.uint32(0xFFFFFFFF)
 
 
 @intrinsic
@@ -80,24 +82,15 @@ def _crc_step(typingctx, crc, word):
 @kernel
 def crc32c_hw(data, start, stop, crc=0):
     """:func:`crc32c_tables` through the processor's ``crc32`` instruction (x86-64, SSE4.2)."""
-    t = TABLES
-    c = np.uint32(crc) ^ np.uint32(0xFFFFFFFF)
-    i = start
-    while i < stop and i & 7:
-        c = t[0, (c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
-        i += 1
-    words = (stop - i) >> 3
-    if words > 0:
-        w64 = as_words(data[i:i + words * 8])
-        c64 = np.uint64(c)
-        for k in range(words):
-            c64 = _crc_step(c64, w64[k])
-        c = np.uint32(c64 & np.uint64(0xFFFFFFFF))
-        i += words * 8
-    while i < stop:
-        c = t[0, (c ^ data[i]) & 0xFF] ^ (c >> np.uint32(8))
-        i += 1
-    return c ^ np.uint32(0xFFFFFFFF)
+    i = min(stop, (start + 7) & ~7)
+    c = _crc_bytes(np.uint32(crc) ^ np.uint32(0xFFFFFFFF), data, start, i)
+    words = max(stop - i, 0) >> 3
+    w64 = as_words(data[i:i + words * 8])
+    c64 = np.uint64(c)
+    for k in range(words):
+        c64 = _crc_step(c64, w64[k])
+    c = np.uint32(c64 & np.uint64(0xFFFFFFFF))
+    return _crc_bytes(c, data, i + words * 8, stop) ^ np.uint32(0xFFFFFFFF)
 
 
 def _has_crc_instruction() -> bool:
