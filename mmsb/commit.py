@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._interrupts import atomic, ensure
 from . import config
 from ._layout import (
     FAST_MAX,
@@ -30,6 +31,7 @@ from ._layout import (
     R_NEED,
     R_NEED_UNDO,
     R_NEED_UNDO_ROWS,
+    R_SLOW,
     R_SEED_POS,
     R_T0,
     REC_HEADER,
@@ -83,6 +85,7 @@ class Commit:
 
     __slots__ = ()
 
+    @atomic
     def update_page(self, page: Any, data: Any) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
@@ -128,8 +131,11 @@ class Commit:
         finally:
             lock.release()
 
+    @atomic
     def _update_general(self, c: _Core, page: Any, data: Any) -> Delta | None:
         """``update_page`` with every argument checked in Python first."""
+        ensure()
+        self._check_writable()
         slot = self._slot(c, page)
         data = _page_bytes(data, c.table.mv_size[slot])
         if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT or (
@@ -145,6 +151,14 @@ class Commit:
             return _logged(c.logbuf._array, r - 1)
         return self._settled(c, r, (slot,))
 
+    @atomic
+    def _check_writable(self) -> None:
+        """Refuse a write while the file log cannot be written (see ``FileLog.failed``)."""
+        log = self._logobj
+        if log.failed is not None:
+            log._raise()
+
+    @atomic
     def _make_room(self, c: _Core) -> None:
         """What a commit kernel asked for (W_ROOM): log space, before-image space."""
         rv = c.rv
@@ -152,6 +166,7 @@ class Commit:
         if rv[R_NEED_UNDO]:
             c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
 
+    @atomic
     def _settled(self, c: _Core, r: int, slots: Any, batch: bool = False) -> Delta | None:
         """Finish a commit a kernel left to Python (W_RESUME: the cascade goes on here, rolled
         back whole if a recompute raises; W_SEAL: the seal); the written page's Delta, or for
@@ -182,6 +197,7 @@ class Commit:
             c.lat[min(63, (_time_ns() - rv[R_T0]).bit_length())] += 1
         return delta
 
+    @atomic
     def apply_delta(self, delta: Delta) -> Delta | None:
         """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
 
@@ -202,7 +218,7 @@ class Commit:
                 raise _closed()
             page = delta._page if delta._page is not None else delta.page_id
             slot = self._slot(c, page)
-            if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT:
+            if c.rv[R_SLOW] or c.table.mv_meta[slot] & _GPU_BIT:  # a transaction, handlers, a failed log
                 return self._apply_delta_slow(delta)
             size = c.table.mv_size[slot]
             sparse = delta.kind == "sparse"
@@ -224,6 +240,7 @@ class Commit:
         finally:
             lock.release()
 
+    @atomic
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
         """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
 
@@ -242,8 +259,7 @@ class Commit:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             ids = batch.pages
-            if self._txn is not None or self._events is not None or (c.dev is not None and c.dev.pages) or (
-                    ids.size >= config.PARALLEL_BATCH_DELTAS):
+            if c.rv[R_SLOW] or (c.dev is not None and c.dev.pages) or ids.size >= config.PARALLEL_BATCH_DELTAS:
                 return self._apply_batch_slow(batch)
             out = np.empty(ids.size, np.int64)
             args = (c.regs, ids, batch.starts, batch.indices, batch.values, out)
@@ -267,6 +283,7 @@ class Commit:
         finally:
             lock.release()
 
+    @atomic
     def _update_page_slow(self, page: Any, data: Any) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
@@ -277,6 +294,8 @@ class Commit:
         result is None. Raises :class:`mmsb.InvalidDeltaError`,
         :class:`mmsb.PageNotFoundError`.
         """
+        ensure()
+        self._check_writable()
         c = self._c
         if c is None:
             raise _closed()
@@ -306,6 +325,7 @@ class Commit:
                 c.lat[(_ns() - t0).bit_length()] += 1
             return delta
 
+    @atomic
     def _committed(self, c: _Core, log: MemoryLog, sp: _Savepoint | None, slot: int, pos: int,
                    end: int) -> Delta | None:
         """After a kernel wrote the delta of page ``slot`` at ``[pos, end)``: commit it and
@@ -327,9 +347,12 @@ class Commit:
                 log.seal(c.lsn)
         return delta
 
+    @atomic
     def _apply_delta_slow(self, delta: Delta) -> Delta | None:
         """:meth:`apply_delta`'s general path (in a transaction, with subscribers, to a device
         page), for a delta :meth:`apply_delta` has checked."""
+        ensure()
+        self._check_writable()
         c = self._core()
         a, b = delta._arrays()
         with c.lock:
@@ -369,9 +392,12 @@ class Commit:
                 c.lat[(_ns() - t0).bit_length()] += 1
             return delta
 
+    @atomic
     def _apply_batch_slow(self, batch: DeltaBatch) -> np.ndarray:
         """:meth:`apply_batch`'s general path (in a transaction, with subscribers, with device
         pages, or a batch large enough for threads), for a batch :meth:`apply_batch` has checked."""
+        ensure()
+        self._check_writable()
         c = self._core()
         ids = batch.pages
         with c.lock:

@@ -8,11 +8,11 @@ A mixin of :class:`mmsb.State`; it relies on the state's lookups (``_core``,
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from ._interrupts import atomic, ensure
 from ._layout import R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError
@@ -71,6 +71,7 @@ class Dependencies:
         ids = [self._id_of(s) for s in err.path]
         return GraphCycleError(f"the edge {ids[-2]} -> {ids[-1]} would close the cycle {ids}", ids)
 
+    @atomic
     def add_dependency(self, parent: Any, child: Any, kind: str = "data") -> None:
         """Add the edge ``parent -> child`` of ``kind``.
 
@@ -94,6 +95,7 @@ class Dependencies:
         with c.lock:
             if self._c is not c:
                 raise _closed()
+            self._check_writable()
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             b = prop.bindings.get(ch)
@@ -139,6 +141,7 @@ class Dependencies:
             raise InvalidArgumentError(f"page {self._id_of(child)} has data parents: a mirror has only its sync "
                                        "parent")
 
+    @atomic
     def remove_dependency(self, parent: Any, child: Any) -> None:
         """Remove the edge ``parent -> child``. A bound child drops that parent from its
         binding (and is unbound when none is left; its bytes stay)."""
@@ -148,6 +151,7 @@ class Dependencies:
         with c.lock:
             if self._c is not c:
                 raise _closed()
+            self._check_writable()
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             prop.graph.remove_edge(p, ch)
@@ -165,10 +169,12 @@ class Dependencies:
             finally:
                 self._log.seal(c.lsn)
 
+    @atomic
     def register_passthrough(self, child: Any, parent: Any) -> None:
         """Bind ``child`` to be a copy of ``parent`` (same size); see :meth:`register_recompute`."""
         self.register_recompute(child, [parent], "passthrough")
 
+    @atomic
     def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = np.uint8,
                            weights: Any = None) -> None:
         """Bind ``child``'s bytes to a function of ``parents``' bytes, and bring it up to date.
@@ -210,6 +216,7 @@ class Dependencies:
         with c.lock:
             if self._c is not c:
                 raise _closed()
+            self._check_writable()
             ch = self._slot(c, child)
             old = c.prop.bindings.get(ch)
             if old is not None and old.mirror:
@@ -305,10 +312,13 @@ class Dependencies:
                 prop.bind(ch, b if b.parents else None)
 
     def _propagate(self, c: Any, seeds: np.ndarray, lsns: np.ndarray, dirty: int = -1,
-                   first: int | None = None) -> None:
+                   first: int | None = None, sp: _Savepoint | None = None) -> None:
         """The cascade of a commit whose written pages are ``seeds``, then its events.
 
         ``first`` is the commit's first LSN (default: one per seed before now).
+        When the cascade fails, ``sp`` (if given) puts the state back. With
+        handlers subscribed the commit is sealed before the first one runs, and
+        from then on it stands, whatever a handler raises.
         """
         if self._replaying:
             return  # a replay applies the logged deltas; recomputing would make them twice
@@ -323,7 +333,12 @@ class Dependencies:
         ev = self._events
         changed, other = _EMPTY, _EMPTY2
         if c.prop.graph.num_edges or dirty >= 0:
-            changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
+            try:
+                changed, other = c.prop.cascade(self, c, self._log, seeds, lsns, dirty, ev is not None)
+            except BaseException:
+                if sp is not None:
+                    sp.rollback(c, self._log)
+                raise
         if ev is None:
             return
         # the commit is whole: seal it (durable under sync="commit") before any handler sees it,
@@ -370,6 +385,7 @@ class Dependencies:
         if sp is not None:
             c.prop.end_undo()
 
+    @atomic
     def _after_write(self, c: Any, sp: _Savepoint | None, seeds: np.ndarray, lsns: np.ndarray) -> None:
         """After a write: queue it in the open transaction, or run its cascade now."""
         txn = self._txn
@@ -381,15 +397,11 @@ class Dependencies:
             self._propagate(c, seeds, lsns)
             return
         try:
-            self._propagate(c, seeds, lsns)
-        except BaseException:
-            sp.rollback(c, self._log)
-            raise
+            self._propagate(c, seeds, lsns, sp=sp)
         finally:
             c.prop.end_undo()
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self) -> _Transaction:
         """Group writes into one commit: one cascade, all or nothing.
 
         Inside, ``update_page``, ``apply_delta`` and ``apply_batch`` apply at
@@ -397,34 +409,13 @@ class Dependencies:
         no recompute runs and no event fires until the block ends; then one
         cascade runs for every page written. If the block raises, or a
         recompute fails, every page, epoch, the LSN and the log go back to
-        where they were and the error propagates. Creating or deleting pages,
-        dependencies and bindings is refused inside. The state's lock is held
-        for the whole block; a nested ``transaction()`` joins the outer one.
+        where they were and the error propagates. Once the commit is sealed
+        it stands: an event handler that raises (even KeyboardInterrupt) does
+        not undo it. Creating or deleting pages, dependencies and bindings is
+        refused inside. The state's lock is held for the whole block; a nested
+        ``transaction()`` joins the outer one.
         """
-        c = self._core()
-        with c.lock:
-            if self._c is not c:
-                raise _closed()
-            if self._txn is not None:
-                yield self
-                return
-            txn = self._txn = _Savepoint(c, self._log)
-            c.regs[R_SLOW] = 1  # writes inside take the general path, which queues their cascade
-            try:
-                yield self
-                self._txn = None
-                if txn.seeds and (c.prop.graph.num_edges or self._events is not None):
-                    self._propagate(c, np.concatenate(txn.seeds), np.concatenate(txn.lsns), first=txn.lsn + 1)
-                self._log.seal(c.lsn)
-            except BaseException:
-                self._txn = None
-                if self._c is c:
-                    txn.rollback(c, self._log)
-                raise
-            finally:
-                self._txn = None
-                c.regs[R_SLOW] = self._events is not None
-                c.prop.end_undo()
+        return _Transaction(self)
 
     def subscribe(self, event: str, fn: Any) -> None:
         """Call ``fn`` after each commit with something to say about ``event`` (see :mod:`mmsb.events`).
@@ -446,3 +437,58 @@ class Dependencies:
         self._core()
         return self._events is not None and self._events.remove(event, fn)
 
+
+
+class _Transaction:
+    """What :meth:`Dependencies.transaction` returns: a context manager whose entry and exit
+    no interrupt splits (a generator-based one can be interrupted before it resumes)."""
+
+    __slots__ = ("st", "c", "joined")
+
+    def __init__(self, st: Any) -> None:
+        self.st = st
+
+    @atomic
+    def __enter__(self) -> Any:
+        st = self.st
+        c = self.c = st._core()
+        ensure()
+        c.lock.acquire()
+        try:
+            if st._c is not c:
+                raise _closed()
+            self.joined = st._txn is not None
+            if not self.joined:
+                st._check_writable()
+            if not self.joined:
+                st._txn = _Savepoint(c, st._log)
+                c.regs[R_SLOW] = 1  # writes inside take the general path, which queues their cascade
+        except BaseException:
+            c.lock.release()
+            raise
+        return st
+
+    @atomic
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        st, c = self.st, self.c
+        try:
+            if self.joined:
+                return False  # the outer block commits or rolls back
+            txn = st._txn
+            try:
+                st._txn = None
+                if kind is not None:
+                    if st._c is c:
+                        txn.rollback(c, st._log)
+                    return False
+                if txn.seeds and (c.prop.graph.num_edges or st._events is not None):
+                    # a failing cascade rolls the whole block back (sp=txn); handlers run sealed
+                    st._propagate(c, np.concatenate(txn.seeds), np.concatenate(txn.lsns), first=txn.lsn + 1,
+                                  sp=txn)
+                st._log.seal(c.lsn)
+            finally:
+                c.regs[R_SLOW] = st._events is not None or st._log.failed is not None
+                c.prop.end_undo()
+            return False
+        finally:
+            c.lock.release()

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .errors import InvalidArgumentError, LogCorruptError, MissingFunctionWarning
+from ._interrupts import atomic
+from ._layout import R_SLOW
+from .errors import InvalidArgumentError, LogCorruptError, LogIOError, MissingFunctionWarning
 from .functions import MissingFunction
 from .log.memory import MemoryLog, NullLog
 from .validate import _check_options, _closed
@@ -48,6 +50,7 @@ def _warn_missing(st: Any, stacklevel: int = 3) -> None:
                       "register_recompute again", MissingFunctionWarning, stacklevel=stacklevel)
 
 
+@atomic
 def open_file_log(st: Any, path: Any, sync: str) -> None:
     """Open (creating or recovering) the log at ``path`` as ``st``'s log; ``st`` is fresh."""
     _, _replay, file = _io()
@@ -67,6 +70,7 @@ def open_file_log(st: Any, path: Any, sync: str) -> None:
         log.close()
         raise
     st._log = log
+    log.regs = c.regs
     log.start()
     _warn_missing(st)
 
@@ -76,11 +80,13 @@ class Durability:
 
     __slots__ = ()
 
+    @atomic
     def flush(self) -> None:
         """Make every commit so far durable (for ``sync="group"`` or ``"none"``; no-op in memory)."""
         c = self._core()
         with c.lock:
-            self._log.flush()
+            self._log.flush()  # after a failure: a retry that, when it succeeds, lets writes go on
+            c.regs[R_SLOW] = self._txn is not None or self._events is not None or self._log.failed is not None
 
     @property
     def missing_functions(self) -> list[str]:
@@ -88,6 +94,7 @@ class Durability:
         c = self._core()
         return sorted({b.fn.name for b in c.prop.bindings.values() if isinstance(b.fn, MissingFunction)})
 
+    @atomic
     def checkpoint(self, path: Any) -> None:
         """Write the whole state (pages, epochs, graph, bindings, counters, LSN) to ``path``.
 
@@ -107,8 +114,11 @@ class Durability:
             log = self._log
             ref = None
             if log.durable:
-                log.flush()
-                ref = {"id": log.header.log_id.hex(), "pos": log.sealed, "base": log.header.base_id.hex()}
+                try:
+                    log.flush()
+                    ref = {"id": log.header.log_id.hex(), "pos": log.sealed, "base": log.header.base_id.hex()}
+                except LogIOError:
+                    pass  # a failed log: the checkpoint stands alone (on another disk, it saves the state)
             _io()[0].write(self, c, path, ref)
 
     def replay(self, to_lsn: Any = None) -> Any:

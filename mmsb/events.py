@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ._interrupts import user_code
+
 
 class Events:
     """Handlers by event name."""
@@ -48,6 +50,7 @@ class Events:
     def wants(self, event: str) -> bool:
         return bool(self.handlers.get(event))
 
+    @user_code
     def emit(self, event: str, *args: Any) -> None:
         for fn in list(self.handlers.get(event, ())):
             try:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._interrupts import user_code
 from .errors import InvalidArgumentError, RecomputeError
 
 _lock = threading.Lock()
@@ -84,6 +85,7 @@ class MissingFunction:
         return f"<missing recompute function {self.name!r}>"
 
 
+@user_code
 def python_result(state: Any, b: Any, views: list[np.ndarray], slot: int, size: int) -> np.ndarray:
     """Run binding ``b``'s Python recompute on the parents' bytes; its result as the page's bytes, checked."""
     pid = state._id_of(slot)

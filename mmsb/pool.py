@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._interrupts import atomic
 from .durability import replay_log, restore_checkpoint
 from .errors import InvalidArgumentError
 from .state import State, _pool, _take_core
@@ -20,6 +21,7 @@ from .validate import _check_options
 _new = object.__new__
 
 
+@atomic
 def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     """A state from the pool (or a fresh one), indistinguishable from ``State()``.
 
@@ -39,6 +41,7 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     return st
 
 
+@atomic
 def stop(state: State, checkpoint_path: Any = None) -> None:
     """Close ``state`` (writing a checkpoint to ``checkpoint_path`` first, if given) and
     return its resources to the pool. Stopping twice is harmless."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ._interrupts import atomic, ensure
 from . import config
 from ._layout import (
     ID_SLOT_BITS,
@@ -223,7 +224,9 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         """A state on pooled resources, as ``mmsb.start()`` gives: what a replay builds into."""
         return State._from_core(_take_core(), None, "commit", "auto")
 
+    @atomic
     def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
+        ensure()  # interrupts held back inside mmsb's calls (mmsb._interrupts)
         self._c = core
         rv = core.rv
         rv[R_SLOW] = 0  # no transaction, no subscribers yet
@@ -255,6 +258,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         if c is not None and log._buf is not None:
             c.rv[R_LOG] = log._buf.ctr_addr  # where the commit kernels append
 
+    @atomic
     def _detach(self) -> _Core | None:
         core, self._c = self._c, None
         if core is None:
@@ -273,6 +277,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             lock.release()
         return core
 
+    @atomic
     def close(self) -> None:
         """Close the state: a file log is written out, synced and released; the
         resources go back to the pool. Closing twice is harmless."""
@@ -366,6 +371,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
 
     # -- pages -----------------------------------------------------------------
 
+    @atomic
     def create_page(self, size: int, location: str = "cpu") -> Page:
         """A new zero-filled page of ``size`` bytes (1 B .. 4 GiB).
 
@@ -390,6 +396,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         try:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            if self._logobj.failed is not None:  # _check_writable, inlined
+                self._logobj._raise()
             table = c.table
             if loc != LOC_CPU:
                 self._device(c).make_room(1, size)  # may refuse, and then nothing changed
@@ -416,6 +424,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         page._state, page.id, page._slot, page.size = self, pid, slot, size
         return page
 
+    @atomic
     def create_pages(self, count: int, size: int, location: str = "cpu") -> np.ndarray:
         """``count`` new zero-filled pages of ``size`` bytes; their ids (int64).
 
@@ -432,6 +441,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            self._check_writable()
             table = c.table
             table.reserve(max(0, count - len(table.free)))
             if loc != LOC_CPU:
@@ -449,6 +459,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             self._log.append_create(int(ids[0]), count, size, loc, c.lsn)  # a whole commit: sealed too
         return ids
 
+    @atomic
     def delete_page(self, page: Any) -> None:
         """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
         c = self._core()
@@ -457,6 +468,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            self._check_writable()
             slot = self._slot(c, page)
             table = c.table
             pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)

@@ -101,11 +101,29 @@ def test_close_reports_a_writer_thread_that_failed(tmp_path, monkeypatch):
     monkeypatch.setattr(logfile, "_write_all", full_disk)
     st.update_page(pg, np.ones(8, np.uint8))
     deadline = time.monotonic() + 10
-    while st._log._error is None and time.monotonic() < deadline:
+    while st._log.failed is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    monkeypatch.undo()
     with pytest.raises(mmsb.LogIOError, match="No space"):
-        st.close()
+        st.close()  # its last try fails too
+
+
+def test_close_after_the_disk_recovers_writes_what_the_writer_thread_could_not(tmp_path, monkeypatch):
+    path = str(tmp_path / "l")
+    st = mmsb.start(log=path, sync="group")
+    pg = st.create_page(8)
+    st.flush()
+    monkeypatch.setattr(logfile, "_write_all", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    st.update_page(pg, np.ones(8, np.uint8))
+    deadline = time.monotonic() + 10
+    while st._log.failed is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert st._log.failed is not None
+    want = st.state_hash()
+    monkeypatch.undo()
+    st.close()
+    back = mmsb.replay(path)
+    assert back.state_hash() == want
+    back.close()
 
 
 def test_a_checkpoint_cannot_smuggle_bytes_into_an_unwritten_page(tmp_path):

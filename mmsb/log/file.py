@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import errno
 import fcntl
 import os
 import struct
@@ -33,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from .._interrupts import atomic
 from .. import config
-from .._layout import LOG_KEEP, REC_CREATE
+from .._layout import LOG_KEEP, R_SLOW, REC_CREATE
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
 from .memory import LogBuffer, MemoryLog
 
@@ -179,7 +181,8 @@ class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
     __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
-                 "_mu", "_io", "_wake", "_thread", "_closing", "_error", "_finalizer", "__weakref__")
+                 "_synced", "_mu", "_io", "_wake", "_thread", "_closing", "failed", "regs", "_inode",
+                 "_finalizer", "__weakref__")
     durable = True
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
@@ -192,16 +195,22 @@ class FileLog(MemoryLog):
         self._flushed = 0  # payload bytes already in the file
         self._file_end = file_end
         self._lsn = 0
+        self._synced = (0, file_end, frames)  # (_flushed, _file_end, frames) at the last good sync
         self._mu = threading.Lock()  # guards sealed / _lsn against the writer thread
         self._io = threading.Lock()  # one frame write at a time
         self._wake = threading.Event()
         self._closing = False
-        self._error: BaseException | None = None
+        # the OSError that stopped writing: the state refuses writes until a flush() succeeds
+        self.failed: OSError | None = None
+        self.regs: np.ndarray | None = None  # the state's registers: R_SLOW sends writes to a check
+        st = os.fstat(fd)
+        self._inode = (st.st_dev, st.st_ino)
         self._thread: threading.Thread | None = None
         # a log dropped without close() still releases its file and lock
         self._finalizer = weakref.finalize(self, os.close, fd)
         self._finalizer.atexit = False  # at exit, _flush_at_exit writes out first; the OS closes the file
 
+    @atomic
     @classmethod
     def open(cls, path: Any, policy: str, buffer: LogBuffer | None = None,
              base: tuple[int, bytes] | None = None) -> tuple[FileLog, LogContents | None]:
@@ -250,6 +259,7 @@ class FileLog(MemoryLog):
         self.load(payload, deltas)
         self._flushed = payload.size
         self._lsn = lsn
+        self._synced = (self._flushed, self._file_end, self.frames)
 
     def start(self) -> None:
         if self.policy != "commit" and self._thread is None:
@@ -268,6 +278,7 @@ class FileLog(MemoryLog):
     def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
         self._append_commit(REC_CREATE, lsn, first_id, size, count, location)  # not MemoryLog's shortcut
 
+    @atomic
     def seal(self, lsn: int) -> None:
         if self.used == self.sealed:
             return
@@ -276,20 +287,45 @@ class FileLog(MemoryLog):
             self._lsn = lsn
         if self.policy == "commit":
             self._write(sync=True)
-        elif self._error is not None:
+        elif self.failed is not None:
             self._raise()
 
+    @atomic
     def flush(self) -> None:
-        """Write and sync every sealed commit now."""
-        self._write(sync=True)
+        """Write and sync every sealed commit now. After a failure (:attr:`failed`), try again:
+        everything since the last good sync is written anew, and on success writes resume."""
+        self._write(sync=True, retry=True)
 
     def _raise(self) -> None:
-        err = self._error
-        raise LogIOError(f"writing log {self.path!r} failed: {err}") from err
+        err = self.failed
+        raise LogIOError(f"writing log {self.path!r} failed ({err}): commits since the last good sync are "
+                         "in memory only, and the state refuses writes until st.flush() succeeds "
+                         "(st.checkpoint() to another disk keeps them)") from err
 
-    def _write(self, sync: bool) -> None:
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing: later frames are written again from the last good sync, whose bytes the
+        file certainly holds (a failed sync may have dropped anything after it)."""
+        self.failed = exc
+        self._flushed, self._file_end, self.frames = self._synced
+        if self.regs is not None:
+            self.regs[R_SLOW] = 1
+
+    def _check_file(self) -> None:
+        """A log file deleted or replaced while open would take every later write with it."""
+        st = os.fstat(self.fd)
+        if st.st_nlink == 0:
+            raise OSError(errno.ENOENT, "the log file was deleted while the state wrote it")
+        try:
+            here = os.stat(self.path)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "the log file was moved away while the state wrote it") from None
+        if (here.st_dev, here.st_ino) != self._inode:
+            raise OSError(errno.EEXIST, "another file took the log's path while the state wrote it")
+
+    @atomic
+    def _write(self, sync: bool, retry: bool = False) -> None:
         with self._io:
-            if self._error is not None:
+            if self.failed is not None and not retry:
                 self._raise()
             with self._mu:
                 start, end, lsn = self._flushed, self.sealed, self._lsn
@@ -297,23 +333,29 @@ class FileLog(MemoryLog):
             if array is None or (end == start and not sync):
                 return
             try:
+                self._check_file()
+                if self.failed is not None:  # a retry: cut what the failed attempt may have left
+                    os.ftruncate(self.fd, self._file_end)
                 if end != start:
                     head = bytearray(_FRAME.pack(_kernels().FRAME_MAGIC, 0, end - start, lsn, self.frames))
                     hv = np.frombuffer(head, np.uint8)
                     crc = _k.payload_crc(self.header.seed, hv, array, start, end)
                     struct.pack_into("<I", head, 4, int(crc))
                     _write_all(self.fd, [bytes(head), memoryview(array)[start:end]], self._file_end)
+                    # the frame is in the file: count it before anything else can happen
                     self._file_end += len(head) + end - start
                     self.frames += 1
+                    self._flushed = end
                 if sync or self.policy == "group":
                     os.fdatasync(self.fd)
                     self.syncs += 1
+                    self._synced = (self._flushed, self._file_end, self.frames)
             except OSError as exc:
-                self._error = exc
+                self._fail(exc)
                 self._raise()
-            self._flushed = end
+            self.failed = None
 
-
+    @atomic
     def close(self) -> None:
         """Write and sync what is sealed, stop the writer thread and release the file."""
         if self.fd < 0:
@@ -323,14 +365,11 @@ class FileLog(MemoryLog):
         if self._thread is not None:
             self._thread.join()
         try:
-            if self._error is None:
-                self._write(sync=True)
+            self._write(sync=True, retry=True)  # after a failure, one last try
         finally:
             os.close(self.fd)
             self.fd = -1
             self._finalizer.detach()
-        if self._error is not None:
-            self._raise()  # the writer thread failed: commits sealed since its last write are lost
 
     def __repr__(self) -> str:
         return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
@@ -344,10 +383,11 @@ def _writer(ref: weakref.ref, wake: threading.Event) -> None:
         log = ref()
         if log is None or log._closing:
             return
-        try:
-            log._write(sync=False)
-        except LogIOError:
-            return  # kept in _error: the next seal, flush or close raises it
+        if log.failed is None:
+            try:
+                log._write(sync=False)
+            except LogIOError:
+                pass  # kept in log.failed: the next write, flush or close raises it
         del log
 
 
@@ -356,6 +396,7 @@ def _writer(ref: weakref.ref, wake: threading.Event) -> None:
 _unclosed: weakref.WeakSet[FileLog] = weakref.WeakSet()
 
 
+@atomic
 @atexit.register
 def _flush_at_exit() -> None:
     for log in list(_unclosed):

@@ -125,6 +125,7 @@ class MemoryLog:
     durable = False  # whether records reach a file
     syncs = 0  # fdatasync calls made (a file log counts them)
     mode = LOG_SEAL  # what a commit kernel does at the end of a commit (mmsb._layout.LOG_*)
+    failed = None  # what stopped a file log's writing (see FileLog); a memory log never fails
 
     def __init__(self, buffer: LogBuffer | None = None) -> None:
         self._buf = buf = buffer if buffer is not None else LogBuffer()
