@@ -6,9 +6,10 @@ lock taken, not yet released) would leave a state, its log and its log file
 disagreeing. Python runs a signal's handler in the main thread, between two
 bytecodes, and hands it the frame it stopped. So mmsb wraps the Python handler
 of SIGINT (and of SIGTERM, when a program gave it one): when the stopped frame
-lies inside one of mmsb's state-changing calls (code marked :func:`atomic`),
-the signal is held, and sent again a millisecond later, until it lands outside
-such a call. User code that such a call runs (a recompute function, an event
+lies inside one of mmsb's state-changing calls (code marked :func:`atomic` or
+:func:`holds`), the signal is held, and delivered as the outermost such call
+returns (from code that does not return soon, it is sent again a millisecond
+later, until it lands outside). User code that such a call runs (a recompute function, an event
 handler: code marked :func:`user_code`) is interrupted as usual: the call then
 rolls back whole, or, once its commit is sealed, stands.
 
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import _signal
 import _thread
+import functools
 import signal
 import sys
 import threading
 from typing import Any, Callable, TypeVar
 
-__all__ = ["atomic", "user_code", "install", "ensure"]
+__all__ = ["atomic", "holds", "user_code", "land", "install", "ensure"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,10 +46,30 @@ _SIGINT = signal.SIGINT
 _ipython_hooked = False
 
 
-def atomic(fn: F) -> F:
-    """Mark ``fn`` (a function, or a generator function) as a call no interrupt splits."""
+def holds(fn: F) -> F:
+    """Mark ``fn`` (a function, or a generator function) as code no interrupt splits.
+
+    An interrupt held there lands when the outermost :func:`atomic` call
+    returns, or a millisecond later; a hot entry point that is only marked
+    lands it itself (``if _held: land()`` once it is done).
+    """
     _ATOMIC.add(getattr(fn, "__func__", fn).__code__)
     return fn
+
+
+def atomic(fn: F) -> F:
+    """:func:`holds`, and land what was held as the call returns (an entry point)."""
+    holds(fn)
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if _held:
+            land()
+        return result
+
+    _ATOMIC.add(call.__code__)
+    return call  # type: ignore[return-value]
 
 
 def user_code(fn: F) -> F:
@@ -56,16 +78,27 @@ def user_code(fn: F) -> F:
     return fn
 
 
-def _handler(signum: int, frame: Any) -> None:
+def _inside(frame: Any) -> bool:
+    """Whether ``frame`` or a caller of it is in atomic code (and not in user code it runs)."""
     f = frame
     while f is not None:
         code = f.f_code
         if code in _ATOMIC:
-            _hold(signum)
-            return
+            return True
         if code in _USER:
-            break
+            return False
         f = f.f_back
+    return False
+
+
+def _handler(signum: int, frame: Any) -> None:
+    if _inside(frame):
+        _hold(signum)
+        return
+    _deliver(signum, frame)
+
+
+def _deliver(signum: int, frame: Any) -> None:
     wrapped = _wrapped.get(signum)
     if callable(wrapped):
         wrapped(signum, frame)
@@ -73,9 +106,10 @@ def _handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-@atomic
+@holds
 def _hold(signum: int) -> None:
-    """Send ``signum`` again soon; once for any number of signals held meanwhile."""
+    """Send ``signum`` again soon (in case no atomic call returns first); once for any number
+    of signals held meanwhile."""
     if signum in _held:
         return
     _held.add(signum)
@@ -85,8 +119,25 @@ def _hold(signum: int) -> None:
 
 
 def _resend(signum: int) -> None:
-    _held.discard(signum)
+    try:
+        _held.remove(signum)  # one step under the GIL: land() and this never both deliver
+    except KeyError:
+        return
     _thread.interrupt_main(signum)
+
+
+def land() -> None:
+    """Deliver the interrupts held, unless the caller's caller is itself inside atomic code
+    (then the outer call lands them as it returns)."""
+    frame = sys._getframe(2)
+    if _inside(frame):
+        return
+    for signum in list(_held):
+        try:
+            _held.remove(signum)
+        except KeyError:
+            continue
+        _deliver(signum, frame)
 
 
 def install() -> None:

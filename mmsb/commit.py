@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._interrupts import atomic, ensure
+from ._interrupts import _held, ensure, holds, land
 from . import config
 from ._layout import (
     FAST_MAX,
@@ -85,7 +85,7 @@ class Commit:
 
     __slots__ = ()
 
-    @atomic
+    @holds
     def update_page(self, page: Any, data: Any) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
@@ -130,8 +130,10 @@ class Commit:
             return self._update_general(c, page, data)
         finally:
             lock.release()
+            if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
+                land()
 
-    @atomic
+    @holds
     def _update_general(self, c: _Core, page: Any, data: Any) -> Delta | None:
         """``update_page`` with every argument checked in Python first."""
         ensure()
@@ -151,14 +153,14 @@ class Commit:
             return _logged(c.logbuf._array, r - 1)
         return self._settled(c, r, (slot,))
 
-    @atomic
+    @holds
     def _check_writable(self) -> None:
         """Refuse a write while the file log cannot be written (see ``FileLog.failed``)."""
         log = self._logobj
         if log.failed is not None:
             log._raise()
 
-    @atomic
+    @holds
     def _make_room(self, c: _Core) -> None:
         """What a commit kernel asked for (W_ROOM): log space, before-image space."""
         rv = c.rv
@@ -166,7 +168,7 @@ class Commit:
         if rv[R_NEED_UNDO]:
             c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
 
-    @atomic
+    @holds
     def _settled(self, c: _Core, r: int, slots: Any, batch: bool = False) -> Delta | None:
         """Finish a commit a kernel left to Python (W_RESUME: the cascade goes on here, rolled
         back whole if a recompute raises; W_SEAL: the seal); the written page's Delta, or for
@@ -197,7 +199,7 @@ class Commit:
             c.lat[min(63, (_time_ns() - rv[R_T0]).bit_length())] += 1
         return delta
 
-    @atomic
+    @holds
     def apply_delta(self, delta: Delta) -> Delta | None:
         """Apply a :class:`mmsb.Delta`; the applied delta (with LSN and epoch), or None.
 
@@ -239,8 +241,10 @@ class Commit:
             return self._settled(c, r, (slot,))
         finally:
             lock.release()
+            if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
+                land()
 
-    @atomic
+    @holds
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:
         """Apply a :class:`mmsb.DeltaBatch` in one kernel call; the LSN of each delta.
 
@@ -282,8 +286,10 @@ class Commit:
             return out
         finally:
             lock.release()
+            if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
+                land()
 
-    @atomic
+    @holds
     def _update_page_slow(self, page: Any, data: Any) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
@@ -325,7 +331,7 @@ class Commit:
                 c.lat[(_ns() - t0).bit_length()] += 1
             return delta
 
-    @atomic
+    @holds
     def _committed(self, c: _Core, log: MemoryLog, sp: _Savepoint | None, slot: int, pos: int,
                    end: int) -> Delta | None:
         """After a kernel wrote the delta of page ``slot`` at ``[pos, end)``: commit it and
@@ -347,7 +353,7 @@ class Commit:
                 log.seal(c.lsn)
         return delta
 
-    @atomic
+    @holds
     def _apply_delta_slow(self, delta: Delta) -> Delta | None:
         """:meth:`apply_delta`'s general path (in a transaction, with subscribers, to a device
         page), for a delta :meth:`apply_delta` has checked."""
@@ -392,7 +398,7 @@ class Commit:
                 c.lat[(_ns() - t0).bit_length()] += 1
             return delta
 
-    @atomic
+    @holds
     def _apply_batch_slow(self, batch: DeltaBatch) -> np.ndarray:
         """:meth:`apply_batch`'s general path (in a transaction, with subscribers, with device
         pages, or a batch large enough for threads), for a batch :meth:`apply_batch` has checked."""

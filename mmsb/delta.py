@@ -64,6 +64,11 @@ def as_uint8(values: Any, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``arr`` over immutable bytes (its write flag cannot be turned back on)."""
+    return np.frombuffer(arr.tobytes(), arr.dtype)
+
+
 def as_indices(indices: Any) -> np.ndarray:
     """``indices`` as a 1-d int64 array (their range is checked against the page on apply)."""
     if type(indices) is np.ndarray and indices.dtype is _I64 and indices.ndim == 1:
@@ -332,18 +337,14 @@ class DeltaBatch:
 
     __slots__ = ("pages", "starts", "indices", "values", "_owners")
 
-    def __init__(self, pages: np.ndarray, starts: np.ndarray, indices: np.ndarray, values: np.ndarray,
-                 owners: frozenset) -> None:
-        self.pages, self.starts, self.indices, self.values, self._owners = pages, starts, indices, values, owners
-
-    @classmethod
-    def from_sparse(cls, pages: Any, starts: Any, indices: Any, values: Any) -> DeltaBatch:
+    def __init__(self, pages: Any, starts: Any, indices: Any, values: Any) -> None:
         """Build a batch; checks shapes and offsets' signs (pages and ranges are checked on apply).
 
         ``pages``: page ids (an integer array) or Page handles; ``starts``:
         ``len(pages) + 1`` nondecreasing offsets with ``starts[0] == 0`` and
-        ``starts[-1] == len(indices) == len(values)``. Raises
-        :class:`mmsb.InvalidDeltaError`.
+        ``starts[-1] == len(indices) == len(values)``. The batch keeps read-only
+        copies of the arrays: changing the arrays it was built from afterwards
+        changes nothing. Raises :class:`mmsb.InvalidDeltaError`.
         """
         owners: frozenset = frozenset()
         if isinstance(pages, (list, tuple)) and any(hasattr(p, "id") for p in pages):
@@ -354,10 +355,11 @@ class DeltaBatch:
             raise InvalidDeltaError(f"pages must be a 1-d array of page ids, got dtype {pg.dtype} shape {pg.shape}")
         if pg.size and (pg.min() < 0 or pg.max() > np.iinfo(np.int64).max):
             raise InvalidDeltaError("a page id in the batch is negative or too large")
-        pg = np.ascontiguousarray(pg, dtype=np.int64)
-        st = as_indices(starts)
-        idx = as_indices(indices)
-        vals = as_uint8(values, "values")
+        # what the checks below see is what the kernel will read: copies nobody else can write
+        pg = _frozen(np.ascontiguousarray(pg, dtype=np.int64))
+        st = _frozen(as_indices(starts))
+        idx = _frozen(as_indices(indices))
+        vals = _frozen(as_uint8(values, "values"))
         if st.size != pg.size + 1:
             raise InvalidDeltaError(f"starts needs len(pages) + 1 = {pg.size + 1} entries, got {st.size}")
         if st[0] != 0 or st[-1] != idx.size:
@@ -368,7 +370,17 @@ class DeltaBatch:
             raise InvalidDeltaError("starts must be nondecreasing")
         if idx.size and (idx.min() < 0 or idx.max() >= MAX_PAGE_SIZE):
             raise InvalidDeltaError("an index in the batch is negative or beyond the largest page size")
-        return cls(pg, st, idx, vals, owners)
+        self.pages, self.starts, self.indices, self.values, self._owners = pg, st, idx, vals, owners
+
+    @classmethod
+    def from_sparse(cls, pages: Any, starts: Any, indices: Any, values: Any) -> DeltaBatch:
+        """``DeltaBatch(pages, starts, indices, values)``, by name."""
+        return cls(pages, starts, indices, values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "_owners"):
+            raise AttributeError("a DeltaBatch is immutable: build another")
+        object.__setattr__(self, name, value)
 
     def __len__(self) -> int:
         return int(self.pages.size)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._interrupts import atomic, ensure
+from ._interrupts import _held, atomic, ensure, holds, land
 from ._layout import R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError
@@ -385,7 +385,7 @@ class Dependencies:
         if sp is not None:
             c.prop.end_undo()
 
-    @atomic
+    @holds
     def _after_write(self, c: Any, sp: _Savepoint | None, seeds: np.ndarray, lsns: np.ndarray) -> None:
         """After a write: queue it in the open transaction, or run its cascade now."""
         txn = self._txn
@@ -448,7 +448,7 @@ class _Transaction:
     def __init__(self, st: Any) -> None:
         self.st = st
 
-    @atomic
+    @holds
     def __enter__(self) -> Any:
         st = self.st
         c = self.c = st._core()
@@ -466,9 +466,9 @@ class _Transaction:
         except BaseException:
             c.lock.release()
             raise
-        return st
+        return st  # an interrupt held here lands in the block (raised here, __exit__ would not run)
 
-    @atomic
+    @holds
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
         st, c = self.st, self.c
         try:
@@ -492,3 +492,5 @@ class _Transaction:
             return False
         finally:
             c.lock.release()
+            if _held:
+                land()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ._interrupts import atomic
+from ._interrupts import atomic, holds
 from ._layout import R_SLOW
 from .errors import InvalidArgumentError, LogCorruptError, LogIOError, MissingFunctionWarning
 from .functions import MissingFunction
@@ -50,7 +50,7 @@ def _warn_missing(st: Any, stacklevel: int = 3) -> None:
                       "register_recompute again", MissingFunctionWarning, stacklevel=stacklevel)
 
 
-@atomic
+@holds
 def open_file_log(st: Any, path: Any, sync: str) -> None:
     """Open (creating or recovering) the log at ``path`` as ``st``'s log; ``st`` is fresh."""
     _, _replay, file = _io()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._interrupts import atomic
+from ._interrupts import holds
 from .durability import replay_log, restore_checkpoint
 from .errors import InvalidArgumentError
 from .state import State, _pool, _take_core
@@ -21,7 +21,7 @@ from .validate import _check_options
 _new = object.__new__
 
 
-@atomic
+@holds
 def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     """A state from the pool (or a fresh one), indistinguishable from ``State()``.
 
@@ -41,7 +41,7 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     return st
 
 
-@atomic
+@holds
 def stop(state: State, checkpoint_path: Any = None) -> None:
     """Close ``state`` (writing a checkpoint to ``checkpoint_path`` first, if given) and
     return its resources to the pool. Stopping twice is harmless."""

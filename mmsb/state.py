@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._interrupts import atomic, ensure
+from ._interrupts import _held, atomic, ensure, holds, land
 from . import config
 from ._layout import (
     ID_SLOT_BITS,
@@ -224,7 +224,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         """A state on pooled resources, as ``mmsb.start()`` gives: what a replay builds into."""
         return State._from_core(_take_core(), None, "commit", "auto")
 
-    @atomic
+    @holds
     def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
         ensure()  # interrupts held back inside mmsb's calls (mmsb._interrupts)
         self._c = core
@@ -258,7 +258,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         if c is not None and log._buf is not None:
             c.rv[R_LOG] = log._buf.ctr_addr  # where the commit kernels append
 
-    @atomic
+    @holds
     def _detach(self) -> _Core | None:
         core, self._c = self._c, None
         if core is None:
@@ -371,7 +371,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
 
     # -- pages -----------------------------------------------------------------
 
-    @atomic
+    @holds
     def create_page(self, size: int, location: str = "cpu") -> Page:
         """A new zero-filled page of ``size`` bytes (1 B .. 4 GiB).
 
@@ -420,6 +420,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             self._logobj.append_create(pid, 1, size, loc, c.rv[R_LSN])  # a whole commit: sealed too
         finally:
             lock.release()
+            if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
+                land()
         page = _new(Page)  # Page.__init__ without its call: a fifth of the page's creation
         page._state, page.id, page._slot, page.size = self, pid, slot, size
         return page

@@ -20,6 +20,7 @@ the cascade is done inside the kernel.
 """
 
 import numpy as np
+from numba import types
 
 from .._layout import (
     L_CAP, L_DELTAS, L_MODE, L_USED, L_WORDS, L_ADDR, L_SEALED, LOG_DROP, LOG_SEAL, R_ARENA, R_ARENA_SIZE,
@@ -49,10 +50,14 @@ _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (ba
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
 
 _REGS = "int64[::1]"
+_REGS_T = types.Array(types.int64, 1, "C")
 _SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
-_SIG_SPARSE = f"int64({_REGS}, int64[::1], uint8[::1], int64)"
-_SIG_DENSE = f"int64({_REGS}, boolean[::1], uint8[::1], int64)"
-_SIG_BATCH = f"int64({_REGS}, int64[::1], int64[::1], int64[::1], uint8[::1], int64[::1])"
+# a delta's or a batch's arrays are read, never written: read-only arrays (a batch's own, or
+# arrays over bytes) take the same compiled kernel as writable ones
+_RO_I64, _RO_U8, _RO_B = (types.Array(t, 1, "C", readonly=True) for t in (types.int64, types.uint8, types.boolean))
+_SIG_SPARSE = types.int64(_REGS_T, _RO_I64, _RO_U8, types.int64)
+_SIG_DENSE = types.int64(_REGS_T, _RO_B, _RO_U8, types.int64)
+_SIG_BATCH = types.int64(_REGS_T, _RO_I64, _RO_I64, _RO_I64, _RO_U8, types.Array(types.int64, 1, "C"))
 
 
 @inline

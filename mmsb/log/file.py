@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .._interrupts import atomic
+from .._interrupts import holds
 from .. import config
 from .._layout import LOG_KEEP, R_SLOW, REC_CREATE
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
@@ -210,7 +210,7 @@ class FileLog(MemoryLog):
         self._finalizer = weakref.finalize(self, os.close, fd)
         self._finalizer.atexit = False  # at exit, _flush_at_exit writes out first; the OS closes the file
 
-    @atomic
+    @holds
     @classmethod
     def open(cls, path: Any, policy: str, buffer: LogBuffer | None = None,
              base: tuple[int, bytes] | None = None) -> tuple[FileLog, LogContents | None]:
@@ -278,7 +278,7 @@ class FileLog(MemoryLog):
     def append_create(self, first_id: int, count: int, size: int, location: int, lsn: int) -> None:
         self._append_commit(REC_CREATE, lsn, first_id, size, count, location)  # not MemoryLog's shortcut
 
-    @atomic
+    @holds
     def seal(self, lsn: int) -> None:
         if self.used == self.sealed:
             return
@@ -290,7 +290,7 @@ class FileLog(MemoryLog):
         elif self.failed is not None:
             self._raise()
 
-    @atomic
+    @holds
     def flush(self) -> None:
         """Write and sync every sealed commit now. After a failure (:attr:`failed`), try again:
         everything since the last good sync is written anew, and on success writes resume."""
@@ -322,7 +322,7 @@ class FileLog(MemoryLog):
         if (here.st_dev, here.st_ino) != self._inode:
             raise OSError(errno.EEXIST, "another file took the log's path while the state wrote it")
 
-    @atomic
+    @holds
     def _write(self, sync: bool, retry: bool = False) -> None:
         with self._io:
             if self.failed is not None and not retry:
@@ -355,7 +355,7 @@ class FileLog(MemoryLog):
                 self._raise()
             self.failed = None
 
-    @atomic
+    @holds
     def close(self) -> None:
         """Write and sync what is sealed, stop the writer thread and release the file."""
         if self.fd < 0:
@@ -396,7 +396,7 @@ def _writer(ref: weakref.ref, wake: threading.Event) -> None:
 _unclosed: weakref.WeakSet[FileLog] = weakref.WeakSet()
 
 
-@atomic
+@holds
 @atexit.register
 def _flush_at_exit() -> None:
     for log in list(_unclosed):
