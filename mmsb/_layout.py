@@ -9,7 +9,7 @@ compile time. Changing one changes the in-memory log format: see
 # of arrays, one contiguous row per field, so a kernel gets the whole table as
 # a single argument (each array argument costs ~45 ns at the call boundary).
 T_OFFSET = 0  # byte offset of the page's slot in the host arena
-T_SIZE = 1  # page size in bytes, 1 .. 2**32
+T_SIZE = 1  # page size in bytes, 1 .. MAX_PAGE_SIZE
 T_EPOCH = 2  # deltas applied to the page so far
 T_META = 3  # generation (bits 0-31) | location (bits 32-39) | flags (bits 40-47)
 TABLE_ROWS = 4
@@ -29,7 +29,9 @@ ID_SLOT_BITS = 32
 ID_SLOT_MASK = (1 << ID_SLOT_BITS) - 1
 MAX_GENERATION = (1 << 31) - 1  # keeps ids positive in int64
 
-MAX_PAGE_SIZE = 1 << 32
+# 3 GiB: a dense delta record of a page (header, page-size payload and bitmask) must fit the
+# record header's 32-bit length
+MAX_PAGE_SIZE = 3 << 30
 MIN_SLOT = 8  # smallest arena slot; slots are powers of two and 8-aligned
 
 # Log records: 8-byte aligned, a 48-byte header of six little-endian u64 words
@@ -43,6 +45,8 @@ MIN_SLOT = 8  # smallest arena slot; slots are powers of two and 8-aligned
 # dense delta, a little-endian bitmask of ceil(size / 8) bytes and the payload
 # bytes of the masked positions, in order; zero padding to 8 bytes.
 REC_HEADER = 48
+# a sparse delta's record (5 bytes an entry) must fit the same 32-bit length
+MAX_SPARSE_ENTRIES = ((1 << 32) - 1 - REC_HEADER - 8) // 5
 REC_DELTA = 1
 REC_CREATE = 2
 REC_DELETE = 3

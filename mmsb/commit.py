@@ -48,7 +48,7 @@ from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
 from .dependencies import _Savepoint
 from .errors import InvalidDeltaError, PageNotFoundError
 from .page import Page
-from .validate import _closed, _page_bytes
+from .validate import _closed, _in_transaction, _page_bytes
 
 if TYPE_CHECKING:
     from .log.memory import MemoryLog
@@ -154,8 +154,11 @@ class Commit:
         return self._settled(c, r, (slot,))
 
     @holds
-    def _check_writable(self) -> None:
-        """Refuse a write while the file log cannot be written (see ``FileLog.failed``)."""
+    def _check_writable(self, what: str | None = None) -> None:
+        """Refuse a write while the file log cannot be written (see ``FileLog.failed``), and
+        ``what`` (a change other than a page write) inside this thread's transaction."""
+        if what is not None and self._txn is not None:
+            raise _in_transaction(what)
         log = self._logobj
         if log.failed is not None:
             log._raise()

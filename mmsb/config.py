@@ -12,7 +12,7 @@ from typing import Any
 _DEFAULTS: dict[str, Any] = {
     # Address space each state reserves for its host arena. Only bytes a page
     # actually touches become resident, so this is a ceiling, not a cost; it
-    # bounds the total size of live pages (a page of 4 GiB needs a 4 GiB slot).
+    # bounds the total size of live pages (a page of 3 GiB needs a 4 GiB slot).
     "ARENA_RESERVE_BYTES": 1 << 38,
     # Initial number of page-table rows; the table doubles when full.
     "TABLE_INITIAL_ROWS": 1024,

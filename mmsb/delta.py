@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._layout import ENC_DENSE, ENC_SPARSE, MAX_PAGE_SIZE, REC_HEADER
+from ._layout import ENC_DENSE, ENC_SPARSE, MAX_PAGE_SIZE, MAX_SPARSE_ENTRIES, REC_HEADER
 from .errors import InvalidDeltaError
 
 if TYPE_CHECKING:
@@ -47,18 +47,18 @@ def as_uint8(values: Any, what: str) -> np.ndarray:
     if isinstance(values, (bytes, bytearray, memoryview)):
         return np.frombuffer(values, dtype=np.uint8)
     if isinstance(values, (list, tuple)):
-        try:  # NumPy refuses Python ints outside 0..255 here, instead of wrapping them
-            arr = np.array(values, dtype=np.uint8)
+        try:  # as they are (a float is not silently cut to an integer), checked below
+            arr = np.array(values) if values else np.zeros(0, np.uint8)
         except (OverflowError, ValueError, TypeError) as exc:
             raise InvalidDeltaError(f"{what} must be bytes (integers in 0..255): {exc}") from None
     else:
         arr = np.asarray(values)
-        if arr.dtype != np.uint8 and arr.size:
-            if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
-                raise InvalidDeltaError(
-                    f"{what} must be bytes (uint8, or integers in 0..255), got dtype {arr.dtype}"
-                )
-        arr = arr.astype(np.uint8, copy=False)
+    if arr.dtype != np.uint8 and arr.size:
+        if arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255:
+            raise InvalidDeltaError(
+                f"{what} must be bytes (uint8, or integers in 0..255), got dtype {arr.dtype}"
+            )
+    arr = arr.astype(np.uint8, copy=False)
     if arr.ndim != 1:
         raise InvalidDeltaError(f"{what} must be 1-d, got shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -74,16 +74,16 @@ def as_indices(indices: Any) -> np.ndarray:
     if type(indices) is np.ndarray and indices.dtype is _I64 and indices.ndim == 1:
         return np.ascontiguousarray(indices)
     if isinstance(indices, (list, tuple)):
-        try:
-            arr = np.array(indices, dtype=np.int64)
+        try:  # as they are (a float is not silently cut to an integer), checked below
+            arr = np.array(indices) if indices else np.zeros(0, np.int64)
         except (OverflowError, ValueError, TypeError) as exc:
             raise InvalidDeltaError(f"indices must be integers: {exc}") from None
     else:
         arr = np.asarray(indices)
-        if arr.size and arr.dtype.kind not in "iu":
-            raise InvalidDeltaError(f"indices must be integers, got dtype {arr.dtype}")
-        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
-            raise InvalidDeltaError("indices exceed the largest page size")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise InvalidDeltaError(f"indices must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise InvalidDeltaError("indices exceed the largest page size")
     if arr.ndim != 1:
         raise InvalidDeltaError(f"indices must be 1-d, got shape {arr.shape}")
     return np.ascontiguousarray(arr, dtype=np.int64)
@@ -127,6 +127,9 @@ class Delta:
         vals = as_uint8(values, "values")
         if idx.size != vals.size:
             raise InvalidDeltaError(f"indices and values differ in length: {idx.size} != {vals.size}")
+        if idx.size > MAX_SPARSE_ENTRIES:
+            raise InvalidDeltaError(f"a sparse delta holds at most {MAX_SPARSE_ENTRIES} entries (its log record's "
+                                    f"length has 32 bits), got {idx.size}: split it, or use a dense delta")
         size = getattr(page, "size", None)
         return cls._new(pid, "sparse", size, idx, vals, None, page=page if size is not None else None)
 
@@ -366,8 +369,13 @@ class DeltaBatch:
             raise InvalidDeltaError(f"starts must run from 0 to len(indices) = {idx.size}, got {st[0]} .. {st[-1]}")
         if idx.size != vals.size:
             raise InvalidDeltaError(f"indices and values differ in length: {idx.size} != {vals.size}")
-        if st.size > 1 and np.any(np.diff(st) < 0):
-            raise InvalidDeltaError("starts must be nondecreasing")
+        if st.size > 1:
+            lengths = np.diff(st)
+            if np.any(lengths < 0):
+                raise InvalidDeltaError("starts must be nondecreasing")
+            if lengths.max() > MAX_SPARSE_ENTRIES:
+                raise InvalidDeltaError(f"a delta of the batch holds more than {MAX_SPARSE_ENTRIES} entries (its log "
+                                        "record's length has 32 bits): split it")
         if idx.size and (idx.min() < 0 or idx.max() >= MAX_PAGE_SIZE):
             raise InvalidDeltaError("an index in the batch is negative or beyond the largest page size")
         self.pages, self.starts, self.indices, self.values, self._owners = pg, st, idx, vals, owners

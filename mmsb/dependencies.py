@@ -20,7 +20,7 @@ from .events import Events
 from .functions import function_name
 from .graph import FIRST_USER_KIND, KIND_CONTROL, KIND_SYNC
 from .propagation import Binding, check_op
-from .validate import _closed, _in_transaction
+from .validate import _closed
 
 _EMPTY = np.zeros(0, np.int64)
 _EMPTY2 = np.zeros((0, 2), np.int64)
@@ -88,16 +88,16 @@ class Dependencies:
         cycle, the new edge last) and :class:`mmsb.InvalidArgumentError`.
         """
         c = self._core()
-        if self._txn is not None:
-            raise _in_transaction("add_dependency")
         if not isinstance(kind, str) or not kind:
             raise InvalidArgumentError(f"an edge kind is a non-empty name, got {kind!r}")
         with c.lock:
             if self._c is not c:
                 raise _closed()
-            self._check_writable()
+            self._check_writable("add_dependency")
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
+            if prop.graph.has_edge(p, ch) and prop.graph.edge_kind(p, ch) == prop.graph.kind_code(kind):
+                return  # the edge is there already: nothing to do, whatever binds the child
             b = prop.bindings.get(ch)
             if b is not None and b.mirror and kind in ("data", "sync"):
                 raise InvalidArgumentError(f"page {self._id_of(ch)} mirrors page {self._id_of(b.parents[0])} "
@@ -146,12 +146,10 @@ class Dependencies:
         """Remove the edge ``parent -> child``. A bound child drops that parent from its
         binding (and is unbound when none is left; its bytes stay)."""
         c = self._core()
-        if self._txn is not None:
-            raise _in_transaction("remove_dependency")
         with c.lock:
             if self._c is not c:
                 raise _closed()
-            self._check_writable()
+            self._check_writable("remove_dependency")
             p, ch = self._slot(c, parent), self._slot(c, child)
             prop = c.prop
             prop.graph.remove_edge(p, ch)
@@ -210,13 +208,11 @@ class Dependencies:
         :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
         """
         c = self._core()
-        if self._txn is not None:
-            raise _in_transaction("register_recompute")
         code, dt, fn = check_op(op, dtype)
         with c.lock:
             if self._c is not c:
                 raise _closed()
-            self._check_writable()
+            self._check_writable("register_recompute")
             ch = self._slot(c, child)
             old = c.prop.bindings.get(ch)
             if old is not None and old.mirror:
@@ -228,7 +224,10 @@ class Dependencies:
             if weights is None:
                 ws = [0.0] * len(ps)
             else:
-                ws = [float(w) for w in weights]
+                try:
+                    ws = [float(w) for w in weights]
+                except (TypeError, ValueError, OverflowError):
+                    raise InvalidArgumentError(f"weights must be numbers, got {weights!r}") from None
                 if len(ws) != len(ps):
                     raise InvalidArgumentError(f"{len(ws)} weights for {len(ps)} parents")
             self._check_bindable(c, ch, ps, code, dt)

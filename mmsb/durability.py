@@ -34,12 +34,15 @@ def _io() -> tuple[Any, Any, Any]:
     return checkpoint, replay, file
 
 
+_LSN_MAX = (1 << 63) - 1
+
+
 def _check_lsn(to_lsn: Any) -> int | None:
     if to_lsn is None:
         return None
     if isinstance(to_lsn, (bool, np.bool_)) or not isinstance(to_lsn, (int, np.integer)) or to_lsn < 0:
         raise InvalidArgumentError(f"to_lsn must be a non-negative integer or None, got {to_lsn!r}")
-    return int(to_lsn)
+    return min(int(to_lsn), _LSN_MAX)  # no LSN lies beyond int64: past it means everything
 
 
 def _warn_missing(st: Any, stacklevel: int = 3) -> None:
@@ -105,12 +108,12 @@ class Durability:
         stored by name (:func:`mmsb.register_function`).
         """
         c = self._core()
-        if self._txn is not None:
-            raise InvalidArgumentError("checkpoint is not allowed inside a transaction")
         path = os.fspath(path)
-        with c.lock:
+        with c.lock:  # another thread's transaction ends first; this thread's is refused
             if self._c is not c:
                 raise _closed()
+            if self._txn is not None:
+                raise InvalidArgumentError("checkpoint is not allowed inside a transaction")
             log = self._log
             ref = None
             if log.durable:
@@ -132,9 +135,9 @@ class Durability:
         c = self._core()
         if not self._log.keeps_records:
             raise InvalidArgumentError("this state keeps no log (log=False): there is nothing to replay")
-        if self._txn is not None:
-            raise InvalidArgumentError("replay is not allowed inside a transaction")
         with c.lock:
+            if self._txn is not None:
+                raise InvalidArgumentError("replay is not allowed inside a transaction")
             data = self._log._live().array[: self._log.sealed].copy()
         return _state_from(data, limit, self._base, "this state's log", self._fresh)
 

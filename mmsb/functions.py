@@ -94,6 +94,9 @@ def python_result(state: Any, b: Any, views: list[np.ndarray], slot: int, size: 
     except Exception as exc:
         raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
     data = np.ascontiguousarray(out)
+    if data.dtype.kind not in "biuf":  # None, strings, objects: nothing that is bytes
+        raise RecomputeError(f"recompute of page {pid} returned {type(out).__name__}, not an array of "
+                             f"{size} bytes", pid)
     if data.dtype != np.uint8 and data.nbytes == size:
         data = data.reshape(-1).view(np.uint8)
     if data.dtype != np.uint8 or data.ndim != 1 or data.size != size:

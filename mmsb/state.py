@@ -373,7 +373,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
 
     @holds
     def create_page(self, size: int, location: str = "cpu") -> Page:
-        """A new zero-filled page of ``size`` bytes (1 B .. 4 GiB).
+        """A new zero-filled page of ``size`` bytes (1 B .. 3 GiB: a dense delta of the page must fit one log record).
 
         ``location``: ``"cpu"``; ``"gpu"``, the device (see ``docs/GPU.md``);
         ``"auto"``, the device when one is usable, the state was not started
@@ -384,8 +384,6 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         :class:`mmsb.CapacityError` when the arena (host or device) is full.
         """
         c = self._c
-        if self._txn is not None:
-            raise _in_transaction("create_page")
         if c is None:
             raise _closed()
         if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
@@ -396,6 +394,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         try:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            if self._txn is not None:  # this thread's (another's held the lock until it ended)
+                raise _in_transaction("create_page")
             if self._logobj.failed is not None:  # _check_writable, inlined
                 self._logobj._raise()
             table = c.table
@@ -433,8 +433,6 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         The ids are those ``count`` calls of :meth:`create_page` would give.
         """
         c = self._core()
-        if self._txn is not None:
-            raise _in_transaction("create_pages")
         if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
             raise InvalidPageError(f"page count must be a positive integer, got {count!r}")
         count = int(count)
@@ -443,7 +441,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
-            self._check_writable()
+            self._check_writable("create_pages")
             table = c.table
             table.reserve(max(0, count - len(table.free)))
             if loc != LOC_CPU:
@@ -465,12 +463,10 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     def delete_page(self, page: Any) -> None:
         """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
         c = self._core()
-        if self._txn is not None:
-            raise _in_transaction("delete_page")
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
-            self._check_writable()
+            self._check_writable("delete_page")
             slot = self._slot(c, page)
             table = c.table
             pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)

@@ -53,7 +53,7 @@ def _check_size(size: Any, what: str = "size") -> int:
         raise InvalidPageError(f"page {what} must be an integer number of bytes, got {size!r}")
     size = int(size)
     if not 1 <= size <= MAX_PAGE_SIZE:
-        raise InvalidPageError(f"page {what} must be between 1 and {MAX_PAGE_SIZE} bytes (4 GiB), got {size}")
+        raise InvalidPageError(f"page {what} must be between 1 and {MAX_PAGE_SIZE} bytes (3 GiB), got {size}")
     return size
 
 

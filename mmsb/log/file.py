@@ -48,6 +48,9 @@ FILE_HEADER_SIZE = _FILE_HEADER.size  # 72
 # magic, CRC32C (of the rest and the payload, seeded with the log id's CRC), payload bytes, LSN, frame number
 _FRAME = struct.Struct("<IIQQQ")
 _NO_BASE = bytes(16)
+# a frame holds whole commits up to this many payload bytes (one larger commit alone): a torn
+# tail loses at most the frame being written, not every commit since the last write
+FRAME_BYTES = 1 << 16
 
 _k: Any = None
 
@@ -180,7 +183,7 @@ def _fsync_dir(path: str) -> None:
 class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
-    __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end", "_lsn",
+    __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end",
                  "_synced", "_mu", "_io", "_wake", "_thread", "_closing", "failed", "regs", "_inode",
                  "_finalizer", "__weakref__")
     durable = True
@@ -194,9 +197,8 @@ class FileLog(MemoryLog):
         self.frames = frames
         self._flushed = 0  # payload bytes already in the file
         self._file_end = file_end
-        self._lsn = 0
         self._synced = (0, file_end, frames)  # (_flushed, _file_end, frames) at the last good sync
-        self._mu = threading.Lock()  # guards sealed / _lsn against the writer thread
+        self._mu = threading.Lock()  # guards sealed against the writer thread
         self._io = threading.Lock()  # one frame write at a time
         self._wake = threading.Event()
         self._closing = False
@@ -258,7 +260,6 @@ class FileLog(MemoryLog):
         """Take the records already in the file as this log's own."""
         self.load(payload, deltas)
         self._flushed = payload.size
-        self._lsn = lsn
         self._synced = (self._flushed, self._file_end, self.frames)
 
     def start(self) -> None:
@@ -284,7 +285,6 @@ class FileLog(MemoryLog):
             return
         with self._mu:
             MemoryLog.seal(self, lsn)
-            self._lsn = lsn
         if self.policy == "commit":
             self._write(sync=True)
         elif self.failed is not None:
@@ -328,7 +328,7 @@ class FileLog(MemoryLog):
             if self.failed is not None and not retry:
                 self._raise()
             with self._mu:
-                start, end, lsn = self._flushed, self.sealed, self._lsn
+                start, end = self._flushed, self.sealed
                 array = self._buf.array if self._buf is not None else None
             if array is None or (end == start and not sync):
                 return
@@ -337,15 +337,10 @@ class FileLog(MemoryLog):
                 if self.failed is not None:  # a retry: cut what the failed attempt may have left
                     os.ftruncate(self.fd, self._file_end)
                 if end != start:
-                    head = bytearray(_FRAME.pack(_kernels().FRAME_MAGIC, 0, end - start, lsn, self.frames))
-                    hv = np.frombuffer(head, np.uint8)
-                    crc = _k.payload_crc(self.header.seed, hv, array, start, end)
-                    struct.pack_into("<I", head, 4, int(crc))
-                    _write_all(self.fd, [bytes(head), memoryview(array)[start:end]], self._file_end)
-                    # the frame is in the file: count it before anything else can happen
-                    self._file_end += len(head) + end - start
-                    self.frames += 1
-                    self._flushed = end
+                    parts, n, frames, at = self._frames(array, start, end)
+                    _write_all(self.fd, parts, self._file_end)
+                    # the frames are in the file: count them before anything else can happen
+                    self._file_end, self.frames, self._flushed = at, self.frames + frames, end
                 if sync or self.policy == "group":
                     os.fdatasync(self.fd)
                     self.syncs += 1
@@ -354,6 +349,30 @@ class FileLog(MemoryLog):
                 self._fail(exc)
                 self._raise()
             self.failed = None
+
+    def _frames(self, array: np.ndarray, start: int, end: int) -> tuple[list[Any], int, int, int]:
+        """The frames of the sealed records ``[start, end)``: whole commits, at most ``FRAME_BYTES``
+        of them in a frame (a larger commit alone), so a torn tail costs at most one frame. Returns
+        the parts to write, their bytes, the frame count and the file offset after them."""
+        cuts = _commit_ends(array, start, end)
+        parts: list[Any] = []
+        at, number, first = self._file_end, self.frames, start
+        mv = memoryview(array)
+        magic = _kernels().FRAME_MAGIC
+        i = 0
+        while first < end:
+            j = i
+            while j + 1 < len(cuts) and cuts[j + 1][0] - first <= FRAME_BYTES:
+                j += 1
+            last, lsn = cuts[j]
+            head = bytearray(_FRAME.pack(magic, 0, last - first, lsn, number))
+            crc = _k.payload_crc(self.header.seed, np.frombuffer(head, np.uint8), array, first, last)
+            struct.pack_into("<I", head, 4, int(crc))
+            parts += [bytes(head), mv[first:last]]
+            at += len(head) + last - first
+            number += 1
+            first, i = last, j + 1
+        return parts, at - self._file_end, number - self.frames, at
 
     @holds
     def close(self) -> None:
@@ -405,6 +424,12 @@ def _flush_at_exit() -> None:
                 log.flush()
         except Exception:  # noqa: BLE001 - exiting anyway; nothing left to tell
             pass
+
+
+def _commit_ends(array: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
+    """(end offset, LSN) of each commit whose records lie in ``array[start:end]`` (whole commits)."""
+    ends = _kernels().commit_ends(array, start, end)
+    return list(zip(ends[0].tolist(), ends[1].tolist()))
 
 
 def _write_all(fd: int, parts: list[Any], offset: int) -> None:

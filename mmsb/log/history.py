@@ -197,7 +197,7 @@ def _count(value: Any, what: str) -> int:
         raise InvalidArgumentError(f"{what} must be an integer, got {value!r}")
     if value < 0:
         raise InvalidArgumentError(f"{what} must be 0 or more, got {value}")
-    return int(value)
+    return min(int(value), 1 << 62)  # more than any log holds: everything
 
 
 def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None = None) -> History:

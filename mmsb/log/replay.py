@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
+from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
 from ..errors import LogCorruptError, MMSBError
 from ..functions import MissingFunction, lookup
 from ..graph import FIRST_USER_KIND
@@ -101,8 +101,8 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
     body = data[pos + REC_HEADER:pos + length]
     try:
         if rtype == REC_CREATE:
-            if w5 not in (LOC_CPU, LOC_GPU) or not 1 <= w4 < 1 << 32:
-                raise bad(f"creates {w4} pages at location {w5}")
+            if w5 not in (LOC_CPU, LOC_GPU) or not 1 <= w4 < 1 << 32 or not 1 <= w3 <= MAX_PAGE_SIZE:
+                raise bad(f"creates {w4} pages of {w3} B at location {w5}")
             room = c.arena.reserved - c.arena.bump
             if w4 * max(8, w3) > room or c.table.used + w4 > _MAX_REPLAY_SLOTS:
                 raise bad(f"creates {w4} pages of {w3} B, more than the arena or page table holds")

@@ -1,0 +1,172 @@
+"""Findings of a hostile review, one test each: typed errors instead of stray ones, no silent
+truncation, no misleading refusal, bounded log frames, transactions of other threads waited for."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import mmsb
+from mmsb._layout import MAX_PAGE_SIZE, MAX_SPARSE_ENTRIES, REC_HEADER
+from mmsb.log import file as logfile
+
+
+@pytest.fixture
+def st():
+    s = mmsb.start()
+    yield s
+    s.close()
+
+
+def test_a_python_recompute_that_returns_none_raises_recompute_error_and_changes_nothing(st):
+    a, b = st.create_page(8), st.create_page(8)
+    st.register_recompute(b, [a], lambda p: None if p[0] == 2 else p)
+    before = st.state_hash()
+    with pytest.raises(mmsb.RecomputeError, match="returned NoneType"):
+        st.update_page(a, np.full(8, 2, np.uint8))
+    assert st.state_hash() == before
+
+
+def test_huge_depths_and_lsns_mean_everything(st):
+    a = st.create_page(8)
+    st.update_page(a, np.ones(8, np.uint8))
+    assert len(st.history(a, depth=10**20)) == len(st.history(a, depth=32))
+    again = st.replay(to_lsn=2**70)
+    assert again.state_hash() == st.state_hash()
+    again.close()
+
+
+def test_weights_that_are_not_numbers_are_an_argument_error(st):
+    a, b = st.create_page(8), st.create_page(8)
+    with pytest.raises(mmsb.InvalidArgumentError, match="weights must be numbers"):
+        st.register_recompute(b, [a], "sum", weights=["x"])
+    assert st.lsn == 0 and len(st.log) == 0
+
+
+@pytest.mark.parametrize("indices, values", [([0.7], [1]), ([0, 1], [1.5, 255.9]), ([True], [1]), ([0], [True])])
+def test_sparse_deltas_refuse_what_they_would_have_to_cut(indices, values):
+    with pytest.raises(mmsb.InvalidDeltaError):
+        mmsb.Delta.sparse(0, indices, values)
+
+
+def test_lists_of_plain_integers_still_make_deltas(st):
+    a = st.create_page(8)
+    st.apply_delta(mmsb.Delta.sparse(a, [1, 3], [7, 255]))
+    assert st.query_page(a).tolist() == [0, 7, 0, 255, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("kind", ["data", "sync"])
+def test_adding_an_edge_that_exists_is_a_no_op_whatever_binds_the_child(st, kind):
+    a, b = st.create_page(8), st.create_page(8)
+    if kind == "data":
+        st.register_passthrough(b, a)
+    else:
+        st.add_dependency(a, b, "sync")
+    lsn, records = st.lsn, st.log.nbytes
+    st.add_dependency(a, b, kind)
+    assert (st.lsn, st.log.nbytes) == (lsn, records)
+
+
+def test_page_and_sparse_delta_sizes_fit_a_log_record():
+    # a record's length has 32 bits: the largest dense record and the largest sparse one fit
+    assert REC_HEADER + 8 + MAX_PAGE_SIZE + (MAX_PAGE_SIZE + 7) // 8 < 1 << 32
+    assert REC_HEADER + 8 + 5 * MAX_SPARSE_ENTRIES < 1 << 32
+    s = mmsb.start()
+    with pytest.raises(mmsb.InvalidPageError, match="3 GiB"):
+        s.create_page(MAX_PAGE_SIZE + 1)
+    assert s.page_ids().size == 0
+    s.close()
+
+
+def test_a_batch_delta_longer_than_a_record_holds_is_refused(monkeypatch):
+    from mmsb import delta
+
+    monkeypatch.setattr(delta, "MAX_SPARSE_ENTRIES", 3)  # the same check, at a size a test can build
+    with pytest.raises(mmsb.InvalidDeltaError, match="more than 3 entries"):
+        mmsb.DeltaBatch([0], [0, 4], [0, 1, 2, 3], [1, 2, 3, 4])
+    with pytest.raises(mmsb.InvalidDeltaError, match="at most 3 entries"):
+        mmsb.Delta.sparse(0, [0, 1, 2, 3], [1, 2, 3, 4])
+
+
+def test_a_batch_owns_its_arrays(st):
+    a = st.create_page(8)
+    ids, starts = np.array([a.id]), np.array([0, 1])
+    idx, vals = np.array([2]), np.array([9], np.uint8)
+    batch = mmsb.DeltaBatch(ids, starts, idx, vals)
+    starts[1], idx[0] = 10**9, 10**9  # refilled after the checks: the batch does not see it
+    with pytest.raises(ValueError):
+        batch.indices[0] = 5
+    with pytest.raises(ValueError):
+        batch.indices.flags.writeable = True
+    with pytest.raises(AttributeError):
+        batch.indices = np.array([10**9])
+    st.apply_batch(batch)
+    assert st.query_page(a)[2] == 9
+
+
+@pytest.mark.parametrize("sync", ["group", "none"])
+def test_a_torn_tail_costs_one_bounded_frame_not_every_commit_since_the_last_write(tmp_path, monkeypatch, sync):
+    monkeypatch.setattr(mmsb.config, "LOG_GROUP_INTERVAL_US", 60_000_000)  # all written at close
+    path = str(tmp_path / "l")
+    s = mmsb.start(log=path, sync=sync)
+    pg = s.create_page(1024)
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        s.update_page(pg, rng.integers(0, 256, 1024, dtype=np.uint8))
+    lsn = s.lsn
+    s.close()
+    contents = logfile.read_log(path)
+    assert contents.frames > 1
+    sizes = np.diff(np.append(contents.frame_starts, contents.payload.size))
+    assert sizes.max() <= logfile.FRAME_BYTES
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mmsb.LogTruncatedWarning)
+        back = mmsb.replay(path)
+    assert back.lsn >= lsn - logfile.FRAME_BYTES // 1024  # at most one frame of ~1 KiB commits lost
+    back.close()
+
+
+@pytest.mark.parametrize("call", ["create_page", "create_pages", "delete_page", "add_dependency", "checkpoint"])
+def test_another_threads_transaction_is_waited_for_not_an_error(tmp_path, call):
+    s = mmsb.start()
+    a, b = s.create_page(8), s.create_page(8)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer():
+        with s.transaction():
+            s.update_page(a, np.ones(8, np.uint8))
+            inside.set()
+            release.wait(10)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert inside.wait(10)
+    result = []
+    calls = {
+        "create_page": lambda: s.create_page(8),
+        "create_pages": lambda: s.create_pages(2, 8),
+        "delete_page": lambda: s.delete_page(b),
+        "add_dependency": lambda: s.add_dependency(a, b),
+        "checkpoint": lambda: s.checkpoint(str(tmp_path / "c")),
+    }
+    other = threading.Thread(target=lambda: result.append(calls[call]()))
+    other.start()
+    other.join(0.2)
+    assert other.is_alive()  # waiting for the transaction, not refused
+    release.set()
+    t.join(10)
+    other.join(10)
+    assert len(result) == 1
+    s.close()
+
+
+def test_this_threads_transaction_still_refuses_structural_changes(st):
+    with st.transaction():
+        with pytest.raises(mmsb.InvalidArgumentError, match="inside a transaction"):
+            st.create_page(8)
