@@ -111,9 +111,10 @@ R_NEED_UNDO, R_NEED_UNDO_ROWS = 33, 34  # out: before-image bytes and entries a 
 R_SEED_LSN = 35  # out: the LSN of the written page's delta (with R_SEED_POS)
 # set while writes must take Python's general path (an open transaction, event subscribers)
 R_SLOW = 36
-# write latency: commits that start at an LSN divisible by 16 are timed (R_T0: when the current one
-# began, 0 if it is not timed) into a histogram of log2 buckets (R_LAT: int64[64])
-R_T0, R_LAT = 37, 38
+# write latency: one write call in 16 (R_TICK counts them: the 1st, 17th, ...) is timed (R_T0: when
+# the current one began, 0 if it is not timed) into a histogram of log2 buckets (R_LAT: int64[64]);
+# counted by calls, not LSNs, since a commit's LSN step follows its cascade and would bias the sample
+R_T0, R_LAT, R_TICK = 37, 38, 39
 # The update kernel holds the GIL (releasing and taking it back cost a tenth of a small update):
 # the general path writes pages larger than this, with kernels that release it
 FAST_MAX = 1 << 16

@@ -32,6 +32,7 @@ from ._layout import (
     R_NEED_UNDO,
     R_NEED_UNDO_ROWS,
     R_SLOW,
+    R_TICK,
     R_SEED_POS,
     R_T0,
     REC_HEADER,
@@ -62,9 +63,17 @@ _commit_update: Any = None
 _U8 = np.dtype(np.uint8)
 _ND = np.ndarray
 _ONE = (1,)
-# Writes are timed only when they start at an LSN that is a multiple of 16: timing every
-# commit cost 3-4% of a single hop; this sample costs one test of the LSN on the others
-_LAT_SAMPLE = 15
+# One write call in 16 is timed (mmsb._layout.R_TICK): timing every commit cost 3-4% of a
+# single hop; this sample costs a count and a test on the others
+
+
+def _sampled(c: _Core) -> int:
+    """Count a write call; when it is one of those timed, the time it began (else 0)."""
+    rv = c.rv
+    tick = rv[R_TICK]
+    rv[R_TICK] = tick + 1
+    return 0 if tick & 15 else _ns()
+
 _PARALLEL = threading.Lock()
 
 
@@ -311,7 +320,7 @@ class Commit:
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
-            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            t0 = _sampled(c)
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
             if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
@@ -367,7 +376,7 @@ class Commit:
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
-            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            t0 = _sampled(c)
             page = delta._page if delta._page is not None else delta.page_id
             slot = self._slot(c, page)
             size = c.table.mv_size[slot]
@@ -412,7 +421,7 @@ class Commit:
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
-            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            t0 = _sampled(c)
             table = c.table
             slots = ids & ID_SLOT_MASK
             bad = slots >= table.used

@@ -44,6 +44,7 @@ from ._layout import (
     R_LOG,
     R_LSN,
     R_SLOW,
+    R_TICK,
     T_EPOCH,
     T_META,
     T_OFFSET,
@@ -178,7 +179,7 @@ class _Core:
             self.logbuf = LogBuffer()
         if rv[R_LSN]:  # only committed writes outside transactions are timed, and they moved the LSN
             self.lat[:] = 0
-        rv[R_LSN] = rv[R_DELTAS] = 0
+        rv[R_LSN] = rv[R_DELTAS] = rv[R_TICK] = 0
 
 
 # Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
@@ -564,8 +565,9 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
           ``write_time_max_ns``: duration of the commits of ``update_page``/
           ``apply_delta``/``apply_batch`` calls (apply, log and cascade, from inside the
           commit kernel to the seal; not the call's own Python and dispatch, about a
-          microsecond) that committed a delta outside a transaction, sampled: only the
-          commits that start at an LSN divisible by 16 are timed. Kept in log2
+          microsecond) that committed a delta outside a transaction, sampled: one
+          write call in 16 (the state's 1st, 17th, 33rd, ... such call, whether it
+          changed bytes or not) is timed. Kept in log2
           buckets, so each figure is the upper edge of its bucket, at most twice
           the true value; None before the first sample.
         - ``arena_*``, ``table_rows``, ``log_records_kept``: memory bookkeeping.

@@ -157,3 +157,12 @@ def test_a_log_file_deleted_or_replaced_while_open_is_an_error(tmp_path, how):
         st.update_page(pg, np.ones(8, np.uint8))
     with pytest.raises(mmsb.LogIOError):
         st.close()
+
+
+def test_starting_a_log_on_a_full_disk_is_a_log_io_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "fsync", _fail(errno.ENOSPC))
+    with pytest.raises(mmsb.LogIOError, match="No space"):
+        mmsb.start(log=str(tmp_path / "l"))
+    monkeypatch.undo()
+    st = mmsb.start(log=str(tmp_path / "l"))  # nothing was left locked or half-made
+    st.close()

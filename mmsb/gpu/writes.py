@@ -20,7 +20,7 @@ from .._layout import ID_SLOT_BITS, ID_SLOT_MASK, REC_HEADER, T_EPOCH, T_META, T
 from ..arena import GPU_BIT as _GPU_BIT
 from ..arena import KEY_MASK as _KEY_MASK
 from ..arena import LIVE_BIT as _LIVE_BIT
-from ..commit import _LAT_SAMPLE, load_kernels
+from ..commit import _sampled, load_kernels
 from ..errors import InvalidArgumentError, InvalidDeltaError
 from ..validate import _closed
 from . import device as _gpu
@@ -108,7 +108,7 @@ class DeviceWrites:
             slot = self._slot(c, page)
             if not c.table.mv_meta[slot] & _GPU_BIT:
                 raise InvalidArgumentError(f"page {self._id_of(slot)} lives on the CPU: use update_page()")
-            t0 = 0 if c.lsn & _LAT_SAMPLE else _ns()
+            t0 = _sampled(c)
             dev, size = c.dev, c.table.mv_size[slot]
             if slot in dev.writing:
                 raise InvalidArgumentError(f"device_write of page {self._id_of(slot)} inside another one")

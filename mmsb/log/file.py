@@ -252,8 +252,10 @@ class FileLog(MemoryLog):
                 os.fsync(fd)
             log = cls(path, policy, buffer, contents.header, fd, contents.valid_end, contents.frames)
             return log, contents
-        except BaseException:
+        except BaseException as exc:
             os.close(fd)
+            if isinstance(exc, OSError) and not isinstance(exc, LogIOError):  # a full or failing disk
+                raise LogIOError(f"cannot prepare log {path!r}: {exc}") from exc
             raise
 
     def adopt(self, payload: np.ndarray, deltas: int, lsn: int) -> None:
