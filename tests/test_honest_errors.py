@@ -170,3 +170,120 @@ def test_this_threads_transaction_still_refuses_structural_changes(st):
     with st.transaction():
         with pytest.raises(mmsb.InvalidArgumentError, match="inside a transaction"):
             st.create_page(8)
+
+
+# -- hostile checkpoints: valid checksums, contents built to break the reader ----------------------
+
+def _sections(raw: bytes) -> list[tuple[int, bytes]]:
+    from mmsb.log import checkpoint as ck
+
+    out, pos = [], ck.HEADER_SIZE
+    while pos < len(raw):
+        tag, _, n = ck._SECTION.unpack_from(raw, pos)
+        out.append((tag, raw[pos + 16:pos + 16 + n]))
+        pos += 16 + n + (-n % 8)
+    return out
+
+
+def _rebuilt(raw: bytes, replace: dict[int, bytes]) -> bytes:
+    """The checkpoint ``raw`` with some sections' payloads replaced, every CRC made to agree."""
+    from mmsb.kernels.checksum import crc32c
+    from mmsb.log import checkpoint as ck
+
+    out = bytearray(raw[: ck.HEADER_SIZE])
+    for tag, payload in _sections(raw):
+        payload = replace.get(tag, payload)
+        arr = np.frombuffer(payload, np.uint8)
+        out += ck._SECTION.pack(tag, int(crc32c(arr, 0, arr.size, 0)), len(payload))
+        out += payload + bytes(-len(payload) % 8)
+    return bytes(out)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    import json
+
+    from mmsb.log import checkpoint as ck
+
+    s = mmsb.start()
+    a, b, c = s.create_page(8), s.create_page(8), s.create_page(8)
+    s.update_page(a, np.ones(8, np.uint8))
+    s.register_recompute(b, [a], "sum")
+    s.delete_page(c)
+    path = str(tmp_path / "c")
+    s.checkpoint(path)
+    s.close()
+    raw = open(path, "rb").read()
+    meta = json.loads(dict(_sections(raw))[ck.META])
+    return path, raw, meta
+
+
+def _doc(meta, **changes):
+    import json
+
+    return json.dumps({**meta, **changes}).encode()
+
+
+@pytest.mark.parametrize("name", ["nested", "kinds-list", "bindings-str", "binding-floats", "parents-huge",
+                                  "weights-str", "deltas-str", "deltas-huge", "log-list", "dtype-unknown"])
+def test_a_hostile_checkpoint_is_damage_not_a_crash(saved, name):
+    from mmsb.log import checkpoint as ck
+
+    path, raw, meta = saved
+    bound = meta["bindings"][0]
+    docs = {
+        "nested": _doc(meta, kinds="@").replace(b'"@"', b"[" * 100_000 + b"]" * 100_000),
+        "kinds-list": _doc(meta, kinds=[1, 2]),
+        "bindings-str": _doc(meta, bindings=["x"]),
+        "binding-floats": _doc(meta, bindings=[{**bound, "child": 1.5}]),
+        "parents-huge": _doc(meta, bindings=[{**bound, "parents": [2**80]}]),
+        "weights-str": _doc(meta, bindings=[{**bound, "weights": ["x"]}]),
+        "deltas-str": _doc(meta, deltas="many"),
+        "deltas-huge": _doc(meta, deltas=2**70),
+        "log-list": _doc(meta, log=[1]),
+        "dtype-unknown": _doc(meta, bindings=[{**bound, "dtype": "complex512"}]),
+    }
+    open(path, "wb").write(_rebuilt(raw, {ck.META: docs[name]}))
+    with pytest.raises(mmsb.LogCorruptError):
+        mmsb.restore(path)
+
+
+def test_a_free_slot_that_carries_an_epoch_is_damage(saved):
+    from mmsb.log import checkpoint as ck
+
+    path, raw, meta = saved
+    table = np.frombuffer(dict(_sections(raw))[ck.SLOTS], np.uint64).reshape(-1, 3).copy()
+    live = (table[:, 1] != 0)
+    assert not live.all()  # the deleted page's slot is free
+    table[~live, 2] = 5
+    open(path, "wb").write(_rebuilt(raw, {ck.SLOTS: table.tobytes()}))
+    with pytest.raises(mmsb.LogCorruptError, match="epoch"):
+        mmsb.restore(path)
+
+
+def test_two_checkpoints_to_one_path_at_once_both_write_whole(tmp_path):
+    path = str(tmp_path / "c")
+    states = [mmsb.start() for _ in range(2)]
+    for i, s in enumerate(states):
+        s.update_page(s.create_page(1 << 20), np.full(1 << 20, i + 1, np.uint8))
+    errors = []
+
+    def save(s):
+        try:
+            for _ in range(5):
+                s.checkpoint(path)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in states]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    back = mmsb.restore(path)
+    assert back.state_hash() in {s.state_hash() for s in states}
+    assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+    back.close()
+    for s in states:
+        s.close()

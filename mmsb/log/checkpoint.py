@@ -13,6 +13,7 @@ with the offset for any damage; layout in ``docs/FORMAT.md``.
 from __future__ import annotations
 
 import json
+import tempfile
 import os
 import struct
 import time
@@ -39,7 +40,7 @@ from .._layout import (
     T_SIZE,
 )
 from .._version import __version__
-from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, MMSBError
+from ..errors import InvalidArgumentError, LogCorruptError, LogIOError
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
 from .file import _read_all
@@ -111,9 +112,11 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
     ckpt_id = uuid.uuid4().bytes
     head = bytearray(_HEADER.pack(MAGIC, VERSION, HEADER_SIZE, ckpt_id, time.time_ns(), c.lsn, len(sections), 0))
     struct.pack_into("<I", head, 52, _crc(_bytes(bytes(head[:52]))))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = ""
     try:
-        with open(tmp, "wb") as f:
+        # a name of its own: two checkpoints to one path at once each write whole, and the later wins
+        fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+        with os.fdopen(fd, "wb") as f:
             f.write(head)
             for tag, payload in sections:
                 f.write(_SECTION.pack(tag, _crc(payload), payload.size))
@@ -128,10 +131,11 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise LogIOError(f"cannot write checkpoint {path!r}: {exc}") from exc
 
 
@@ -201,9 +205,38 @@ def read(path: Any) -> Checkpoint:
         free = free.view(np.int64)
         edges = edges.view(np.int64).reshape(-1, 3)
         _check_table(slots, free, found[DATA])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
-        raise bad(f"its contents are inconsistent ({exc})", HEADER_SIZE) from None
+        _check_doc(doc)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, OverflowError,
+            RecursionError) as exc:
+        raise bad(f"its contents are inconsistent ({type(exc).__name__}: {str(exc)[:200]})", HEADER_SIZE) from None
     return Checkpoint(path, ckpt_id, lsn, doc, slots, free, found[DATA], edges)
+
+
+def _is_id(x: Any) -> bool:
+    return type(x) is int and 0 <= x < 1 << 63
+
+
+def _check_doc(doc: dict[str, Any]) -> None:
+    """The metadata's shape, before anything acts on it (a hostile file may put anything there)."""
+    if not _is_id(doc.get("deltas")):
+        raise ValueError("the delta count is not a count")
+    kinds = doc.get("kinds")
+    if not isinstance(kinds, dict) or not all(isinstance(k, str) and _is_id(v) for k, v in kinds.items()):
+        raise ValueError("edge kinds are not names and codes")
+    bindings = doc.get("bindings")
+    if not isinstance(bindings, list):
+        raise ValueError("bindings are not a list")
+    for b in bindings:
+        if not (isinstance(b, dict) and _is_id(b.get("child")) and isinstance(b.get("op"), str)
+                and isinstance(b.get("function"), str) and isinstance(b.get("dtype"), str)
+                and isinstance(b.get("parents"), list) and all(_is_id(p) for p in b["parents"])
+                and isinstance(b.get("weights"), list) and len(b["weights"]) == len(b["parents"])
+                and all(type(w) in (int, float) for w in b["weights"])):
+            raise ValueError("a binding is not well formed")
+    log = doc.get("log")
+    if log is not None and not (isinstance(log, dict) and all(isinstance(log.get(k), str) for k in ("id", "base"))
+                                and _is_id(log.get("pos"))):
+        raise ValueError("the log reference is not well formed")
 
 
 def _check_table(slots: np.ndarray, free: np.ndarray, data: np.ndarray) -> None:
@@ -219,6 +252,8 @@ def _check_table(slots: np.ndarray, free: np.ndarray, data: np.ndarray) -> None:
         raise ValueError("a generation out of range")
     if np.any(live & ((sizes < 1) | (sizes > MAX_PAGE_SIZE))) or np.any(~live & (sizes != 0)):
         raise ValueError("a page size out of range")
+    if np.any(~live & (slots[:, 2] != 0)):
+        raise ValueError("a free slot carries an epoch")
     if int(sizes[live].sum()) != nbytes:
         raise ValueError("page bytes do not match the sizes")
     # a page no delta ever wrote is zeros (and a pooled state's reset relies on it)
@@ -274,8 +309,9 @@ def load(st: Any, ck: Checkpoint) -> None:
         for p, child, kind in ck.edges.tolist():
             if not g.has_edge(p & ID_SLOT_MASK, child & ID_SLOT_MASK):  # a binding's edges are in already
                 st.add_dependency(p, child, names[kind])
-    except (MMSBError, KeyError, TypeError, ValueError) as exc:
-        raise LogCorruptError(f"checkpoint {ck.path!r}: its graph does not apply ({exc})", HEADER_SIZE) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile graph makes fail is damage
+        raise LogCorruptError(f"checkpoint {ck.path!r}: its graph does not apply ({type(exc).__name__}: "
+                              f"{str(exc)[:200]})", HEADER_SIZE) from None
     finally:
         st._replaying = False
         st._log = log
