@@ -46,6 +46,10 @@ _DEFAULTS: dict[str, Any] = {
     # before a growth then no longer shows the page). Under numba's CUDA simulator at
     # most 64 KiB (its device memory is host memory).
     "DEVICE_ARENA_INITIAL_BYTES": 1 << 26,
+    # Most pages a replay, restore or recovery builds (32 B of page table each, so 512 MiB at
+    # the default): a log of a few hundred bytes can ask for any number of pages, and refusing
+    # one that asks for more beats the OOM killer. Raise it for states that really hold more.
+    "REPLAY_MAX_PAGES": 1 << 24,
 }
 
 ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
@@ -59,6 +63,7 @@ PARALLEL_BATCH_DELTAS: int = _DEFAULTS["PARALLEL_BATCH_DELTAS"]
 LOG_GROUP_INTERVAL_US: int = _DEFAULTS["LOG_GROUP_INTERVAL_US"]
 GPU_THRESHOLD_BYTES: int = _DEFAULTS["GPU_THRESHOLD_BYTES"]
 DEVICE_ARENA_INITIAL_BYTES: int = _DEFAULTS["DEVICE_ARENA_INITIAL_BYTES"]
+REPLAY_MAX_PAGES: int = _DEFAULTS["REPLAY_MAX_PAGES"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
@@ -72,6 +77,7 @@ _MINIMUM = {
     "LOG_GROUP_INTERVAL_US": 100,
     "GPU_THRESHOLD_BYTES": 0,
     "DEVICE_ARENA_INITIAL_BYTES": 1 << 12,
+    "REPLAY_MAX_PAGES": 1,
 }
 
 

@@ -287,3 +287,73 @@ def test_two_checkpoints_to_one_path_at_once_both_write_whole(tmp_path):
     back.close()
     for s in states:
         s.close()
+
+
+# -- hostile logs: tiny files that ask for huge states ------------------------------------------------
+
+def _forged_create(path: str, count: int, size: int) -> None:
+    """A log whose one commit creates ``count`` pages of ``size`` bytes (valid frame and CRC)."""
+    s = mmsb.start(log=path)
+    s._log.append_create(0, count, size, 0, 0)  # written and synced as the commit's frame
+    s._log.close()
+    s._c = None
+
+
+def test_a_tiny_log_of_huge_unwritten_pages_replays_and_hashes_without_reading_them(tmp_path):
+    import resource
+
+    path = str(tmp_path / "l")
+    _forged_create(path, 60, MAX_PAGE_SIZE)  # 180 GiB of pages, in a file of 200 bytes
+    assert os.path.getsize(path) < 512
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    back = mmsb.replay(path)
+    fresh = mmsb.start()
+    fresh.create_pages(60, MAX_PAGE_SIZE)
+    assert back.state_hash() == fresh.state_hash()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20  # KiB: under 1 GiB
+    back.close()
+    fresh.close()
+
+
+def test_a_log_asking_for_more_pages_than_the_replay_budget_is_damage(tmp_path):
+    path = str(tmp_path / "l")
+    _forged_create(path, mmsb.config.REPLAY_MAX_PAGES + 1, 8)
+    with pytest.raises(mmsb.LogCorruptError, match="REPLAY_MAX_PAGES"):
+        mmsb.replay(path)
+
+
+@pytest.mark.parametrize("sync", ["group", "none"])
+def test_an_idle_writer_thread_sleeps_until_a_commit_wakes_it(tmp_path, sync):
+    import time
+
+    path = str(tmp_path / "l")
+    s = mmsb.start(log=path, sync=sync)
+    pg = s.create_page(8)
+    log = s._log
+
+    def until(cond):
+        deadline = time.monotonic() + 10
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return cond()
+
+    assert until(lambda: log._idle)  # nothing to write: asleep, no timer polling
+    s.update_page(pg, np.ones(8, np.uint8))
+    assert until(lambda: log._flushed == log.sealed)  # woken by the seal, and written
+    assert until(lambda: log._idle)
+    back = mmsb.replay(path)
+    assert back.state_hash() == s.state_hash()
+    back.close()
+    s.close()
+
+
+def test_a_group_log_dropped_without_close_ends_its_writer_thread(tmp_path):
+    import gc
+
+    s = mmsb.start(log=str(tmp_path / "l"), sync="group")
+    thread = s._log._thread
+    s._c = None  # dropped by a program that never closes it
+    del s
+    gc.collect()
+    thread.join(10)
+    assert not thread.is_alive()

@@ -184,7 +184,7 @@ class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
     __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end",
-                 "_synced", "_mu", "_io", "_wake", "_thread", "_closing", "failed", "regs", "_inode",
+                 "_synced", "_mu", "_io", "_wake", "_idle", "_thread", "_closing", "failed", "regs", "_inode",
                  "_finalizer", "__weakref__")
     durable = True
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
@@ -201,6 +201,7 @@ class FileLog(MemoryLog):
         self._mu = threading.Lock()  # guards sealed against the writer thread
         self._io = threading.Lock()  # one frame write at a time
         self._wake = threading.Event()
+        self._idle = False  # the writer thread sleeps until a seal wakes it
         self._closing = False
         # the OSError that stopped writing: the state refuses writes until a flush() succeeds
         self.failed: OSError | None = None
@@ -209,7 +210,7 @@ class FileLog(MemoryLog):
         self._inode = (st.st_dev, st.st_ino)
         self._thread: threading.Thread | None = None
         # a log dropped without close() still releases its file and lock
-        self._finalizer = weakref.finalize(self, os.close, fd)
+        self._finalizer = weakref.finalize(self, _release, fd, self._wake)
         self._finalizer.atexit = False  # at exit, _flush_at_exit writes out first; the OS closes the file
 
     @holds
@@ -291,6 +292,9 @@ class FileLog(MemoryLog):
             self._write(sync=True)
         elif self.failed is not None:
             self._raise()
+        elif self._idle:
+            self._idle = False
+            self._wake.set()
 
     @holds
     def flush(self) -> None:
@@ -396,11 +400,31 @@ class FileLog(MemoryLog):
         return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
 
 
+def _release(fd: int, wake: threading.Event) -> None:
+    """A log dropped without close(): its file is released and its writer thread ends."""
+    os.close(fd)
+    wake.set()
+
+
 def _writer(ref: weakref.ref, wake: threading.Event) -> None:
-    """The group/none writer thread: write (and for group, sync) what is sealed, every interval."""
+    """The group/none writer thread: write (and for group, sync) what is sealed, at most an
+    interval after its seal. With nothing to write it sleeps until a seal wakes it (an idle
+    state costs no CPU)."""
     interval = config.LOG_GROUP_INTERVAL_US / 1e6
     while True:
-        wake.wait(interval)
+        log = ref()
+        if log is None or log._closing:
+            return
+        if log._flushed == log.sealed or log.failed is not None:
+            log._idle = True  # from here a seal wakes this thread (see FileLog.seal)
+            if log._flushed == log.sealed or log.failed is not None:
+                del log
+                wake.wait()
+                wake.clear()
+                continue
+            log._idle = False
+        del log
+        wake.wait(interval)  # let the commits of one interval gather into its frames
         log = ref()
         if log is None or log._closing:
             return

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .. import config
 from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
 from ..errors import LogCorruptError, MMSBError
 from ..functions import MissingFunction, lookup
@@ -24,9 +25,6 @@ from .file import _kernels
 from .memory import LogBuffer, NullLog
 
 _HEADER = struct.Struct("<QQQQQQ")
-# a log cannot ask for more page-table slots than this (32 B of table each: 8 GiB); a page
-# table that large is a hostile record, and refusing it beats the OOM killer
-_MAX_REPLAY_SLOTS = 1 << 28
 _OP_NAMES = {code: name for name, code in OPS.items()}
 _KIND_NAMES = {0: "data", 1: "control", 2: "sync"}
 
@@ -104,8 +102,11 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             if w5 not in (LOC_CPU, LOC_GPU) or not 1 <= w4 < 1 << 32 or not 1 <= w3 <= MAX_PAGE_SIZE:
                 raise bad(f"creates {w4} pages of {w3} B at location {w5}")
             room = c.arena.reserved - c.arena.bump
-            if w4 * max(8, w3) > room or c.table.used + w4 > _MAX_REPLAY_SLOTS:
-                raise bad(f"creates {w4} pages of {w3} B, more than the arena or page table holds")
+            if w4 * max(8, w3) > room:
+                raise bad(f"creates {w4} pages of {w3} B, more than the arena holds")
+            if c.table.used + w4 > config.REPLAY_MAX_PAGES:
+                raise bad(f"creates {w4} pages, past mmsb.config.REPLAY_MAX_PAGES ({config.REPLAY_MAX_PAGES}): "
+                          "raise it if the log really holds that many")
             # pages are replayed on the host; those made on the device go there at the end (see place)
             ids = st.create_pages(int(w4), int(w3)) if w4 > 1 else np.array([st.create_page(int(w3)).id])
             first = int(ids[0])
