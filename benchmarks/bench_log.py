@@ -406,6 +406,120 @@ class RawCommitLatency(_TmpDir):
         os.fdatasync(self.fd)
 
 
+# -- group commit under load ----------------------------------------------------------------
+
+
+LOAD_WORK_US = 200                # Python work (holding the GIL) before each write
+LOAD_SECONDS = 1.0
+
+
+def _busy(us):
+    end = time.perf_counter() + us / 1e6
+    while time.perf_counter() < end:
+        pass
+
+
+def _seal_to_sync_ms(write, synced_upto):
+    """Percentiles (50, 99, 100) of the time from a write's return to the moment its bytes are
+    reported synced, seen after each write of a loop that does LOAD_WORK_US of Python work per
+    write for LOAD_SECONDS (so a latency is seen to within one loop turn, ~0.2 ms)."""
+    pending, lat = [], []
+    end = time.perf_counter() + LOAD_SECONDS
+    while time.perf_counter() < end:
+        _busy(LOAD_WORK_US)
+        pos = write()
+        now = time.perf_counter()
+        pending.append((pos, now))
+        upto = synced_upto()
+        k = 0
+        while k < len(pending) and pending[k][0] <= upto:
+            lat.append(now - pending[k][1])
+            k += 1
+        del pending[:k]
+    return np.percentile(np.array(lat) * 1e3, [50, 99, 100]) if lat else np.full(3, np.inf)
+
+
+class _SyncLatency(_TmpDir):
+    """track_p99_ms and track_max_ms of a class's _write and _synced (see _seal_to_sync_ms)."""
+
+    @unit("ms")
+    def track_p99_ms(self):
+        return float(_seal_to_sync_ms(self._write, self._synced)[1])
+
+    @unit("ms")
+    def track_max_ms(self):
+        return float(_seal_to_sync_ms(self._write, self._synced)[2])
+
+
+class GroupSyncUnderLoad(_SyncLatency):
+    """sync="group" while the writing thread is busy with Python (200 µs of work per
+    update_page): the time from a write's return to its sync, in ms. The writer works without
+    the GIL, so its interval (config.LOG_GROUP_INTERVAL_US, 2 ms) holds. Peer: a Python thread
+    that writes and syncs what is pending every 2 ms (GroupSyncUnderLoadPython)."""
+
+    timeout = 120
+
+    def setup(self):
+        self._mkdir()
+        self.st = mmsb.start(log=os.path.join(self.dir, "group.log"), sync="group")
+        self.pg = self.st.create_page(PAGE_SIZE)
+        self.st.flush()
+        self.buf = np.zeros(PAGE_SIZE, np.uint8)
+        self.k = 0
+
+    def _write(self):
+        self.k += 1
+        self.buf[self.k % PAGE_SIZE] ^= 0xFF
+        self.st.update_page(self.pg, self.buf)
+        return self.st._log.sealed
+
+    def _synced(self):
+        return self.st._log._synced[0]
+
+
+class GroupSyncUnderLoadPython(_SyncLatency):
+    """Peer of GroupSyncUnderLoad: each write appends a 100-byte record to a list; a Python
+    thread writes the pending records with os.write and os.fdatasync every 2 ms."""
+
+    timeout = 120
+
+    def setup(self):
+        import threading
+
+        self._mkdir()
+        self.fd = self._open_raw()
+        self.pending, self.written, self.synced = [], 0, 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+
+        def writer():
+            while not self.stop.wait(0.002):
+                with self.lock:
+                    batch, self.pending = self.pending, []
+                if batch:
+                    os.write(self.fd, b"".join(batch))
+                    os.fdatasync(self.fd)
+                    self.synced += len(batch)
+
+        self.thread = threading.Thread(target=writer, daemon=True)
+        self.thread.start()
+        self.record = bytes(100)
+
+    def teardown(self):
+        self.stop.set()
+        self.thread.join()
+        super().teardown()
+
+    def _write(self):
+        with self.lock:
+            self.pending.append(self.record)
+            self.written += 1
+        return self.written
+
+    def _synced(self):
+        return self.synced
+
+
 # -- replay ---------------------------------------------------------------------------------
 
 

@@ -137,3 +137,31 @@ W_SEAL = -3  # committed with its cascade; Python seals it (a file log, or no ro
 W_SLOW = -4
 # W_BAD - 2 * i: delta i names no live page; W_BAD - 2 * i - 1: delta i has an offset outside its page
 W_BAD = -16
+
+# a log-file frame's payload: whole commits up to this many bytes (a larger commit alone), so a
+# torn tail costs at most one frame
+FRAME_BYTES = 1 << 16
+
+# -- the log-file writer (mmsb.kernels.writer) ----------------------------------------
+# the writer's control words (int64): set by Python before the thread starts
+F_FD, F_WAKE, F_SEED, F_INTERVAL_NS, F_SYNC = 0, 1, 2, 3, 4
+# requests (Python sets them, then writes a byte to the wake pipe)
+F_STOP, F_PAUSE = 5, 6
+# the writer sleeps on its wake pipe (set and read as atomics, see the module docstring)
+F_IDLE = 7
+# progress: payload bytes written, the file's end and frames in it; syncs; the same three at
+# the last good sync
+F_FLUSHED, F_FILE_END, F_FRAMES, F_SYNCS = 8, 9, 10, 11
+F_SYNCED_FLUSHED, F_SYNCED_END, F_SYNCED_FRAMES = 12, 13, 14
+F_ERRNO = 15  # the errno of the failed write or sync
+F_WAKE_W = 16  # the wake pipe's write end (Python's: seals and requests write to it)
+F_SEEN = 17  # the address of the log buffer the writer reads now
+# flushes asked for (a count Python moves) and done (the writer's count); the pipe the writer
+# writes a byte to when it has done one
+F_FLUSH_ASKED, F_FLUSH_DONE, F_ACK_W, F_ACK_R = 18, 19, 20, 21
+F_WORDS = 24
+
+# why write_rounds returned
+WR_REQUEST, WR_ERROR, WR_DAMAGED = 0, 2, 3
+# what seal_commit found
+SEAL_NOTHING, SEAL_AWAKE, SEAL_ASLEEP, SEAL_ROOM = 0, 1, 2, -1

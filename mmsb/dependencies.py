@@ -209,6 +209,8 @@ class Dependencies:
         """
         c = self._core()
         code, dt, fn = check_op(op, dtype)
+        if fn is not None:
+            c.prop.ready_rollback(c)  # user code may raise: its commits then roll back
         with c.lock:
             if self._c is not c:
                 raise _closed()
@@ -452,6 +454,7 @@ class _Transaction:
         st = self.st
         c = self.c = st._core()
         ensure()
+        c.prop.ready_rollback(c)  # no first compile inside the transaction
         c.lock.acquire()
         try:
             if st._c is not c:

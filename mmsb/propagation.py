@@ -44,6 +44,9 @@ def _kernels() -> None:
         _k = cascade
 
 
+_rollback_ready = False  # see Propagation.ready_rollback
+
+
 @dataclass
 class Binding:
     """How one derived page is computed: op code, dtype code, parents (slots), weights."""
@@ -229,6 +232,17 @@ class Propagation:
             for s in fresh:
                 if self.table.on_device(s):
                     self.dev.save(s, self.table.mv_size[s])
+
+    def ready_rollback(self, c: Any) -> None:
+        """Compile (or load from the cache) the kernels a rollback runs, before a critical
+        section might need them: called outside the state's lock, it touches no page."""
+        global _rollback_ready
+        if _rollback_ready:
+            return
+        ctl, undo, index = np.zeros(_k.C_WORDS, np.int64), np.zeros(8, np.uint8), np.zeros((1, 4), np.int64)
+        _k.save_images(c.table.array, c.arena.data, ctl, undo, index, np.zeros(0, np.int64))
+        _k.restore_images(c.table.array, c.arena.data, ctl, undo, index)  # no saves: nothing restored
+        _rollback_ready = True
 
     def rollback(self, c: Any) -> None:
         """Restore every saved page; signatures are forgotten, so pages recompute when next reached."""

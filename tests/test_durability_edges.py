@@ -6,7 +6,6 @@ Each test is a case a review of the durable log found; each failed before its fi
 import errno
 import gc
 import struct
-import time
 import uuid
 
 import numpy as np
@@ -17,6 +16,8 @@ import mmsb
 import mmsb.log.file as logfile
 from mmsb.kernels.checksum import crc32c
 from mmsb.log import checkpoint as ck
+
+from faults import full_disk, until
 
 
 @njit(cache=True)
@@ -90,36 +91,27 @@ def test_handlers_see_a_sealed_commit_so_their_checkpoints_restore(tmp_path):
     restored.close()
 
 
-def test_close_reports_a_writer_thread_that_failed(tmp_path, monkeypatch):
+def test_close_reports_a_writer_thread_that_failed(tmp_path):
     st = mmsb.start(log=str(tmp_path / "l"), sync="group")
     pg = st.create_page(8)
     st.flush()
-
-    def full_disk(fd, parts, offset):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(logfile, "_write_all", full_disk)
-    st.update_page(pg, np.ones(8, np.uint8))
-    deadline = time.monotonic() + 10
-    while st._log.failed is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    with pytest.raises(mmsb.LogIOError, match="No space"):
-        st.close()  # its last try fails too
+    with full_disk(st._log):
+        st.update_page(pg, np.ones(8, np.uint8))
+        assert until(lambda: st._log.failed is not None)
+        assert st._log.failed.errno == errno.ENOSPC
+        with pytest.raises(mmsb.LogIOError, match="failed"):
+            st.close()  # its last try fails too
 
 
-def test_close_after_the_disk_recovers_writes_what_the_writer_thread_could_not(tmp_path, monkeypatch):
+def test_close_after_the_disk_recovers_writes_what_the_writer_thread_could_not(tmp_path):
     path = str(tmp_path / "l")
     st = mmsb.start(log=path, sync="group")
     pg = st.create_page(8)
     st.flush()
-    monkeypatch.setattr(logfile, "_write_all", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
-    st.update_page(pg, np.ones(8, np.uint8))
-    deadline = time.monotonic() + 10
-    while st._log.failed is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert st._log.failed is not None
-    want = st.state_hash()
-    monkeypatch.undo()
+    with full_disk(st._log):
+        st.update_page(pg, np.ones(8, np.uint8))
+        assert until(lambda: st._log.failed is not None)
+        want = st.state_hash()
     st.close()
     back = mmsb.replay(path)
     assert back.state_hash() == want

@@ -3,6 +3,7 @@ truncation, no misleading refusal, bounded log frames, transactions of other thr
 
 from __future__ import annotations
 
+import textwrap
 import os
 import threading
 import warnings
@@ -324,23 +325,19 @@ def test_a_log_asking_for_more_pages_than_the_replay_budget_is_damage(tmp_path):
 
 @pytest.mark.parametrize("sync", ["group", "none"])
 def test_an_idle_writer_thread_sleeps_until_a_commit_wakes_it(tmp_path, sync):
-    import time
+    from faults import until
+
+    from mmsb._layout import F_IDLE
 
     path = str(tmp_path / "l")
     s = mmsb.start(log=path, sync=sync)
     pg = s.create_page(8)
     log = s._log
-
-    def until(cond):
-        deadline = time.monotonic() + 10
-        while not cond() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return cond()
-
-    assert until(lambda: log._idle)  # nothing to write: asleep, no timer polling
-    s.update_page(pg, np.ones(8, np.uint8))
-    assert until(lambda: log._flushed == log.sealed)  # woken by the seal, and written
-    assert until(lambda: log._idle)
+    assert until(lambda: log.fc[F_IDLE])  # nothing to write: asleep on its pipe, no timer polling
+    for i in range(1, 4):
+        s.update_page(pg, np.full(8, i, np.uint8))
+        assert until(lambda: log._flushed == log.sealed)  # woken by the seal, and written
+        assert until(lambda: log.fc[F_IDLE])
     back = mmsb.replay(path)
     assert back.state_hash() == s.state_hash()
     back.close()
@@ -357,3 +354,29 @@ def test_a_group_log_dropped_without_close_ends_its_writer_thread(tmp_path):
     gc.collect()
     thread.join(10)
     assert not thread.is_alive()
+
+
+def test_rollback_kernels_are_ready_before_a_transaction_or_a_fallible_binding_begins():
+    """A first compile inside a critical section is a long stretch of Python that an interrupt
+    or an error could split: the rollback kernels are compiled (or loaded) before it."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import mmsb
+        from mmsb.kernels import cascade
+
+        st = mmsb.start()
+        a, b = st.create_page(8), st.create_page(8)
+        assert not cascade.restore_images.signatures  # nothing has needed a rollback yet
+        with st.transaction():
+            ready = bool(cascade.restore_images.signatures and cascade.save_images.signatures)
+            st.update_page(a, np.ones(8, np.uint8))
+        assert ready, "the transaction began before its rollback kernels were ready"
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import mmsb
-from mmsb.log import file as logfile
+
+from faults import file_size_limit, full_disk, until
 
 
 def _fail(err: int):
@@ -83,60 +84,52 @@ def test_a_failing_sync_in_a_transaction_stops_writes_and_a_flush_resumes_them(l
     assert _file_state(path) == st.state_hash()
 
 
-def test_a_full_disk_refuses_later_writes_and_a_checkpoint_elsewhere_saves_the_state(logged, monkeypatch, tmp_path):
+def test_a_full_disk_refuses_later_writes_and_a_checkpoint_elsewhere_saves_the_state(logged, tmp_path):
     st, path, a, b = logged
-    monkeypatch.setattr(logfile, "_write_all", _fail(errno.ENOSPC))
-    with pytest.raises(mmsb.LogIOError, match="No space"):
-        st.update_page(b, np.full(16, 5, np.uint8))
-    held = st.state_hash()
-    with pytest.raises(mmsb.LogIOError):
-        st.update_page(a, np.full(16, 6, np.uint8))
-    assert st.state_hash() == held
-    ckpt = str(tmp_path / "elsewhere.ckpt")
-    st.checkpoint(ckpt)  # a checkpoint does not need the log
-    restored = mmsb.restore(ckpt)
-    assert restored.state_hash() == held
-    restored.close()
-    monkeypatch.undo()
+    with full_disk(st._log):
+        with pytest.raises(mmsb.LogIOError, match="No space"):
+            st.update_page(b, np.full(16, 5, np.uint8))
+        held = st.state_hash()
+        with pytest.raises(mmsb.LogIOError):
+            st.update_page(a, np.full(16, 6, np.uint8))
+        assert st.state_hash() == held
+        ckpt = str(tmp_path / "elsewhere.ckpt")
+        st.checkpoint(ckpt)  # a checkpoint does not need the log
+        restored = mmsb.restore(ckpt)
+        assert restored.state_hash() == held
+        restored.close()
     st.flush()
     st.update_page(a, np.full(16, 6, np.uint8))
     assert _file_state(path) == st.state_hash()
 
 
-def test_a_frame_cut_short_by_a_full_disk_is_written_again_whole(logged, monkeypatch):
+def test_a_frame_cut_short_by_a_full_disk_is_written_again_whole(logged):
     st, path, a, b = logged
-    real = logfile._write_all
-    calls = []
-
-    def half(fd, parts, offset):
-        calls.append(1)
-        data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
-        os.pwrite(fd, data[: len(data) // 2], offset)  # part of the frame reaches the file
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(logfile, "_write_all", half)
-    with pytest.raises(mmsb.LogIOError):
-        st.update_page(b, np.arange(16, dtype=np.uint8))
-    monkeypatch.setattr(logfile, "_write_all", real)
+    size = os.path.getsize(path)
+    with file_size_limit(size + 40):  # the next frame's header and a few bytes get in
+        with pytest.raises(mmsb.LogIOError, match="too large"):
+            st.update_page(b, np.arange(16, dtype=np.uint8))
+        assert os.path.getsize(path) == size + 40  # a torn frame in the file
     st.flush()
-    assert calls and _file_state(path) == st.state_hash()
+    assert _file_state(path) == st.state_hash()
 
 
 @pytest.mark.parametrize("sync", ["group", "none"])
-def test_a_writer_thread_that_fails_stops_the_state_until_a_flush(tmp_path, monkeypatch, sync):
+def test_a_writer_thread_that_fails_stops_the_state_until_a_flush(tmp_path, sync):
     path = str(tmp_path / "l")
     st = mmsb.start(log=path, sync=sync)
     pg = st.create_page(8)
     st.flush()
-    monkeypatch.setattr(logfile, "_write_all", _fail(errno.ENOSPC))
-    st.update_page(pg, np.ones(8, np.uint8))
-    with pytest.raises(mmsb.LogIOError):
-        st.flush()
-    held = st.state_hash()
-    with pytest.raises(mmsb.LogIOError):
-        st.update_page(pg, np.full(8, 2, np.uint8))
-    assert st.state_hash() == held
-    monkeypatch.undo()
+    with full_disk(st._log):
+        st.update_page(pg, np.ones(8, np.uint8))
+        assert until(lambda: st._log.failed is not None)  # the writer thread met the full disk
+        assert st._log.failed.errno == errno.ENOSPC  # what the kernel met, as the OS said it
+        with pytest.raises(mmsb.LogIOError, match="refuses writes until st.flush"):
+            st.flush()  # the disk still fails (a retry first cuts the file back: EINVAL here)
+        held = st.state_hash()
+        with pytest.raises(mmsb.LogIOError):
+            st.update_page(pg, np.full(8, 2, np.uint8))
+        assert st.state_hash() == held
     st.flush()
     st.update_page(pg, np.full(8, 3, np.uint8))
     st.close()

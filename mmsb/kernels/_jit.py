@@ -221,3 +221,60 @@ def wall_ns(typingctx):
         return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
 
     return sig, codegen
+
+
+@intrinsic
+def atomic_load(typingctx, addr):
+    """The int64 at address ``addr``, read as a sequentially consistent atomic: what another
+    thread stored before its :func:`atomic_store` of it is seen too."""
+    sig = types.int64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load_atomic(ptr, "seq_cst", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_store(typingctx, addr, value):
+    """Store the int64 ``value`` at address ``addr`` as a sequentially consistent atomic."""
+    sig = types.void(types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        builder.store_atomic(args[1], ptr, "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def c_function(name, restype, *argtypes):
+    """An intrinsic calling the C library's ``name`` (int64 arguments: addresses, sizes, file
+    descriptors), bound by symbol when a kernel is loaded, so a cached kernel stays valid."""
+    ir_types = [ir.IntType(t.bitwidth) for t in argtypes]
+
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.IntType(restype.bitwidth), ir_types)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+        return builder.call(fn, [builder.trunc(a, t) if t.width < 64 else a for a, t in zip(args, ir_types)])
+
+    sig = restype(*(types.int64 for _ in argtypes))
+    # numba reads an intrinsic's arity from its Python signature
+    if len(argtypes) == 0:
+        def typer(typingctx):
+            return sig, codegen
+    elif len(argtypes) == 1:
+        def typer(typingctx, a):
+            return sig, codegen
+    elif len(argtypes) == 2:
+        def typer(typingctx, a, b):
+            return sig, codegen
+    elif len(argtypes) == 3:
+        def typer(typingctx, a, b, c):
+            return sig, codegen
+    else:
+        def typer(typingctx, a, b, c, d):
+            return sig, codegen
+    typer.__name__ = f"c_{name}"
+    return intrinsic(typer)

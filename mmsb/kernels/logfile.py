@@ -56,12 +56,6 @@ def frame_crc(seed, data, start, end):
     return crc32c(data, start + 8, end, seed)
 
 
-@kernel
-def payload_crc(seed, header, payload, start, end):
-    """The CRC of a frame being written: ``header`` (its 32 bytes) and ``payload[start:end]``."""
-    return crc32c(payload, start, end, crc32c(header, 8, FRAME_HEADER, seed))
-
-
 @inline
 def _frame_ok(data, pos, n, seed):
     """The end of the valid frame at ``pos``, or -1."""
@@ -300,29 +294,3 @@ def count_records(data, start, end, counts, nbytes):
         counts[rtype] += 1
         nbytes[rtype] += length
         pos += length
-
-
-@kernel
-def commit_ends(data, start, end):
-    """(end offset, LSN) of each commit record in the whole-commit records ``data[start:end]``, as
-    the two rows of an int64 array: where a log file may cut its frames."""
-    n = 0
-    pos = start
-    while pos < end:
-        length = np.int64(_u64(data, pos) & np.uint64(0xFFFFFFFF))
-        if length < REC_HEADER:  # not a record: stop rather than loop
-            break
-        pos += length
-        n += 1
-    out = np.empty((2, n), np.int64)
-    k = 0
-    pos = start
-    while pos < end and k < n:
-        w0 = _u64(data, pos)
-        length = np.int64(w0 & np.uint64(0xFFFFFFFF))
-        pos += length
-        if np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF)) == REC_COMMIT:
-            out[0, k] = pos
-            out[1, k] = np.int64(_u64(data, pos - length + 8))
-            k += 1
-    return out[:, :k]

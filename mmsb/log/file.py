@@ -7,8 +7,10 @@ them there) and appends each sealed commit to its file as a frame:
 * ``sync="commit"``: the sealing call writes the frame and ``fdatasync``\\ s
   before it returns, so whatever a call returned is on disk;
 * ``sync="group"``: a writer thread frames everything sealed so far, writes
-  it and syncs, at most ``config.LOG_GROUP_INTERVAL_US`` after the seal;
-  :meth:`FileLog.flush` (``State.flush``) makes it durable at once;
+  it and syncs, ``config.LOG_GROUP_INTERVAL_US`` after the first seal it
+  sees; :meth:`FileLog.flush` (``State.flush``) makes it durable at once. The
+  thread runs a GIL-free kernel (:mod:`mmsb.kernels.writer`), so the interval
+  holds while Python threads are busy, and it sleeps on a pipe when idle;
 * ``sync="none"``: the same thread writes without syncing; the OS decides.
 
 A frame holds whole commits only, so recovery finds whole commits or none of
@@ -24,6 +26,7 @@ import dataclasses
 import errno
 import fcntl
 import os
+import select
 import struct
 import threading
 import time
@@ -35,8 +38,9 @@ from typing import Any
 import numpy as np
 
 from .._interrupts import holds
+from .. import _layout as _w
 from .. import config
-from .._layout import LOG_KEEP, R_SLOW, REC_CREATE
+from .._layout import L_ADDR, LOG_KEEP, R_SLOW, REC_CREATE, REC_HEADER
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
 from .memory import LogBuffer, MemoryLog
 
@@ -48,11 +52,11 @@ FILE_HEADER_SIZE = _FILE_HEADER.size  # 72
 # magic, CRC32C (of the rest and the payload, seeded with the log id's CRC), payload bytes, LSN, frame number
 _FRAME = struct.Struct("<IIQQQ")
 _NO_BASE = bytes(16)
-# a frame holds whole commits up to this many payload bytes (one larger commit alone): a torn
-# tail loses at most the frame being written, not every commit since the last write
-FRAME_BYTES = 1 << 16
+FRAME_BYTES = _w.FRAME_BYTES  # a frame's payload bound (whole commits; a larger commit alone)
 
 _k: Any = None
+_w_seal: Any = None
+_wk: Any = None
 
 
 def _kernels() -> Any:
@@ -183,9 +187,8 @@ def _fsync_dir(path: str) -> None:
 class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
-    __slots__ = ("path", "fd", "policy", "header", "syncs", "frames", "_flushed", "_file_end",
-                 "_synced", "_mu", "_io", "_wake", "_idle", "_thread", "_closing", "failed", "regs", "_inode",
-                 "_finalizer", "__weakref__")
+    __slots__ = ("path", "fd", "policy", "header", "fc", "_fv", "_wake_w", "_io", "_pausing", "_ready",
+                 "_thread", "_box", "_ack_r", "_closing", "failed", "regs", "_inode", "_finalizer", "__weakref__")
     durable = True
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
@@ -193,15 +196,18 @@ class FileLog(MemoryLog):
                  file_end: int, frames: int) -> None:
         super().__init__(buffer)
         self.path, self.fd, self.policy, self.header = path, fd, policy, header
-        self.syncs = 0
-        self.frames = frames
-        self._flushed = 0  # payload bytes already in the file
-        self._file_end = file_end
-        self._synced = (0, file_end, frames)  # (_flushed, _file_end, frames) at the last good sync
-        self._mu = threading.Lock()  # guards sealed against the writer thread
-        self._io = threading.Lock()  # one frame write at a time
-        self._wake = threading.Event()
-        self._idle = False  # the writer thread sleeps until a seal wakes it
+        # what has been written, shared with the writer thread's kernel (mmsb.kernels.writer)
+        self.fc = np.zeros(_w.F_WORDS, np.int64)
+        self._fv = memoryview(self.fc)
+        self.fc[_w.F_FD], self.fc[_w.F_SEED] = fd, header.seed
+        self._file_end, self.frames = file_end, frames
+        self._synced = (0, file_end, frames)
+        self._wake_w = -1  # the write end of the writer thread's wake pipe
+        self._ack_r = -1  # the read end of the pipe the writer thread acknowledges flushes on
+        self.fc[_w.F_WAKE_W] = -1
+        self._io = threading.Lock()  # one frame writer at a time: the thread's kernel, or a flush
+        self._pausing = threading.Lock()  # one caller at a time asks the writer thread to pause
+        self._ready = threading.Event()  # set when a paused or failed writer thread may go on
         self._closing = False
         # the OSError that stopped writing: the state refuses writes until a flush() succeeds
         self.failed: OSError | None = None
@@ -209,9 +215,52 @@ class FileLog(MemoryLog):
         st = os.fstat(fd)
         self._inode = (st.st_dev, st.st_ino)
         self._thread: threading.Thread | None = None
+        self._box: list[Any] = [None]  # the writer thread, for the finalizer
         # a log dropped without close() still releases its file and lock
-        self._finalizer = weakref.finalize(self, _release, fd, self._wake)
+        self._finalizer = weakref.finalize(self, _release, fd, self.fc, self._ready, self._box)
         self._finalizer.atexit = False  # at exit, _flush_at_exit writes out first; the OS closes the file
+
+    # the writer's progress lives in fc, where its kernel moves it
+    @property
+    def _flushed(self) -> int:
+        """Payload bytes already in the file."""
+        return self._fv[_w.F_FLUSHED]
+
+    @_flushed.setter
+    def _flushed(self, value: int) -> None:
+        self._fv[_w.F_FLUSHED] = value
+
+    @property
+    def _file_end(self) -> int:
+        return self._fv[_w.F_FILE_END]
+
+    @_file_end.setter
+    def _file_end(self, value: int) -> None:
+        self._fv[_w.F_FILE_END] = value
+
+    @property
+    def frames(self) -> int:
+        """Frames in the file."""
+        return self._fv[_w.F_FRAMES]
+
+    @frames.setter
+    def frames(self, value: int) -> None:
+        self._fv[_w.F_FRAMES] = value
+
+    @property
+    def syncs(self) -> int:  # type: ignore[override]
+        """``fdatasync`` calls made."""
+        return self._fv[_w.F_SYNCS]
+
+    @property
+    def _synced(self) -> tuple[int, int, int]:
+        """(_flushed, _file_end, frames) at the last good sync: bytes the file certainly holds."""
+        fv = self._fv
+        return fv[_w.F_SYNCED_FLUSHED], fv[_w.F_SYNCED_END], fv[_w.F_SYNCED_FRAMES]
+
+    @_synced.setter
+    def _synced(self, value: tuple[int, int, int]) -> None:
+        self._fv[_w.F_SYNCED_FLUSHED], self._fv[_w.F_SYNCED_END], self._fv[_w.F_SYNCED_FRAMES] = value
 
     @holds
     @classmethod
@@ -225,6 +274,7 @@ class FileLog(MemoryLog):
         continuation of a checkpoint.
         """
         path = os.fspath(path)
+        _writer_kernels()  # before the file is opened: the first use compiles (or loads) them
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
@@ -266,12 +316,34 @@ class FileLog(MemoryLog):
         self._synced = (self._flushed, self._file_end, self.frames)
 
     def start(self) -> None:
-        if self.policy != "commit" and self._thread is None:
-            # the thread holds the log weakly, so a log nobody holds can still be collected
-            self._thread = threading.Thread(target=_writer, args=(weakref.ref(self), self._wake),
-                                            name=f"mmsb-log {self.path}", daemon=True)
-            self._thread.start()
-            _unclosed.add(self)
+        if self.policy == "commit" or self._thread is not None:
+            return
+        fc = self.fc
+        wake_r, self._wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full pipe means a wake-up is pending already
+        fc[_w.F_WAKE_W] = self._wake_w
+        self._ack_r, ack_w = os.pipe()
+        os.set_blocking(ack_w, False)
+        fc[_w.F_ACK_W], fc[_w.F_ACK_R] = ack_w, self._ack_r
+        fc[_w.F_WAKE] = wake_r
+        fc[_w.F_INTERVAL_NS] = config.LOG_GROUP_INTERVAL_US * 1000
+        fc[_w.F_SYNC] = self.policy == "group"
+        if self._buf is not None:
+            self._buf.retired = []  # the thread reads the buffer by address: keep what it may read
+        # the thread holds the log weakly, so a log nobody holds can still be collected
+        self._thread = threading.Thread(target=_writer, args=(weakref.ref(self), fc, wake_r, self._ready),
+                                        name=f"mmsb-log {self.path}", daemon=True)
+        self._thread.start()
+        self._box[0] = self._thread
+        _unclosed.add(self)
+
+    def _kick(self) -> None:
+        """Wake the writer thread (a full pipe: it is woken already)."""
+        try:
+            os.write(self._wake_w, b"\x01")
+        except (BlockingIOError, OSError):
+            pass
 
     # -- writing -------------------------------------------------------------------
 
@@ -284,23 +356,71 @@ class FileLog(MemoryLog):
 
     @holds
     def seal(self, lsn: int) -> None:
-        if self.used == self.sealed:
+        buf = self._buf
+        if buf is None:
             return
-        with self._mu:
-            MemoryLog.seal(self, lsn)
+        found = _seal(buf.ctr, self.fc, lsn)
+        if found == _w.SEAL_ROOM:
+            self.reserve(REC_HEADER)
+            found = _seal(buf.ctr, self.fc, lsn)
+        if buf.retired:
+            self._prune(buf)
+        if found == _w.SEAL_NOTHING:
+            return
         if self.policy == "commit":
             self._write(sync=True)
         elif self.failed is not None:
             self._raise()
-        elif self._idle:
-            self._idle = False
-            self._wake.set()
+        elif found == _w.SEAL_ASLEEP:
+            self._kick()
+
+    def _prune(self, buf: LogBuffer) -> None:
+        """Let go of the arrays a grown buffer left behind that the writer thread has moved past."""
+        seen, retired = self._fv[_w.F_SEEN], buf.retired
+        if seen == buf.ctr[L_ADDR]:
+            retired.clear()
+            return
+        for i, arr in enumerate(retired):
+            if arr.ctypes.data == seen:
+                del retired[:i]
+                return
 
     @holds
     def flush(self) -> None:
         """Write and sync every sealed commit now. After a failure (:attr:`failed`), try again:
         everything since the last good sync is written anew, and on success writes resume."""
+        thread = self._thread
+        if thread is not None and self.failed is None and thread.is_alive() and self._file_ok():
+            with self._pausing:  # one flush at a time waits on the acknowledgements
+                if self._ask_writer(thread):
+                    return
         self._write(sync=True, retry=True)
+
+    def _file_ok(self) -> bool:
+        try:
+            self._check_file()
+        except OSError:
+            return False  # the slow path fails and says why
+        return True
+
+    def _ask_writer(self, thread: threading.Thread) -> bool:
+        """Have the writer thread's kernel write and sync what is sealed, and wait for it: the
+        thread never leaves its kernel, so it never waits for the GIL (a pause would cost that
+        wait when it resumes). False when the thread is gone; raises what it met."""
+        fv = self._fv
+        asked = fv[_w.F_FLUSH_ASKED] + 1
+        _wk.publish(self.fc, _w.F_FLUSH_ASKED, asked)  # after the seals it covers
+        self._kick()
+        while True:
+            ready, _, _ = select.select([self._ack_r], [], [], 0.05)
+            if ready:
+                os.read(self._ack_r, 4096)
+            if fv[_w.F_FLUSH_DONE] >= asked:
+                return True
+            if self.failed is not None:
+                self._raise()
+            if not thread.is_alive():
+                return False
 
     def _raise(self) -> None:
         err = self.failed
@@ -330,55 +450,47 @@ class FileLog(MemoryLog):
 
     @holds
     def _write(self, sync: bool, retry: bool = False) -> None:
-        with self._io:
-            if self.failed is not None and not retry:
-                self._raise()
-            with self._mu:
-                start, end = self._flushed, self.sealed
-                array = self._buf.array if self._buf is not None else None
-            if array is None or (end == start and not sync):
-                return
+        """Write (and sync) what is sealed from this thread, the writer thread paused meanwhile."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._io:
+                self._write_now(sync, retry)
+            return
+        with self._pausing:
+            self._fv[_w.F_PAUSE] = 1
+            self._kick()
             try:
-                self._check_file()
-                if self.failed is not None:  # a retry: cut what the failed attempt may have left
-                    os.ftruncate(self.fd, self._file_end)
-                if end != start:
-                    parts, n, frames, at = self._frames(array, start, end)
-                    _write_all(self.fd, parts, self._file_end)
-                    # the frames are in the file: count them before anything else can happen
-                    self._file_end, self.frames, self._flushed = at, self.frames + frames, end
-                if sync or self.policy == "group":
-                    os.fdatasync(self.fd)
-                    self.syncs += 1
-                    self._synced = (self._flushed, self._file_end, self.frames)
-            except OSError as exc:
-                self._fail(exc)
-                self._raise()
-            self.failed = None
+                with self._io:  # the writer thread lets go of it once its kernel returns
+                    self._write_now(sync, retry)
+            finally:
+                self._fv[_w.F_PAUSE] = 0
+                self._ready.set()
 
-    def _frames(self, array: np.ndarray, start: int, end: int) -> tuple[list[Any], int, int, int]:
-        """The frames of the sealed records ``[start, end)``: whole commits, at most ``FRAME_BYTES``
-        of them in a frame (a larger commit alone), so a torn tail costs at most one frame. Returns
-        the parts to write, their bytes, the frame count and the file offset after them."""
-        cuts = _commit_ends(array, start, end)
-        parts: list[Any] = []
-        at, number, first = self._file_end, self.frames, start
-        mv = memoryview(array)
-        magic = _kernels().FRAME_MAGIC
-        i = 0
-        while first < end:
-            j = i
-            while j + 1 < len(cuts) and cuts[j + 1][0] - first <= FRAME_BYTES:
-                j += 1
-            last, lsn = cuts[j]
-            head = bytearray(_FRAME.pack(magic, 0, last - first, lsn, number))
-            crc = _k.payload_crc(self.header.seed, np.frombuffer(head, np.uint8), array, first, last)
-            struct.pack_into("<I", head, 4, int(crc))
-            parts += [bytes(head), mv[first:last]]
-            at += len(head) + last - first
-            number += 1
-            first, i = last, j + 1
-        return parts, at - self._file_end, number - self.frames, at
+    def _write_now(self, sync: bool, retry: bool) -> None:
+        if self.failed is not None and not retry:
+            self._raise()
+        end = self.sealed  # the seal before the buffer: a buffer read later holds every sealed byte
+        array = self._buf.array if self._buf is not None else None
+        start = self._flushed
+        if array is None or (end == start and not sync):
+            return
+        try:
+            self._check_file()
+            if self.failed is not None:  # a retry: cut what the failed attempt may have left
+                os.ftruncate(self.fd, self._file_end)
+            if end != start:
+                err = _frames_out(self.fc, array, start, end)  # counts each frame as it lands
+                if err:
+                    raise OSError(err, os.strerror(err)) if err > 0 else OSError(
+                        errno.EIO, "the log's records are not well formed")
+            if sync or self.policy == "group":
+                os.fdatasync(self.fd)
+                self._fv[_w.F_SYNCS] += 1
+                self._synced = (self._flushed, self._file_end, self.frames)
+        except OSError as exc:
+            self._fail(exc)
+            self._raise()
+        self.failed = None
 
     @holds
     def close(self) -> None:
@@ -386,54 +498,93 @@ class FileLog(MemoryLog):
         if self.fd < 0:
             return
         self._closing = True
-        self._wake.set()
         if self._thread is not None:
+            self._fv[_w.F_STOP] = 1
+            self._kick()
+            self._ready.set()
             self._thread.join()
+            if self._buf is not None:
+                self._buf.retired = None
         try:
             self._write(sync=True, retry=True)  # after a failure, one last try
         finally:
             os.close(self.fd)
             self.fd = -1
+            if self._wake_w >= 0:
+                os.close(self._wake_w)
+                os.close(self._ack_r)
+                self._wake_w = self._fv[_w.F_WAKE_W] = self._ack_r = -1
             self._finalizer.detach()
 
     def __repr__(self) -> str:
         return f"<FileLog {self.path!r} sync={self.policy} deltas={self.deltas} bytes={self.used}>"
 
 
-def _release(fd: int, wake: threading.Event) -> None:
-    """A log dropped without close(): its file is released and its writer thread ends."""
-    os.close(fd)
-    wake.set()
+def _release(fd: int, fc: np.ndarray, ready: threading.Event, box: list[Any]) -> None:
+    """A log dropped without close(): its writer thread stops, and the file is released (by the
+    thread, once its kernel has returned, when there is one: waited for here)."""
+    wake_w = int(fc[_w.F_WAKE_W])
+    if wake_w < 0:
+        os.close(fd)
+        return
+    fc[_w.F_STOP] = 1
+    try:
+        os.write(wake_w, b"\x01")
+    except OSError:
+        pass
+    os.close(wake_w)
+    os.close(int(fc[_w.F_ACK_R]))
+    ready.set()
+    thread = box[0]
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout=10)  # it closes the file as it ends
 
 
-def _writer(ref: weakref.ref, wake: threading.Event) -> None:
-    """The group/none writer thread: write (and for group, sync) what is sealed, at most an
-    interval after its seal. With nothing to write it sleeps until a seal wakes it (an idle
-    state costs no CPU)."""
-    interval = config.LOG_GROUP_INTERVAL_US / 1e6
-    while True:
-        log = ref()
-        if log is None or log._closing:
-            return
-        if log._flushed == log.sealed or log.failed is not None:
-            log._idle = True  # from here a seal wakes this thread (see FileLog.seal)
-            if log._flushed == log.sealed or log.failed is not None:
+def _ack(fc: np.ndarray) -> None:
+    try:
+        os.write(int(fc[_w.F_ACK_W]), b"\x01")
+    except OSError:
+        pass  # a full pipe: the waiting flush has bytes to read already
+
+
+def _writer(ref: weakref.ref, fc: np.ndarray, wake_r: int, ready: threading.Event) -> None:
+    """The group/none writer thread: its kernel writes (and for group, syncs) what is sealed, at
+    most an interval after its seal, without the GIL; with nothing to write it sleeps until a
+    seal wakes it (an idle state costs no CPU). It comes back to Python when a flush or close
+    asks, when the log buffer moved, or when a write failed."""
+    rounds = _writer_kernels().write_rounds
+    fv = memoryview(fc)
+    try:
+        while not fv[_w.F_STOP]:
+            log = ref()
+            if log is None:
+                return
+            if fv[_w.F_PAUSE] or log.failed is not None or log._buf is None:
                 del log
-                wake.wait()
-                wake.clear()
+                ready.wait()  # a flush or close sets it
+                ready.clear()
                 continue
-            log._idle = False
-        del log
-        wake.wait(interval)  # let the commits of one interval gather into its frames
-        log = ref()
-        if log is None or log._closing:
-            return
-        if log.failed is None:
-            try:
-                log._write(sync=False)
-            except LogIOError:
-                pass  # kept in log.failed: the next write, flush or close raises it
-        del log
+            io, buf = log._io, log._buf
+            del log  # while its kernel runs, the thread does not keep the log alive
+            with io:
+                if fv[_w.F_PAUSE] or fv[_w.F_STOP]:
+                    continue
+                if buf.retired:
+                    buf.retired.clear()  # the kernel is not running: nothing reads them
+                why = rounds(buf.ctr, fc)
+            if why == _w.WR_ERROR or why == _w.WR_DAMAGED:
+                log = ref()
+                if log is not None:
+                    code = int(fc[_w.F_ERRNO]) if why == _w.WR_ERROR else errno.EIO
+                    what = os.strerror(code) if why == _w.WR_ERROR else "the log's records are not well formed"
+                    log._fail(OSError(code, what))
+                del log
+                _ack(fc)  # a flush waiting for this thread learns of the failure
+    finally:
+        os.close(wake_r)
+        os.close(int(fc[_w.F_ACK_W]))
+        if ref() is None:  # dropped: _release left the file to this thread
+            os.close(int(fc[_w.F_FD]))
 
 
 # group/none logs still open: a process that exits without closing its states still
@@ -452,16 +603,26 @@ def _flush_at_exit() -> None:
             pass
 
 
-def _commit_ends(array: np.ndarray, start: int, end: int) -> list[tuple[int, int]]:
-    """(end offset, LSN) of each commit whose records lie in ``array[start:end]`` (whole commits)."""
-    ends = _kernels().commit_ends(array, start, end)
-    return list(zip(ends[0].tolist(), ends[1].tolist()))
+def _writer_kernels() -> Any:
+    """mmsb.kernels.writer, its kernels compiled (or loaded from the cache)."""
+    global _w_seal, _wk
+    if _wk is None:
+        from ..kernels import writer
+        from ..kernels._jit import entry
+
+        _w_seal = entry(writer.seal_commit)
+        writer.write_rounds.compiled()
+        writer.publish.compiled()
+        writer.write_frames.compiled()
+        _wk = writer
+    return _wk
 
 
-def _write_all(fd: int, parts: list[Any], offset: int) -> None:
-    for part in parts:
-        view = memoryview(part).cast("B")
-        while len(view):
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+def _seal(ctr: np.ndarray, fc: np.ndarray, lsn: int) -> int:
+    return _w_seal(ctr, fc, lsn)
+
+
+def _frames_out(fc: np.ndarray, array: np.ndarray, start: int, end: int) -> int:
+    """Write the sealed records ``array[start:end]`` as frames (see :mod:`mmsb.kernels.writer`):
+    0, an errno, or -1 when the records are not well formed."""
+    return _wk.write_frames(fc, array, start, end)

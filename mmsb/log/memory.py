@@ -63,12 +63,15 @@ class LogBuffer:
     :meth:`recycle`.
     """
 
-    __slots__ = ("_array", "mv", "ctr", "cv", "ctr_addr")
+    __slots__ = ("_array", "mv", "ctr", "cv", "ctr_addr", "retired")
 
     def __init__(self, nbytes: int | None = None) -> None:
         self.ctr = np.zeros(L_WORDS, np.int64)
         self.cv = memoryview(self.ctr)
         self.ctr_addr = address(self.ctr)
+        # while a log-file writer thread reads this buffer without the GIL: the arrays it may
+        # still be reading (see mmsb.log.file.FileLog.start)
+        self.retired: list[np.ndarray] | None = None
         self.array = np.zeros(max(1024, nbytes or config.LOG_INITIAL_BYTES) + 7 & ~7, dtype=np.uint8)
 
     @property
@@ -77,6 +80,14 @@ class LogBuffer:
 
     @array.setter
     def array(self, arr: np.ndarray) -> None:
+        if self.retired is not None:
+            from ..kernels.writer import publish
+
+            self.retired.append(self._array)
+            self.ctr[L_CAP] = arr.size
+            self._array, self.mv = arr, memoryview(arr)
+            publish(self.ctr, L_ADDR, address(arr))  # after the bytes copied into it
+            return
         self._array = arr
         self.mv = memoryview(arr)
         self.ctr[L_ADDR] = address(arr)
