@@ -278,7 +278,7 @@ class Commit:
             if c.rv[R_SLOW] or (c.dev is not None and c.dev.pages) or ids.size >= config.PARALLEL_BATCH_DELTAS:
                 return self._apply_batch_slow(batch)
             out = np.empty(ids.size, np.int64)
-            args = (c.regs, ids, batch.starts, batch.indices, batch.values, out)
+            args = (c.regs, ids, batch.starts, batch.indices, batch.values, batch._reach, out)
             r = _kc.commit_batch(*args)
             while r == W_ROOM:
                 self._make_room(c)

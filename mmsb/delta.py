@@ -338,7 +338,7 @@ class DeltaBatch:
     several deltas on one page keep their order.
     """
 
-    __slots__ = ("pages", "starts", "indices", "values", "_owners")
+    __slots__ = ("pages", "starts", "indices", "values", "_reach", "_owners")
 
     def __init__(self, pages: Any, starts: Any, indices: Any, values: Any) -> None:
         """Build a batch; checks shapes and offsets' signs (pages and ranges are checked on apply).
@@ -378,7 +378,10 @@ class DeltaBatch:
                                         "record's length has 32 bits): split it")
         if idx.size and (idx.min() < 0 or idx.max() >= MAX_PAGE_SIZE):
             raise InvalidDeltaError("an index in the batch is negative or beyond the largest page size")
-        self.pages, self.starts, self.indices, self.values, self._owners = pg, st, idx, vals, owners
+        # what applying the batch needs of its offsets, found by the first apply (mmsb.kernels.commit)
+        reach = np.zeros(pg.size + 1, np.int64)
+        reach[-1] = -1
+        self.pages, self.starts, self.indices, self.values, self._reach, self._owners = pg, st, idx, vals, reach, owners
 
     @classmethod
     def from_sparse(cls, pages: Any, starts: Any, indices: Any, values: Any) -> DeltaBatch:

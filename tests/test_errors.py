@@ -1,6 +1,8 @@
 """Every rejected call raises the right MMSBError, says what was wrong, and changes nothing."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 import mmsb
 
@@ -205,3 +207,35 @@ def test_full_arena_refuses_and_changes_nothing(call):
         assert st.create_page(8).id == 1  # no slot was used up by the refused call
     finally:
         del st  # not closed: a closed state's small arena would go back to the pool
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=hs.lists(hs.integers(1, 64), min_size=1, max_size=6),
+       deltas=hs.lists(hs.tuples(hs.integers(0, 5), hs.lists(hs.integers(0, 80), max_size=5)), min_size=1,
+                       max_size=8))
+def test_one_batch_is_checked_against_each_state_it_is_applied_to(sizes, deltas):
+    """A batch keeps what its first apply learned of its offsets; every apply still checks them
+    against the pages of the state at hand: the batch fits one state and not another."""
+    small, big = mmsb.start(), mmsb.start()
+    try:
+        ids_small = [int(small.create_page(n).id) for n in sizes]
+        ids_big = [int(big.create_page(100).id) for _ in sizes]
+        assert ids_small == ids_big  # the same ids, pages of other sizes
+        pages = [ids_small[k % len(sizes)] for k, _ in deltas]
+        starts = np.cumsum([0] + [len(offs) for _, offs in deltas])
+        indices = np.array([o for _, offs in deltas for o in offs], np.int64)
+        batch = mmsb.DeltaBatch(pages, starts, indices, np.full(indices.size, 7, np.uint8))
+        for _ in range(2):  # the first apply and the ones after it
+            big.apply_batch(batch)  # every offset < 100 fits there
+            first_bad = next((i for i, (k, offs) in enumerate(deltas) if offs and max(offs) >= sizes[k % len(sizes)]),
+                             None)
+            before = small.state_hash()
+            if first_bad is None:
+                small.apply_batch(batch)
+            else:
+                with pytest.raises(mmsb.InvalidDeltaError, match=f"delta {first_bad} "):
+                    small.apply_batch(batch)
+                assert small.state_hash() == before
+    finally:
+        mmsb.stop(small)
+        mmsb.stop(big)

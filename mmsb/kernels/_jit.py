@@ -204,10 +204,12 @@ def popcount(typingctx, x):
     return sig, codegen
 
 
-@intrinsic
-def wall_ns(typingctx):
-    """Wall-clock time in ns since the epoch (``time.time_ns()``), read by the C library."""
-    sig = types.int64()
+_CLOCK_REALTIME = 0
+_CLOCK_MONOTONIC = 1 if sys.platform.startswith("linux") else 6  # Linux; macOS
+
+
+def _clock(clock_id):
+    """The codegen of a read of C clock ``clock_id``, in ns."""
 
     def codegen(context, builder, signature, args):
         i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -215,12 +217,24 @@ def wall_ns(typingctx):
         fnty = ir.FunctionType(i32, [i32, spec.as_pointer()])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
         ts = cgutils.alloca_once(builder, spec)
-        builder.call(fn, [i32(0), ts])  # CLOCK_REALTIME
+        builder.call(fn, [i32(clock_id), ts])
         sec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 0))
         nsec = builder.load(cgutils.gep_inbounds(builder, ts, 0, 1))
         return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def monotonic_ns(typingctx):
+    """``time.monotonic_ns()``, read by the C library."""
+    return types.int64(), _clock(_CLOCK_MONOTONIC)
+
+
+@intrinsic
+def wall_ns(typingctx):
+    """Wall-clock time in ns since the epoch (``time.time_ns()``), read by the C library."""
+    return types.int64(), _clock(_CLOCK_REALTIME)
 
 
 @intrinsic
@@ -278,3 +292,15 @@ def c_function(name, restype, *argtypes):
             return sig, codegen
     typer.__name__ = f"c_{name}"
     return intrinsic(typer)
+
+
+@intrinsic
+def load64(typingctx, addr):
+    """The uint64 at address ``addr``, aligned or not."""
+    sig = types.uint64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        ptr = builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+        return builder.load(ptr, align=1)
+
+    return sig, codegen

@@ -39,7 +39,7 @@ from .cascade import (
 from .diff import commit_bytes
 from .graph import E_CHILD, E_COLS, E_NEXT_OUT, N_COLS, N_OUT
 from .records import U, write_header, write_sparse
-from ._jit import as_halves, as_words, at, inline, kernel, lazy, wall_ns
+from ._jit import as_halves, as_words, at, atomic_load, atomic_store, inline, kernel, lazy, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
@@ -57,7 +57,8 @@ _SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
 _RO_I64, _RO_U8, _RO_B = (types.Array(t, 1, "C", readonly=True) for t in (types.int64, types.uint8, types.boolean))
 _SIG_SPARSE = types.int64(_REGS_T, _RO_I64, _RO_U8, types.int64)
 _SIG_DENSE = types.int64(_REGS_T, _RO_B, _RO_U8, types.int64)
-_SIG_BATCH = types.int64(_REGS_T, _RO_I64, _RO_I64, _RO_I64, _RO_U8, types.Array(types.int64, 1, "C"))
+_I64 = types.Array(types.int64, 1, "C")
+_SIG_BATCH = types.int64(_REGS_T, _RO_I64, _RO_I64, _RO_I64, _RO_U8, _I64, _I64)
 
 
 @inline
@@ -348,12 +349,30 @@ def commit_dense(regs, mask, payload, pid):
     return _commit_one(regs, slot, pos, end, lsn)
 
 
+@kernel  # a kernel of its own: inlined, its loops would slow the batch's (see the undo steps)
+def _batch_reach(starts, indices, reach):
+    """What a batch's check needs of its offsets, found once per batch (a batch never changes):
+    ``reach[i]``, one past delta i's largest offset (0 when it has none), and in ``reach[n]``
+    whether every delta's offsets increase (1) or not (0), stored last: -1 there means not yet."""
+    n = reach.size - 1
+    increasing = True
+    for i in range(n):
+        lo = U(starts[i])
+        hi = U(starts[i + 1])
+        top = U(0)
+        for j in range(lo, hi):  # branch-free; a negative offset is a huge unsigned one
+            top = max(top, U(indices[j]) + U(1))
+        for j in range(lo + U(1), hi):
+            increasing &= indices[j] > indices[j - U(1)]
+        reach[i] = np.int64(top)
+    atomic_store(reach.ctypes.data + 8 * n, 1 if increasing else 0)
+
+
 @inline
-def _batch_slots(table, ids, starts, indices, slots):
+def _batch_slots(table, ids, reach, slots):
     """Check the batch (pages live, offsets inside them) and find its slots: 1 when every
     delta's offsets increase, 0 when some do not, or the W_BAD code."""
     bad_offset = -1
-    increasing = True
     for i in range(ids.size):
         pid = ids[i]
         s = pid & ID_SLOT_MASK
@@ -363,19 +382,11 @@ def _batch_slots(table, ids, starts, indices, slots):
         if table[T_META, s] & _GPU:
             return W_SLOW
         slots[i] = s
-        n = table[T_SIZE, s]
-        lo = U(starts[i])
-        hi = U(starts[i + 1])
-        ok = True
-        for j in range(lo, hi):  # branch-free; a negative offset is a huge unsigned one
-            ok &= U(indices[j]) < n
-        for j in range(lo + U(1), hi):
-            increasing &= indices[j] > indices[j - U(1)]
-        if not ok and bad_offset < 0:
+        if U(reach[i]) > table[T_SIZE, s] and bad_offset < 0:
             bad_offset = i
     if bad_offset >= 0:
         return W_BAD - 2 * bad_offset - 1
-    return 1 if increasing else 0
+    return reach[ids.size]
 
 
 @inline
@@ -477,8 +488,9 @@ def _batch_save(regs, slots):
 
 
 @lazy(_SIG_BATCH)
-def commit_batch(regs, ids, starts, indices, values, out):
+def commit_batch(regs, ids, starts, indices, values, reach, out):
     """``apply_batch``: delta i writes page ``ids[i]``; ``out[i]`` gets its LSN (0: no change).
+    ``reach`` is the batch's own (see :func:`_batch_reach`), filled on its first apply.
 
     Returns the last LSN of the commit's written pages (0: none changed), or a
     ``W_*`` code; ``W_BAD - 2 * i`` (delta i names no live page) and
@@ -488,7 +500,9 @@ def commit_batch(regs, ids, starts, indices, values, out):
     if regs[R_SLOW] != 0:
         return W_SLOW
     slots = np.empty(ids.size, np.int64)
-    distinct = _batch_slots(table, ids, starts, indices, slots)
+    if atomic_load(reach.ctypes.data + 8 * ids.size) < 0:
+        _batch_reach(starts, indices, reach)
+    distinct = _batch_slots(table, ids, reach, slots)
     if distinct < 0:
         return distinct
     undo_bytes = np.int64(-1)  # -1: the batch saves no before-images

@@ -62,7 +62,7 @@ from .._layout import (
 )
 from .checksum import crc32c
 from .logfile import FRAME_HEADER, FRAME_MAGIC
-from ._jit import as_words, at, atomic_load, atomic_store, c_function, inline, lazy, store64, wall_ns
+from ._jit import as_words, at, atomic_load, atomic_store, c_function, inline, lazy, monotonic_ns, store64, wall_ns
 from numba import types
 
 
@@ -126,6 +126,20 @@ def _wait(pfd, ms):
         _read(pfd[0], drain.ctypes.data, 64)  # the read end does not block
         return True
     return False
+
+
+@inline
+def _gather(pfd, fc, ns):
+    """Sleep ``ns`` while the commits of one interval gather, unless a request (stop, pause, a
+    flush) comes first: a late wake-up from a seal does not cut the interval short."""
+    end = monotonic_ns() + ns
+    while True:
+        left = end - monotonic_ns()
+        if left <= 0:
+            return
+        _wait(pfd, (left + 999_999) // 1_000_000)
+        if _requested(fc) or atomic_load(fc.ctypes.data + 8 * F_FLUSH_ASKED) != fc[F_FLUSH_DONE]:
+            return
 
 
 @inline
@@ -232,7 +246,6 @@ def write_rounds(ctr, fc):
     writer has moved past them."""
     c, f = ctr.ctypes.data, fc.ctypes.data
     fd = fc[F_FD]
-    ms = max(np.int64(1), (fc[F_INTERVAL_NS] + 999_999) // 1_000_000)
     pfd = np.zeros(2, np.int32)
     pfd[0] = fc[F_WAKE]
     pfd[1] = _POLLIN
@@ -252,7 +265,7 @@ def write_rounds(ctr, fc):
                     _wait(pfd, -1)
                 atomic_store(f + 8 * F_IDLE, 0)
                 continue
-            _wait(pfd, ms)  # the commits of one interval gather into its frames; a request cuts it short
+            _gather(pfd, fc, fc[F_INTERVAL_NS])  # the commits of one interval gather into its frames
             if _requested(fc):
                 return WR_REQUEST
             asked = atomic_load(f + 8 * F_FLUSH_ASKED)
