@@ -20,6 +20,7 @@ from .errors import (
     LogCorruptError,
     LogInUseError,
     LogIOError,
+    LogTrimmedError,
     LogTruncatedWarning,
     MissingFunctionWarning,
     MMSBError,
@@ -60,6 +61,7 @@ __all__ = [
     "RecomputeError",
     "LogInUseError",
     "LogIOError",
+    "LogTrimmedError",
     "LogTruncatedWarning",
     "MissingFunctionWarning",
 ]

@@ -165,3 +165,7 @@ F_WORDS = 24
 WR_REQUEST, WR_ERROR, WR_DAMAGED = 0, 2, 3
 # what seal_commit found
 SEAL_NOTHING, SEAL_AWAKE, SEAL_ASLEEP, SEAL_ROOM = 0, 1, 2, -1
+
+# rows of a log's index of delta records (mmsb.log.history.HistoryIndex): page id, LSN, log position
+E_PAGE, E_LSN, E_OFF = 0, 1, 2
+E_ROWS = 3

@@ -5,13 +5,17 @@ comes from (so a later layer can back it with shared memory or a file).
 
 Growth and view validity
 ------------------------
-A state's arena is one NumPy ``uint8`` array over a large reservation of
-address space (``mmsb.config.ARENA_RESERVE_BYTES``, 256 GiB by default) made
-with ``MAP_NORESERVE``: the operating system commits memory only for bytes a
-page touches. Pages are carved from it by size class and never move, so a view
-of a page stays valid for as long as the page lives: creating more pages never
-copies or invalidates anything. A view of a deleted page, or of any page after
-``mmsb.stop``, is dangling: it shows whatever later occupies that slot.
+A state's arena is a list of chunks of reserved address space made with
+``MAP_NORESERVE``: the operating system commits memory only for bytes a page
+touches. The first chunk is ``mmsb.config.ARENA_CHUNK_BYTES`` (64 MiB), each
+next one twice the last, up to ``mmsb.config.ARENA_RESERVE_BYTES`` in all
+(256 GiB): a state reserves address space in proportion to what it holds, so
+many thousands of states live side by side. Pages are carved from the chunks by
+size class and never move, so a view of a page stays valid for as long as the
+page lives: creating more pages never copies or invalidates anything. A view of
+a deleted page, or of any page after ``mmsb.stop``, is dangling: it shows
+whatever later occupies that slot (or, in a chunk a reset let go, what the page
+held last).
 
 The page table (:class:`PageTable`) is a struct of arrays in one ``uint64``
 array; it doubles when full. It is internal: kernels get the current array at
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import mmap
 import sys
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +55,7 @@ from ._layout import (
     T_SIZE,
     TABLE_ROWS,
 )
-from ._registers import Published
+from ._registers import Published, address
 from .errors import CapacityError
 
 _OS_PAGE = mmap.PAGESIZE
@@ -110,12 +115,16 @@ class Slots:
         align = (step if step < 4096 else 4096) - 1
         off = (self.bump + align) & ~align
         if off + step > self.reserved:
-            raise CapacityError(
-                f"arena full: a {size} B page needs {step} B at offset {off} of "
-                f"{self.reserved} B reserved; raise mmsb.config.ARENA_RESERVE_BYTES"
-            )
+            self._more(step, f"a {size} B page needs {step} B at offset {off}")
+            off = (self.bump + align) & ~align
         self.bump = off + step
         return off
+
+    def _more(self, nbytes: int, what: str) -> None:
+        """Room for ``nbytes`` more from the bump pointer, or :class:`mmsb.CapacityError`
+        (``what`` says what asked). A fixed reservation has no more."""
+        raise CapacityError(f"arena full: {what} of {self.reserved} B reserved; raise "
+                            "mmsb.config.ARENA_RESERVE_BYTES")
 
     def allocate_many(self, count: int, size: int) -> np.ndarray:
         """Offsets for ``count`` pages, the same as ``count`` calls of :meth:`allocate`."""
@@ -129,10 +138,9 @@ class Slots:
         start = (self.bump + align) & ~align
         end = start + rest * step
         if rest and end > self.reserved:
-            raise CapacityError(
-                f"arena full: {rest} pages of {size} B need {rest * step} B from offset "
-                f"{start} of {self.reserved} B reserved; raise mmsb.config.ARENA_RESERVE_BYTES"
-            )
+            self._more(rest * step, f"{rest} pages of {size} B need {rest * step} B from offset {start}")
+            start = (self.bump + align) & ~align
+            end = start + rest * step
         offs = np.empty(count, dtype=np.uint64)
         offs[:k] = reused
         offs[k:] = np.arange(start, end, step, dtype=np.uint64)
@@ -161,14 +169,96 @@ class Slots:
         self.free.clear()
 
 
-class Arena(Slots):
-    """Slot allocation in one reserved host arena (size classes, free lists, bump)."""
+_ORIGIN = 4096  # the lowest address a chunk can have: nothing is ever mapped below it
+_SPACE: np.ndarray | None = None
 
-    __slots__ = ("data", "_map")
+
+class _Space:
+    __array_interface__ = {"data": (_ORIGIN, False), "shape": (1 << 62,), "typestr": "|u1", "version": 3}
+
+
+def address_space() -> np.ndarray:
+    """One ``uint8`` array over the whole address space: element ``off`` is the byte at address
+    ``_ORIGIN + off``. Kernels reach every chunk of every host arena through it, so a page's
+    offset is its address less ``_ORIGIN``. Only bytes of live chunks may be touched; a view
+    that must outlive a call comes from :meth:`Arena.view`, which holds its chunk."""
+    global _SPACE
+    if _SPACE is None:
+        _SPACE = np.asarray(_Space())
+    return _SPACE
+
+
+class Arena(Slots):
+    """A state's host pages: chunks of reserved address space, the first of
+    ``config.ARENA_CHUNK_BYTES``, each next one twice the last, until ``limit``
+    bytes (``config.ARENA_RESERVE_BYTES``) are reserved in all.
+
+    Offsets are addresses (less ``_ORIGIN``), so pages in any chunk are reached
+    through one array (``data``, see :func:`address_space`) and never move: a
+    state reserves address space in proportion to what it holds.
+    """
+
+    __slots__ = ("data", "limit", "chunks", "first", "first_end")
 
     def __init__(self, nbytes: int | None = None) -> None:
-        self.data, self._map = reserve_arena(int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES))
-        super().__init__(self.data.size)
+        super().__init__(0)
+        self.data = address_space()
+        self.limit = int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES)
+        # [first offset, end offset, array, mapping] of each chunk, in the order they came
+        self.chunks: list[list[Any]] = []
+        self._more(0, "the first chunk")
+        self.first, self.first_end = self.bump, self.reserved
+
+    def _more(self, nbytes: int, what: str) -> None:
+        held = sum(ch[1] - ch[0] for ch in self.chunks)
+        size = max(min(config.ARENA_CHUNK_BYTES, self.limit), 2 * (self.chunks[-1][1] - self.chunks[-1][0])
+                   if self.chunks else 0)
+        while size < nbytes + 4096:
+            size *= 2
+        size = min(size, self.limit - held)
+        if size < nbytes or size <= 0:
+            raise CapacityError(f"arena full: {what}, and {held} B of mmsb.config.ARENA_RESERVE_BYTES "
+                                f"({self.limit} B) are reserved already; raise it")
+        arr, mm = reserve_arena(size)
+        if arr.size < nbytes:
+            raise CapacityError(f"arena full: {what}, and the system grants {arr.size} B more address space")
+        start = address(arr) - _ORIGIN
+        self.chunks.append([start, start + arr.size, arr, mm])
+        self.bump, self.reserved = start, start + arr.size
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of the chunks up to where pages were carved (a chunk's tail skipped by a larger page counts)."""
+        last = self.chunks[-1]
+        return sum(ch[1] - ch[0] for ch in self.chunks[:-1]) + self.bump - last[0]
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Address space the chunks hold."""
+        return sum(ch[1] - ch[0] for ch in self.chunks)
+
+    def room(self) -> int:
+        """Bytes that pages may still take, counting chunks not reserved yet."""
+        return self.limit - self.reserved_bytes + self.reserved - self.bump
+
+    def clear(self) -> None:
+        self.free.clear()
+        self.restart()
+
+    def view(self, off: int, size: int) -> np.ndarray:
+        """The bytes ``[off, off + size)`` as a view that keeps its chunk mapped."""
+        for start, end, arr, _ in self.chunks:
+            if start <= off < end:
+                return arr[off - start:off - start + size]
+        raise CapacityError(f"offset {off} is in no chunk of this arena")  # pragma: no cover - a bug
+
+    def restart(self) -> None:
+        """Pages all gone (a reset): carve from the first chunk again; later ones are let go
+        (a view of a page in one keeps it mapped until the view goes)."""
+        if len(self.chunks) > 1:
+            del self.chunks[1:]
+            self.reserved = self.chunks[0][1]
+        self.bump = self.first
 
     def release_span(self) -> bool:
         """Zero the used span by handing its memory back to the OS; False if not possible.
@@ -176,12 +266,14 @@ class Arena(Slots):
         ``MADV_DONTNEED`` on a private anonymous mapping both zeroes the span and
         frees its memory, so a pooled state holds no memory for pages it had.
         """
-        if not hasattr(self._map, "madvise"):
+        start, end, _, mm = self.chunks[0]
+        if not hasattr(mm, "madvise"):
             return False
-        length = (self.bump + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
+        used = (self.bump if len(self.chunks) == 1 else end) - start
+        length = (used + _OS_PAGE - 1) // _OS_PAGE * _OS_PAGE
         if length:
-            self._map.madvise(mmap.MADV_DONTNEED, 0, length)
-        return True
+            mm.madvise(mmap.MADV_DONTNEED, 0, length)
+        return True  # later chunks are unmapped by restart()
 
 
 class PageTable:

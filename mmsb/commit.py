@@ -176,6 +176,8 @@ class Commit:
     def _make_room(self, c: _Core) -> None:
         """What a commit kernel asked for (W_ROOM): log space, before-image space."""
         rv = c.rv
+        if self._logobj._trim is not None:
+            self._retain(c)
         self._log.reserve(rv[R_NEED])
         if rv[R_NEED_UNDO]:
             c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])
@@ -363,6 +365,8 @@ class Commit:
             self._after_write(c, sp, np.array([slot], np.int64), np.array([delta.lsn], np.int64))
             if self._txn is None:
                 log.seal(c.lsn)
+        if log._trim is not None:
+            self._retain(c)
         return delta
 
     @holds
@@ -472,4 +476,6 @@ class Commit:
                 log.seal(c.lsn)
             if t0 and applied and self._txn is None:
                 c.lat[(_ns() - t0).bit_length()] += 1
+            if log._trim is not None:
+                self._retain(c)
         return out

@@ -10,14 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 _DEFAULTS: dict[str, Any] = {
-    # Address space each state reserves for its host arena. Only bytes a page
-    # actually touches become resident, so this is a ceiling, not a cost; it
-    # bounds the total size of live pages (a page of 3 GiB needs a 4 GiB slot).
+    # Most address space a state's host arena may reserve, in chunks as it fills (see
+    # ARENA_CHUNK_BYTES). Only bytes a page touches become resident, so this is a ceiling,
+    # not a cost; it bounds the total size of live pages (a page of 3 GiB needs a 4 GiB slot).
     "ARENA_RESERVE_BYTES": 1 << 38,
+    # The first chunk of a state's host arena; each next one is twice the last. Address
+    # space, not memory: 10 000 states reserve 640 GiB of the 128 TiB a process has.
+    "ARENA_CHUNK_BYTES": 1 << 26,
     # Initial number of page-table rows; the table doubles when full.
-    "TABLE_INITIAL_ROWS": 1024,
+    "TABLE_INITIAL_ROWS": 64,
     # Initial bytes of an in-memory log buffer; it doubles when full.
-    "LOG_INITIAL_BYTES": 1 << 16,
+    "LOG_INITIAL_BYTES": 1 << 14,
     # Most stopped states the pool keeps for reuse; a stop beyond it drops the state.
     "POOL_SIZE": 8,
     # On reset, a used arena span at least this large is handed back to the
@@ -53,6 +56,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
+ARENA_CHUNK_BYTES: int = _DEFAULTS["ARENA_CHUNK_BYTES"]
 TABLE_INITIAL_ROWS: int = _DEFAULTS["TABLE_INITIAL_ROWS"]
 LOG_INITIAL_BYTES: int = _DEFAULTS["LOG_INITIAL_BYTES"]
 POOL_SIZE: int = _DEFAULTS["POOL_SIZE"]
@@ -67,6 +71,7 @@ REPLAY_MAX_PAGES: int = _DEFAULTS["REPLAY_MAX_PAGES"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
+    "ARENA_CHUNK_BYTES": 1 << 16,
     "TABLE_INITIAL_ROWS": 1,
     "LOG_INITIAL_BYTES": 1 << 10,
     "POOL_SIZE": 0,

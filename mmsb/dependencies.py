@@ -491,6 +491,8 @@ class _Transaction:
             finally:
                 c.regs[R_SLOW] = st._events is not None or st._log.failed is not None
                 c.prop.end_undo()
+            if st._logobj._trim is not None and st._c is c:
+                st._retain(c)
             return False
         finally:
             c.lock.release()

@@ -17,7 +17,7 @@ import numpy as np
 
 from ._interrupts import atomic, holds
 from ._layout import R_SLOW
-from .errors import InvalidArgumentError, LogCorruptError, LogIOError, MissingFunctionWarning
+from .errors import InvalidArgumentError, LogCorruptError, LogIOError, LogTrimmedError, MissingFunctionWarning
 from .functions import MissingFunction
 from .log.memory import MemoryLog, NullLog
 from .validate import _check_options, _closed
@@ -98,7 +98,7 @@ class Durability:
         return sorted({b.fn.name for b in c.prop.bindings.values() if isinstance(b.fn, MissingFunction)})
 
     @atomic
-    def checkpoint(self, path: Any) -> None:
+    def checkpoint(self, path: Any, truncate: bool | None = None) -> None:
         """Write the whole state (pages, epochs, graph, bindings, counters, LSN) to ``path``.
 
         Atomic: a temporary file is written and synced, then renamed over
@@ -106,7 +106,14 @@ class Durability:
         records where in it the state stood, so ``mmsb.restore(path,
         log=that_log)`` goes on from there. Bindings to user functions are
         stored by name (:func:`mmsb.register_function`).
+
+        ``truncate=True`` then drops the records before the checkpoint from
+        the log's memory (default: True for a state started with
+        ``retain="checkpoint"``, else False): :meth:`replay` goes on from the
+        checkpoint file, which must then stay where it is.
         """
+        if truncate is not None and not isinstance(truncate, (bool, np.bool_)):
+            raise InvalidArgumentError(f"truncate={truncate!r}: expected True, False or None")
         c = self._core()
         path = os.fspath(path)
         with c.lock:  # another thread's transaction ends first; this thread's is refused
@@ -122,7 +129,15 @@ class Durability:
                     ref = {"id": log.header.log_id.hex(), "pos": log.sealed, "base": log.header.base_id.hex()}
                 except LogIOError:
                     pass  # a failed log: the checkpoint stands alone (on another disk, it saves the state)
-            _io()[0].write(self, c, path, ref)
+            stored = _io()[0].write(self, c, path, ref)
+            trim = log._trim
+            if truncate is None:
+                truncate = trim is not None and trim.truncates
+            if truncate and log.keeps_records and (ref is not None or not log.durable):
+                pos = log.sealed  # no transaction is open: every record is sealed
+                log.truncate(pos)
+                if log.first_pos == pos and not log.durable:  # a file log's file still holds every record
+                    self._base = (stored, pos)
 
     def replay(self, to_lsn: Any = None) -> Any:
         """A new state replaying this state's log: after every commit whose LSNs are all <= ``to_lsn``.
@@ -133,13 +148,34 @@ class Durability:
         """
         limit = _check_lsn(to_lsn)
         c = self._core()
-        if not self._log.keeps_records:
+        log = self._log
+        if not log.keeps_records:
             raise InvalidArgumentError("this state keeps no log (log=False): there is nothing to replay")
         with c.lock:
             if self._txn is not None:
                 raise InvalidArgumentError("replay is not allowed inside a transaction")
-            data = self._log._live().array[: self._log.sealed].copy()
-        return _state_from(data, limit, self._base, "this state's log", self._fresh)
+            start, base = log.first_pos, self._base
+            if start and log.durable and log.failed is None:
+                # the records trimmed from memory are in the file: read them back from there
+                log.flush()
+                data = _io()[2].read_log(log.path, warn=False).payload[: log.sealed]
+                start = 0
+            elif start and (base is None or base[1] < start):
+                raise LogTrimmedError(
+                    f"the log was trimmed (retain=): records before LSN {log.first_lsn} are gone and no "
+                    "checkpoint holds what they did, so there is nothing to replay from; "
+                    "st.checkpoint(path, truncate=True) trims and keeps a replay possible", log.first_lsn)
+            else:
+                data = log._live().array[start: log.sealed].copy()
+        if base is not None:
+            base = (base[0], base[1] - start)
+        return _state_from(data, limit, base, "this state's log", self._fresh)
+
+
+def _stored(ck: Any) -> Any:
+    """What a restored state keeps of its checkpoint: where to read it again (its pages are in the
+    state already; a copy in memory would hold them twice)."""
+    return _io()[0].Stored(ck.path, ck.id, ck.lsn)
 
 
 def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, start: Callable[[], Any],
@@ -161,7 +197,7 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, sta
     st = start()
     try:
         if base is not None:
-            _ckpt.load(st, base[0])
+            _ckpt.load(st, base[0].read() if isinstance(base[0], _ckpt.Stored) else base[0])
             st._base = base
         cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
         _replay.apply(st, data, start_at, cut, where, locate, progress)
@@ -201,7 +237,7 @@ def restore_checkpoint(path: Any, log: Any, sync: str, start: Callable[[], Any])
     try:
         _ckpt.load(st, ck)
         if log is None or log is False:
-            st._base = (ck, 0)
+            st._base = (_stored(ck), 0)
             if log is False:
                 st._log = NullLog(st._c.logbuf)
             st._place_pending()
@@ -228,7 +264,7 @@ def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
     where = f"log {flog.path!r}"
     at = contents.file_offset if contents is not None else _replay._same
     if contents is None or contents.header.base_id == ck.id:
-        st._base = (ck, 0)  # a log that starts at this checkpoint
+        st._base = (_stored(ck), 0)  # a log that starts at this checkpoint
         data = contents.payload if contents is not None else np.zeros(0, np.uint8)
         cut, deltas, lsn = _replay.check(data, 0, data.size, None, where, at)
         _replay.apply(st, data, 0, cut, where, at)
@@ -247,7 +283,7 @@ def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
     if before != pos or lsn != ck.lsn and pos:
         raise LogCorruptError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position", at(before))
     if contents.header.base_lsn:
-        st._base = (ck, pos)  # the log itself starts at an earlier checkpoint
+        st._base = (_stored(ck), pos)  # the log itself starts at an earlier checkpoint
     cut, _, lsn = _replay.check(data, pos, data.size, None, where, at)
     _replay.apply(st, data, pos, cut, where, at)
     total = _replay.check(data, 0, cut, None, where, at)[1]

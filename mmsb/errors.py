@@ -24,6 +24,7 @@ __all__ = [
     "RecomputeError",
     "LogInUseError",
     "LogIOError",
+    "LogTrimmedError",
     "LogTruncatedWarning",
     "MissingFunctionWarning",
 ]
@@ -94,6 +95,18 @@ class LogInUseError(MMSBError, RuntimeError):
 
 class LogIOError(MMSBError, OSError):
     """Writing or syncing a log or checkpoint failed (disk full, I/O error); the cause is chained."""
+
+
+class LogTrimmedError(MMSBError, LookupError):
+    """Records asked for are older than what the log still keeps (see ``retain=`` of
+    :func:`mmsb.start` and ``State.checkpoint(truncate=True)``).
+
+    ``.first_lsn`` is the oldest LSN whose records the log still holds.
+    """
+
+    def __init__(self, message: str, first_lsn: int) -> None:
+        super().__init__(message)
+        self.first_lsn = first_lsn
 
 
 class LogTruncatedWarning(UserWarning):

@@ -72,7 +72,7 @@ class Graph:
     _ne = PublishedInt(R_NUM_EDGES)
     _regs = None  # the registers of the state core that owns this graph (mmsb._registers)
 
-    def __init__(self, capacity: int = 1024, edge_capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 64, edge_capacity: int = 64) -> None:
         k = _kernels()
         self._nodes = np.empty((0, k.N_COLS), np.int64)
         self._scratch = np.zeros((k.S_ROWS, 0), np.int64)

@@ -16,13 +16,13 @@ from ._interrupts import holds
 from .durability import replay_log, restore_checkpoint
 from .errors import InvalidArgumentError
 from .state import State, _pool, _take_core
-from .validate import _check_options
+from .validate import _check_options, _check_retain
 
 _new = object.__new__
 
 
 @holds
-def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
+def start(log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None) -> State:
     """A state from the pool (or a fresh one), indistinguishable from ``State()``.
 
     ``log``: None keeps the log in memory, False keeps none, a path writes
@@ -32,10 +32,17 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto") -> State:
     ``State.flush`` waits for it) or "none" (the OS decides); in memory all
     are the same. ``gpu``: "auto" (device pages where asked, see
     ``State.create_page``), True (raises :class:`mmsb.DeviceUnavailableError`
-    when no CUDA device is usable) or False (no device pages).
+    when no CUDA device is usable) or False (no device pages). ``retain``: what the
+    log keeps in memory (see :class:`mmsb.State`).
     """
-    if log is not None or sync != "commit" or gpu != "auto":
+    if log is not None or sync != "commit" or gpu != "auto" or retain is not None:
         _check_options(log, sync, gpu)
+        keep = _check_retain(retain)
+        st = _new(State)
+        st._attach(_take_core(), log, sync, gpu)
+        if retain is not None:
+            st._retain_as(retain, keep)
+        return st
     st = _new(State)
     st._attach(_take_core(), log, sync, gpu)  # State._from_core, inlined: a start is a third of the cycle
     return st

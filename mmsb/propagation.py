@@ -90,10 +90,11 @@ class Propagation:
         publish_all(self.graph, regs)
         self.n_fallible = 0
         self.bindings: dict[int, Binding] = {}
-        self.binds = np.zeros((1024, _k.B_COLS), np.int64)
-        self.pool = np.zeros((1024, 2), np.int64)
+        # small to start (10 000 live states hold 10 000 of each); every one grows when needed
+        self.binds = np.zeros((64, _k.B_COLS), np.int64)
+        self.pool = np.zeros((64, 2), np.int64)
         self.pool_used = 0
-        self.work = np.zeros((2048, _k.W_COLS), np.int64)
+        self.work = np.zeros((128, _k.W_COLS), np.int64)
         self.ctl = np.zeros(_k.C_WORDS, np.int64)
         self.scratch = np.zeros(64, np.uint8)
         self.undo = np.zeros(1 << 12, np.uint8)
@@ -387,11 +388,10 @@ class Propagation:
 
     def _python_recompute(self, state: Any, c: Any, log: Any, slot: int) -> None:
         b = self.bindings[slot]
-        table, arena = c.table, c.arena.data
+        table, arena = c.table, c.arena
         views = []
         for p in b.parents:
-            off, size = table.mv_offset[p], table.mv_size[p]
-            v = arena[off:off + size]
+            v = arena.view(table.mv_offset[p], table.mv_size[p])  # holds its chunk: user code may keep it
             v.flags.writeable = False
             views.append(v)
         data = python_result(state, b, views, slot, table.mv_size[slot])

@@ -65,7 +65,7 @@ from .log.history import history as _history
 from .log.memory import LogBuffer, MemoryLog, NullLog
 from .page import Page
 from .propagation import Propagation
-from .validate import _check_location, _check_options, _check_size, _closed, _in_transaction
+from .validate import _check_location, _check_options, _check_retain, _check_size, _closed, _in_transaction
 
 __all__ = ["Page", "State"]
 
@@ -118,6 +118,7 @@ class _Core:
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         # reentrant: event handlers and transaction bodies write while the commit holds it
         self.lock = threading.RLock()
+        self.logbuf.lock = self.lock
         # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns; the
         # commit kernels count into it (R_LAT)
         self.lat = np.zeros(64, np.int64)
@@ -154,7 +155,8 @@ class _Core:
                 table.array[T_EPOCH, : table.used][(meta & np.uint64(_GPU_BIT)) != 0] = 0
             self.dev.reset()
         used = table.used
-        released = arena.bump >= config.RESET_RELEASE_BYTES and arena.release_span()
+        released = (arena.bump - arena.first >= config.RESET_RELEASE_BYTES or arena.reserved != arena.first_end) and (
+            arena.release_span())
         if used > _SMALL_RESET:
             _k.reset_table(table.array, arena.data, used, not released)
         elif used:
@@ -166,7 +168,10 @@ class _Core:
                     data[mv_o[s]:mv_o[s] + mv_s[s]] = 0
                 mv_o[s] = mv_s[s] = mv_e[s] = mv_m[s] = 0
         # table.clear() and arena.clear(), inlined
-        table.used = arena.bump = 0
+        table.used = 0
+        if arena.reserved != arena.first_end:
+            arena.restart()
+        arena.bump = arena.first
         if table.free:
             table.free.clear()
         if arena.free:
@@ -205,14 +210,36 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     ``State()`` makes a fresh state; :func:`mmsb.start` takes one from the pool
     (indistinguishable from a fresh one). After :meth:`close` (or
     :func:`mmsb.stop`) every call raises :class:`mmsb.StateClosedError`.
+
+    ``retain`` bounds the records the log holds in memory: None keeps every
+    record; ``n`` (an int) keeps at least the newest ``n`` deltas, dropping
+    older whole commits as the buffer fills (so four to eight times the bytes
+    of ``n`` deltas at most); ``"checkpoint"`` keeps what came after the last checkpoint
+    (:meth:`checkpoint` truncates by default). A file log keeps every record on
+    disk either way. Records dropped are gone for ``st.log``, :meth:`history`
+    and :meth:`replay` (:class:`mmsb.LogTrimmedError` names the oldest LSN
+    left), except that a replay goes on from a checkpoint that truncated.
     """
 
     __slots__ = ("_c", "_logobj", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
                  "__weakref__")
 
-    def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto") -> None:
+    def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None) -> None:
         _check_options(log, sync, gpu)
+        keep = _check_retain(retain)
         self._attach(_Core(), log, sync, gpu)
+        if retain is not None:
+            self._retain_as(retain, keep)
+
+    def _retain_as(self, retain: Any, keep: int | None) -> None:
+        self._logobj.retain(keep, truncates=retain == "checkpoint")
+
+    def _retain(self, c: _Core) -> None:
+        """Between commits, with no savepoint open: let the log drop what its retention allows,
+        before it grows."""
+        log = self._logobj
+        if log._trim is not None and self._txn is None and not c.prop.saving and log.near_full():
+            log.make_room()
 
     @classmethod
     def _from_core(cls, core: _Core, log: Any, sync: str, gpu: Any) -> State:
@@ -512,8 +539,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
                 f"page {self._id_of(slot)} lives on the device: query_page copies it to the host, "
                 "device_view gives the device array"
             )
-        off = c.table.mv_offset[slot]
-        v = c.arena.data[off:off + c.table.mv_size[slot]]
+        v = c.arena.view(c.table.mv_offset[slot], c.table.mv_size[slot])
         v.flags.writeable = False
         return v
 
@@ -589,7 +615,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             if log.keeps_records:
                 from .kernels.stats import delta_bytes
 
-                written = int(delta_bytes(log.reserve(0), log.used))
+                written = int(delta_bytes(log.reserve(0)[log.first_pos:], log.used - log.first_pos))
             cascades, recomputed, skipped = c.prop.counters()
             dev = c.dev
             return {
@@ -597,10 +623,10 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
                 "page_bytes": int(c.table.array[T_SIZE, : c.table.used][live].sum()),
                 "deltas": c.deltas,
                 "lsn": c.lsn,
-                "log_bytes": self._log.used if self._log.keeps_records else 0,
+                "log_bytes": self._log.nbytes if self._log.keeps_records else 0,
                 "log_records_kept": int(self._log.keeps_records),
-                "arena_used_bytes": c.arena.bump,
-                "arena_reserved_bytes": c.arena.reserved,
+                "arena_used_bytes": c.arena.used_bytes,
+                "arena_reserved_bytes": c.arena.reserved_bytes,
                 "table_rows": c.table.array.shape[1],
                 "bytes_written": written,
                 "cascades": cascades,

@@ -48,6 +48,17 @@ def _check_options(log: Any, sync: Any, gpu: Any) -> None:
         )
 
 
+def _check_retain(retain: Any) -> int | None:
+    """What ``retain=`` asks a log to keep: a count of deltas, or None (all, until a checkpoint
+    truncates: also what ``"checkpoint"`` means, its checkpoints truncating by default)."""
+    if retain is None or retain == "checkpoint":
+        return None
+    if isinstance(retain, (bool, np.bool_)) or not isinstance(retain, (int, np.integer)) or retain < 0:
+        raise InvalidArgumentError(f"retain={retain!r}: expected None (everything), 'checkpoint' or a number "
+                                   "of deltas (0 or more)")
+    return int(retain)
+
+
 def _check_size(size: Any, what: str = "size") -> int:
     if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)):
         raise InvalidPageError(f"page {what} must be an integer number of bytes, got {size!r}")

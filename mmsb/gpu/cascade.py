@@ -37,8 +37,7 @@ def host_bytes(c: Any, slot: int) -> np.ndarray:
         v = c.dev.read(slot, size)
         v.flags.writeable = False  # as a host page's view: a recompute must not write its parents
         return v
-    off = c.table.mv_offset[slot]
-    v = c.arena.data[off:off + size]
+    v = c.arena.view(c.table.mv_offset[slot], size)  # holds its chunk: user code may keep it
     v.flags.writeable = False
     return v
 

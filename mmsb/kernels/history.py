@@ -20,14 +20,43 @@ float64.
 
 import numpy as np
 
-from .._layout import ID_SLOT_MASK, REC_DELTA, REC_HEADER
+from .._layout import E_LSN, E_OFF, E_PAGE, E_ROWS, ID_SLOT_MASK, REC_COMMIT, REC_DELTA, REC_HEADER
 from ._jit import inline, kernel
 
 
-E_PAGE, E_LSN, E_OFF = range(3)
-E_ROWS = 3
 # scan() reports damage as -1 - offset of the bad record
 _LEN_MASK = np.uint64(0xFFFFFFFF)
+
+
+@kernel
+def retain_cut(words, pos, end, most):
+    """Where a log may be cut so that records from there on stay: the furthest end of a commit in
+    ``[pos, end)`` with at most ``most`` delta records before it.
+
+    Returns ``(cut, deltas before cut, LSN of the commit that ends at cut)``; ``cut == pos``
+    (LSN -1) when not even the first commit fits; a negative ``cut`` is ``-1 - offset`` of a
+    record whose length cannot be right.
+    """
+    cut = pos
+    dropped = 0
+    lsn = -1
+    n = 0
+    while pos < end:
+        w0 = words[pos >> 3]
+        length = np.int64(w0 & _LEN_MASK)
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if length < 8 or length & 7 or pos + length > end:
+            return -1 - pos, 0, -1
+        if rtype == REC_DELTA:
+            n += 1
+            if n > most:
+                break
+        elif rtype == REC_COMMIT:
+            cut = pos + length
+            dropped = n
+            lsn = np.int64(words[(pos >> 3) + 1])
+        pos += length
+    return cut, dropped, lsn
 
 
 @kernel

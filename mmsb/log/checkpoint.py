@@ -40,7 +40,7 @@ from .._layout import (
     T_SIZE,
 )
 from .._version import __version__
-from ..errors import InvalidArgumentError, LogCorruptError, LogIOError
+from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, LogTrimmedError
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
 from .file import _read_all
@@ -68,7 +68,7 @@ def _bytes(b: bytes) -> np.ndarray:
     return np.frombuffer(b, np.uint8)
 
 
-def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
+def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> Stored:
     """Write the checkpoint of state ``st`` (core ``c``, lock held) to ``path``, atomically."""
     from ..kernels import logfile
 
@@ -137,6 +137,26 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> None:
             except OSError:
                 pass
         raise LogIOError(f"cannot write checkpoint {path!r}: {exc}") from exc
+    return Stored(path, ckpt_id, c.lsn)
+
+
+class Stored:
+    """A checkpoint known by path, id and LSN, read from its file only when needed: a state whose
+    history starts at a checkpoint holds its pages once (in the file), not twice."""
+
+    def __init__(self, path: str, ckpt_id: bytes, lsn: int) -> None:
+        self.path, self.id, self.lsn = path, ckpt_id, lsn
+
+    def read(self) -> Checkpoint:
+        try:
+            ck = read(self.path)
+        except InvalidArgumentError:
+            ck = None
+        if ck is None or ck.id != self.id:
+            raise LogTrimmedError(
+                f"checkpoint {self.path!r}, where this state's history starts (LSN {self.lsn}), was "
+                "removed or replaced: what came before its log records is gone", self.lsn + 1)
+        return ck
 
 
 class Checkpoint:

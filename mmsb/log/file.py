@@ -42,7 +42,7 @@ from .. import _layout as _w
 from .. import config
 from .._layout import L_ADDR, LOG_KEEP, R_SLOW, REC_CREATE, REC_HEADER
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
-from .memory import LogBuffer, MemoryLog
+from .memory import LogBuffer, MemoryLog, _signed
 
 FILE_MAGIC = b"MMSBLOG\x00"
 VERSION = 1
@@ -374,6 +374,10 @@ class FileLog(MemoryLog):
         elif found == _w.SEAL_ASLEEP:
             self._kick()
 
+    def _trim_limit(self) -> int:
+        # a retry after a failed write writes anew from the last good sync: keep what it needs
+        return min(self.sealed, self._fv[_w.F_SYNCED_FLUSHED])
+
     def _prune(self, buf: LogBuffer) -> None:
         """Let go of the arrays a grown buffer left behind that the writer thread has moved past."""
         seen, retired = self._fv[_w.F_SEEN], buf.retired
@@ -381,7 +385,7 @@ class FileLog(MemoryLog):
             retired.clear()
             return
         for i, arr in enumerate(retired):
-            if arr.ctypes.data == seen:
+            if _signed(arr.ctypes.data) == seen:
                 del retired[:i]
                 return
 

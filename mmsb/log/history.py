@@ -52,7 +52,8 @@ class History:
     - ``hops``: a dict from LSN to the distance in hops (0 for the page's own deltas, 1 for
       their direct causes, ...); a delta reached along several paths counts its shortest.
     - ``truncated``: True when something behind the bytes was left out: older deltas of the
-      page beyond ``last``, or causes beyond ``depth`` hops.
+      page beyond ``last``, causes beyond ``depth`` hops, or records the log no longer holds
+      (a log trimmed by its retention keeps what is newer than its ``first_lsn``).
 
     Iterating yields every delta (own and upstream) in LSN order, which is causal order: a
     cause always has a smaller LSN than its effect. ``len()`` counts them, ``lsn in h`` tests
@@ -138,14 +139,14 @@ class HistoryIndex:
 
     __slots__ = ("ent", "n", "nsorted", "starts", "order", "mark", "stamp", "end")
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
         kh = _kernels()
         self.ent = np.empty((kh.E_ROWS, 1024), np.int64)
         self.mark = np.zeros(1024, np.int32)
         self.starts = self.order = np.empty(0, np.int64)
         self.n = self.nsorted = 0
         self.stamp = 0
-        self.end = 0  # log bytes indexed so far
+        self.end = start  # the log position indexing has reached (it starts where the log's records do)
 
     def forget_after(self, used: int) -> None:
         """The log was cut back to ``used`` bytes: drop the entries of records from there on."""
@@ -213,13 +214,13 @@ def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None 
             raise InvalidArgumentError("this state was started with log=False: it keeps no log, so no history")
         state._slot(c, page)  # PageNotFoundError for a page that is not live
         page_id = int(getattr(page, "id", page))
-        index = log._history
-        if index is None:
-            index = log._history = HistoryIndex()
+        index = log._index()
         arr = log._live().array
         words = arr[: arr.size & ~7].view(np.uint64)
-        index.refresh(words, log.used)
         rows, truncated = index.query(words, page_id, depth, cap)
+        # records before the log's start were trimmed: what they held is unknown, so a history
+        # that did not fill the asked ``last`` may be missing some
+        truncated = truncated or log.first_pos > 0 and (cap < 0 or int((rows[2] == 0).sum()) < cap)
         blob = _kh.gather(words, rows).tobytes()
     starts, lens, hops, lsns = rows.tolist()
     return History(page_id, depth, truncated, blob, starts, lens, lsns, hops)

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 from time import time_ns as _time_ns
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from .. import config
 from .._layout import (
-    L_ADDR, L_CAP, L_DELTAS, L_MODE, L_SEALED, L_USED, L_WORDS, LOG_DROP, LOG_SEAL, REC_BIND, REC_COMMIT,
+    E_LSN, E_OFF, L_ADDR, L_CAP, L_DELTAS, L_MODE, L_SEALED, L_USED, L_WORDS, LOG_DROP, LOG_SEAL, REC_BIND, REC_COMMIT,
     REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER,
 )
 from .._registers import address
-from ..delta import Delta
-from ..errors import StateClosedError
+from ..delta import Delta, _logged
+from ..errors import InvalidArgumentError, LogTrimmedError, StateClosedError
+from .history import HistoryIndex
 
 _HEADER = struct.Struct("<QQQQQQ")
 _SEALED = struct.Struct("<12Q")  # a record and the commit record after it, in one write
 _CREATE_W0 = REC_HEADER | (REC_CREATE << 32)
 _COMMIT_W0 = REC_HEADER | (REC_COMMIT << 32)
 _refs = sys.getrefcount
+_NO_LOCK = contextlib.nullcontext()
+
+
+def _lsn_int(key: Any) -> int:
+    if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+        raise InvalidArgumentError(f"an LSN is an integer, got {key!r}")
+    return int(key)
 
 
 # Arrays of log buffers that grew past what a pooled state keeps, kept for the next buffer that
@@ -37,7 +46,7 @@ def _take_spare(nbytes: int) -> np.ndarray:
     if not fits:
         return np.empty(nbytes, dtype=np.uint8)
     best = min(fits, key=lambda a: a.size)
-    _spares.remove(best)
+    del _spares[next(i for i, a in enumerate(_spares) if a is best)]  # by identity: == compares arrays
     return best
 
 
@@ -53,6 +62,25 @@ def _give_spare(arr: np.ndarray) -> None:
             break
 
 
+class _Window:
+    """What a trimmed log's array is made over: element ``i`` is byte ``i - base`` of ``phys``.
+
+    Positions in a log are bytes since the log began and never change, so a
+    trim (which drops the bytes before ``base``) moves no offset anywhere: the
+    array's data pointer is ``phys``'s address minus ``base`` (modulo 2**64), and
+    only positions from ``base`` on may be read. Holding the window holds ``phys``.
+    """
+
+    def __init__(self, phys: np.ndarray, base: int) -> None:
+        self.phys = phys
+        self.__array_interface__ = {"data": ((address(phys) - base) % (1 << 64), False),
+                                    "shape": (base + phys.size,), "typestr": "|u1", "version": 3}
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 class LogBuffer:
     """A growable, 8-byte aligned byte buffer and its counters, pooled with a state's resources.
 
@@ -61,9 +89,13 @@ class LogBuffer:
     :class:`mmsb.Delta` reads its record from ``array`` when first used, so bytes
     once written are never overwritten in an array a Delta may still read: see
     :meth:`recycle`.
+
+    ``array`` is indexed by log position. Once a log is trimmed (``base`` > 0),
+    its bytes before ``base`` are gone and ``array`` is a window (:class:`_Window`)
+    over the physical array ``phys``.
     """
 
-    __slots__ = ("_array", "mv", "ctr", "cv", "ctr_addr", "retired")
+    __slots__ = ("_array", "mv", "ctr", "cv", "ctr_addr", "retired", "phys", "base", "lock")
 
     def __init__(self, nbytes: int | None = None) -> None:
         self.ctr = np.zeros(L_WORDS, np.int64)
@@ -72,6 +104,8 @@ class LogBuffer:
         # while a log-file writer thread reads this buffer without the GIL: the arrays it may
         # still be reading (see mmsb.log.file.FileLog.start)
         self.retired: list[np.ndarray] | None = None
+        self.lock: Any = None  # the lock of the core this buffer belongs to (mmsb.state._Core)
+        self.base = 0
         self.array = np.zeros(max(1024, nbytes or config.LOG_INITIAL_BYTES) + 7 & ~7, dtype=np.uint8)
 
     @property
@@ -80,47 +114,104 @@ class LogBuffer:
 
     @array.setter
     def array(self, arr: np.ndarray) -> None:
+        self._place(arr, 0)
+
+    def _place(self, phys: np.ndarray, base: int) -> None:
+        arr = phys if not base else np.asarray(_Window(phys, base))
         if self.retired is not None:
             from ..kernels.writer import publish
 
             self.retired.append(self._array)
             self.ctr[L_CAP] = arr.size
+            self.phys, self.base = phys, base
             self._array, self.mv = arr, memoryview(arr)
-            publish(self.ctr, L_ADDR, address(arr))  # after the bytes copied into it
+            publish(self.ctr, L_ADDR, _signed(address(arr)))  # after the bytes copied into it
             return
+        self.phys, self.base = phys, base
         self._array = arr
         self.mv = memoryview(arr)
-        self.ctr[L_ADDR] = address(arr)
+        self.ctr[L_ADDR] = _signed(address(arr))
         self.ctr[L_CAP] = arr.size
 
     def _holders(self) -> int:
-        return _refs(self._array)
+        # a window holds phys where a plain array is phys: count as if _array were phys
+        return _refs(self._array) + (self._array is not self.phys)
 
     def grow(self, need: int, used: int) -> None:
-        cap = self._array.size
-        while cap < need:
+        base = self.base
+        cap = self.phys.size
+        while cap < need - base:
             cap *= 2
         bigger = _take_spare(cap)
-        bigger[:used] = self._array[:used]
-        self.array = bigger
+        bigger[:used - base] = self.phys[:used - base]
+        self._place(bigger, base)
 
     def recycle(self, keep: int) -> None:
         """Bytes from ``keep`` on are about to be written again (a rollback, a pooled reuse):
         when anything else still holds the array (a lazily read Delta), go on in a copy."""
         if self._holders() > _OWN_REFS:
-            fresh = _take_spare(self._array.size)
-            fresh[:keep] = self._array[:keep]
-            self.array = fresh
+            base = self.base
+            fresh = _take_spare(self.phys.size)
+            fresh[:keep - base] = self.phys[:keep - base]
+            self._place(fresh, base)
+
+    def trim(self, cut: int, used: int) -> None:
+        """Drop the bytes before position ``cut`` (a commit boundary, at most ``used``).
+
+        In place when nothing else holds the array; otherwise (a lazily read
+        Delta, a log-file writer reading without the GIL) in a copy, so what
+        they read never moves.
+        """
+        keep = used - cut
+        src = self.phys[cut - self.base:used - self.base]
+        if self._holders() > _OWN_REFS or self.retired is not None:
+            fresh = _take_spare(self.phys.size)
+            fresh[:keep] = src
+        else:
+            fresh = self.phys
+            fresh[:keep] = src  # overlapping: NumPy copies as memmove does
+        self._place(fresh, cut)
+
+    def rebase(self) -> None:
+        """Position 0 at the physical array's start again (a log starting over)."""
+        if self.base:
+            self._place(self.phys if self._holders() <= _OWN_REFS else _take_spare(self.phys.size), 0)
 
     def retire(self) -> None:
         """This buffer is dropped: its array becomes a spare when nothing else holds it."""
         if self._holders() <= _OWN_REFS:
-            arr = self._array
+            phys = self.phys
             self.array = np.zeros(8, np.uint8)
-            _give_spare(arr)
+            _give_spare(phys)
 
 
 _OWN_REFS = LogBuffer(8)._holders()  # the buffer's own references to its array (and the count's)
+
+
+class _Retention:
+    """What a log keeps (``keep``: at least the newest that many deltas; None: all until a
+    checkpoint truncates) and what it has dropped so far."""
+
+    __slots__ = ("keep", "truncates", "start", "dropped", "first_lsn")
+
+    def __init__(self, keep: int | None) -> None:
+        self.keep = keep
+        self.truncates = False  # whether a checkpoint drops the records before it by default
+        self.start = 0  # log position of the first record kept
+        self.dropped = 0  # delta records dropped
+        self.first_lsn = 1  # every record with an LSN from here on is kept
+
+
+class _ByLSN:
+    """``log.lsn[x]``: the delta with LSN ``x``; ``log.lsn[a:b]``: those with ``a <= LSN < b``."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: MemoryLog) -> None:
+        self._log = log
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._log._by_lsn(key)
 
 
 class MemoryLog:
@@ -131,7 +222,7 @@ class MemoryLog:
     in LSN order.
     """
 
-    __slots__ = ("_buf", "_cv", "_history")
+    __slots__ = ("_buf", "_cv", "_history", "_trim")
     keeps_records = True
     durable = False  # whether records reach a file
     syncs = 0  # fdatasync calls made (a file log counts them)
@@ -145,7 +236,8 @@ class MemoryLog:
         self._cv = cv = buf.cv
         cv[L_USED] = cv[L_DELTAS] = cv[L_SEALED] = 0
         cv[L_MODE] = self.mode
-        self._history = None  # provenance index (mmsb.log.history), made by the first st.history
+        self._history = None  # index of delta records (mmsb.log.history), made by their first lookup
+        self._trim: _Retention | None = None  # made by a retention policy or the first trim
 
     # the counters live in the buffer, where the commit kernels move them
     @property
@@ -203,7 +295,7 @@ class MemoryLog:
         buf = self.reserve(data.size)
         buf[: data.size] = data
         self.used = self.sealed = data.size
-        self._history = None
+        self._history = self._trim = None
         self.deltas = deltas
 
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
@@ -288,21 +380,171 @@ class MemoryLog:
         buf, self._buf = self._buf, None
         if buf is not None:
             self._cv = buf.cv.tolist()  # the counters as they ended, in a list; the buffer moves on
+            if buf.base:
+                buf.rebase()
         self._history = None
         return buf
 
+    # -- retention ---------------------------------------------------------------
+
+    @property
+    def first_pos(self) -> int:
+        """Log position (bytes since the log began) of the oldest record still held: 0 until trimmed."""
+        t = self._trim
+        return 0 if t is None else t.start
+
+    @property
+    def first_lsn(self) -> int:
+        """The log holds every record whose LSN is at least this (1 until trimmed)."""
+        t = self._trim
+        return 1 if t is None else t.first_lsn
+
+    @property
+    def dropped(self) -> int:
+        """Delta records trimmed away."""
+        t = self._trim
+        return 0 if t is None else t.dropped
+
+    def retain(self, keep: int | None, truncates: bool = False) -> None:
+        """Keep at least the newest ``keep`` delta records (None: all, until a checkpoint truncates);
+        ``truncates``: a checkpoint drops the records before it unless told otherwise."""
+        if self._trim is None:
+            self._trim = _Retention(keep)
+        self._trim.keep, self._trim.truncates = keep, truncates
+
+    def _trim_limit(self) -> int:
+        """How far a trim may cut: what is sealed (a file log: and written out)."""
+        return self.sealed
+
+    def _cut_at(self, limit: int, most: int) -> tuple[int, int, int]:
+        from ..kernels.history import retain_cut
+
+        buf = self._live()
+        arr = buf.array
+        cut, dropped, lsn = retain_cut(arr.view(np.uint64), buf.base, limit, most)
+        if cut < 0:
+            from ..errors import LogCorruptError
+
+            raise LogCorruptError(f"log record at offset {-1 - cut} has an impossible length", -1 - cut)
+        return int(cut), int(dropped), int(lsn)
+
+    def _drop(self, cut: int, dropped: int, lsn: int) -> None:
+        buf = self._live()
+        if cut <= buf.base:
+            return
+        buf.trim(cut, self.used)
+        if self._trim is None:
+            self._trim = _Retention(None)
+        t = self._trim
+        t.start, t.dropped, t.first_lsn = cut, t.dropped + dropped, lsn + 1
+        self._history = None
+
+    def make_room(self) -> bool:
+        """Where no commit or savepoint is open: drop the oldest records the retention lets go,
+        when that frees at least three quarters of what is held (so that copying what is kept
+        costs at most a third of what was written since). Whether it dropped any."""
+        t = self._trim
+        if t is None or t.keep is None or self._buf is None:
+            return False
+        most = self.deltas - t.dropped - t.keep
+        if most <= 0:
+            return False
+        start = self._buf.base
+        cut, dropped, lsn = self._cut_at(self._trim_limit(), most)
+        if 4 * (cut - start) < 3 * (self.used - start):
+            return False
+        self._drop(cut, dropped, lsn)
+        return True
+
+    def near_full(self) -> bool:
+        """Whether the buffer is three quarters full (a write that grows it would double it)."""
+        buf = self._buf
+        return buf is not None and 4 * (self.used - buf.base) >= 3 * buf.phys.size
+
+    def truncate(self, pos: int) -> None:
+        """Drop every record before position ``pos`` (a commit boundary: a checkpoint's)."""
+        pos = min(pos, self._trim_limit())
+        if pos > self.first_pos:
+            cut, dropped, lsn = self._cut_at(pos, 1 << 62)
+            self._drop(cut, dropped, lsn)
+
+    # -- reading -------------------------------------------------------------------
+
     @property
     def nbytes(self) -> int:
-        """Bytes of all records in the log."""
-        return self.used
+        """Bytes of the records the log holds."""
+        return self.used - self.first_pos
 
     def __len__(self) -> int:
-        return self.deltas
+        """Delta records the log holds."""
+        return self.deltas - self.dropped
+
+    def _index(self) -> Any:
+        """The index of delta records (mmsb.log.history.HistoryIndex), brought up to date; call
+        with the state's lock held."""
+        buf = self._live()
+        index = self._history
+        if index is None:
+            index = self._history = HistoryIndex(buf.base)
+        elif index.end == self._cv[L_USED]:
+            return index  # nothing written since
+        arr = buf.array
+        index.refresh(arr[: arr.size & ~7].view(np.uint64), self.used)
+        return index
+
+    def _delta_at(self, index: Any, i: int) -> Delta:
+        return _logged(self._buf._array, int(index.ent[E_OFF, i]))
+
+    def __getitem__(self, key: Any) -> Any:
+        """``log[i]``: the i-th delta held (negative from the newest); ``log[i:j]``: a list of them."""
+        if type(key) is not int and not isinstance(key, slice):
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer)):
+                raise InvalidArgumentError(f"a log is indexed by position (an integer or a slice), got {key!r}")
+            key = int(key)
+        lock = self._live().lock or _NO_LOCK
+        with lock:
+            index = self._index()
+            n = index.n
+            if type(key) is not int:
+                return [self._delta_at(index, i) for i in range(*key.indices(n))]
+            if not -n <= key < n:
+                raise IndexError(f"log position {key} is out of range: the log holds {n} deltas")
+            return self._delta_at(index, key % n)
+
+    @property
+    def lsn(self) -> _ByLSN:
+        """Deltas by LSN: ``log.lsn[x]``, ``log.lsn[a:b]`` (binary search, no scan of the log)."""
+        return _ByLSN(self)
+
+    def _by_lsn(self, key: Any) -> Any:
+        with self._live().lock or _NO_LOCK:
+            index = self._index()
+            lsns = index.ent[E_LSN, : index.n]
+            if isinstance(key, slice):
+                if key.step not in (None, 1):
+                    raise InvalidArgumentError("a slice of log.lsn takes no step")
+                lo = 0 if key.start is None else int(np.searchsorted(lsns, self._lsn_key(key.start)))
+                hi = index.n if key.stop is None else int(np.searchsorted(lsns, _lsn_int(key.stop)))
+                return [self._delta_at(index, i) for i in range(lo, hi)]
+            lsn = self._lsn_key(key)
+            i = lsn - int(lsns[0]) if index.n else 0  # delta LSNs are mostly consecutive
+            if not (0 <= i < index.n and lsns[i] == lsn):
+                i = int(np.searchsorted(lsns, lsn))
+            if i == index.n or lsns[i] != lsn:
+                raise KeyError(f"no delta has LSN {lsn}")
+            return self._delta_at(index, i)
+
+    def _lsn_key(self, key: Any) -> int:
+        lsn = _lsn_int(key)
+        if lsn < self.first_lsn:
+            raise LogTrimmedError(f"LSN {lsn} was trimmed from the log: the oldest LSN it still holds is "
+                                  f"{self.first_lsn}", self.first_lsn)
+        return lsn
 
     def records(self) -> Iterator[tuple[int, int, int]]:
-        """(record type, byte offset, length) of each record, in log order."""
+        """(record type, log position, length) of each record held, in log order."""
         mv = self._live().mv
-        pos = 0
+        pos = self.first_pos
         while pos < self.used:
             w0 = _HEADER.unpack_from(mv, pos)[0]
             length = w0 & 0xFFFFFFFF
@@ -315,7 +557,7 @@ class MemoryLog:
                 yield Delta._from_record(self.record(pos, pos + length))
 
     def __repr__(self) -> str:
-        return f"<MemoryLog deltas={self.deltas} bytes={self.used}>"
+        return f"<MemoryLog deltas={len(self)} bytes={self.nbytes}>"
 
 
 class NullLog(MemoryLog):

@@ -101,7 +101,7 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
         if rtype == REC_CREATE:
             if w5 not in (LOC_CPU, LOC_GPU) or not 1 <= w4 < 1 << 32 or not 1 <= w3 <= MAX_PAGE_SIZE:
                 raise bad(f"creates {w4} pages of {w3} B at location {w5}")
-            room = c.arena.reserved - c.arena.bump
+            room = c.arena.room()
             if w4 * max(8, w3) > room:
                 raise bad(f"creates {w4} pages of {w3} B, more than the arena holds")
             if c.table.used + w4 > config.REPLAY_MAX_PAGES:
