@@ -20,7 +20,7 @@ float64.
 
 import numpy as np
 
-from .._layout import E_LSN, E_OFF, E_PAGE, E_ROWS, ID_SLOT_MASK, REC_COMMIT, REC_DELTA, REC_HEADER
+from .._layout import E_LSN, E_OFF, E_PAGE, ID_SLOT_MASK, REC_COMMIT, REC_DELTA, REC_HEADER
 from ._jit import inline, kernel
 
 

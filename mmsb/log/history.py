@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .._layout import E_OFF, E_ROWS
 from ..delta import Delta
 from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
 
@@ -140,8 +141,8 @@ class HistoryIndex:
     __slots__ = ("ent", "n", "nsorted", "starts", "order", "mark", "stamp", "end")
 
     def __init__(self, start: int = 0) -> None:
-        kh = _kernels()
-        self.ent = np.empty((kh.E_ROWS, 1024), np.int64)
+        _kernels()  # loads _kh, which refresh() and query() use
+        self.ent = np.empty((E_ROWS, 1024), np.int64)
         self.mark = np.zeros(1024, np.int32)
         self.starts = self.order = np.empty(0, np.int64)
         self.n = self.nsorted = 0
@@ -152,7 +153,7 @@ class HistoryIndex:
         """The log was cut back to ``used`` bytes: drop the entries of records from there on."""
         if used >= self.end:
             return
-        n = int(np.searchsorted(self.ent[_kh.E_OFF, : self.n], used))
+        n = int(np.searchsorted(self.ent[E_OFF, : self.n], used))
         if n < self.nsorted:  # the CSR names dropped entries: everything is tail until rebuilt
             self.starts = self.order = np.empty(0, np.int64)
             self.nsorted = 0
@@ -173,7 +174,7 @@ class HistoryIndex:
                 # room for every record left to be a delta (48 bytes at least) in one step;
                 # NumPy maps big arrays lazily, so rows never written cost address space only
                 cap = max(2 * self.ent.shape[1], n + (used - pos) // 48 + 1)
-                ent = np.empty((kh.E_ROWS, cap), np.int64)
+                ent = np.empty((E_ROWS, cap), np.int64)
                 ent[:, :n] = self.ent[:, :n]
                 mark = np.zeros(cap, np.int32)
                 mark[:n] = self.mark[:n]
