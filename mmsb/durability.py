@@ -60,11 +60,12 @@ def open_file_log(st: Any, path: Any, sync: str) -> None:
     c = st._c
     log, contents = file.FileLog.open(path, sync, c.logbuf)
     try:
-        if contents is not None:
-            if contents.header.base_lsn:
-                raise InvalidArgumentError(
-                    f"log {log.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: open it "
-                    "with mmsb.restore(checkpoint_path, log=...)")
+        if contents is not None and contents.header.continues:
+            # a log a truncating checkpoint started anew: that checkpoint is kept beside it
+            ck = _kept_base(contents)
+            _io()[0].load(st, ck)
+            _continue(st, ck, log, contents)
+        elif contents is not None:
             data, at = contents.payload, contents.file_offset
             cut, deltas, lsn = _replay.check(data, 0, data.size, None, f"log {log.path!r}", at)
             _replay.apply(st, data, 0, cut, f"log {log.path!r}", at)
@@ -75,7 +76,22 @@ def open_file_log(st: Any, path: Any, sync: str) -> None:
     st._log = log
     log.regs = c.regs
     log.start()
+    file.clean_bases(log.path, log.header.base_id)
     _warn_missing(st)
+
+
+def _kept_base(contents: Any) -> Any:
+    """The checkpoint kept beside a log that continues it (see FileLog.restart_file)."""
+    header = contents.header
+    where = _io()[2].base_path(contents.path, header.base_id)
+    if not os.path.exists(where):
+        raise InvalidArgumentError(
+            f"log {contents.path!r} continues checkpoint {header.base_id.hex()} (LSN {header.base_lsn}), which "
+            f"is not beside it as {where!r}: open it with mmsb.restore(checkpoint_path, log=...)")
+    ck = _io()[0].read(where)
+    if ck.id != header.base_id:
+        raise LogCorruptError(f"{where!r} is not the checkpoint log {contents.path!r} continues", 0)
+    return ck
 
 
 class Durability:
@@ -136,7 +152,10 @@ class Durability:
             if truncate and log.keeps_records and (ref is not None or not log.durable):
                 pos = log.sealed  # no transaction is open: every record is sealed
                 log.truncate(pos)
-                if log.first_pos == pos and not log.durable:  # a file log's file still holds every record
+                if log.durable:  # the file starts anew at the checkpoint, kept beside it
+                    kept = log.restart_file(stored.path, stored.id, stored.lsn)
+                    self._base = (_io()[0].Stored(kept, stored.id, stored.lsn), pos)
+                elif log.first_pos == pos:
                     self._base = (stored, pos)
 
     def replay(self, to_lsn: Any = None) -> Any:
@@ -158,8 +177,8 @@ class Durability:
             if start and log.durable and log.failed is None:
                 # the records trimmed from memory are in the file: read them back from there
                 log.flush()
-                data = _io()[2].read_log(log.path, warn=False).payload[: log.sealed]
-                start = 0
+                start = log.file_base
+                data = _io()[2].read_log(log.path, warn=False).payload[: log.sealed - start]
             elif start and (base is None or base[1] < start):
                 raise LogTrimmedError(
                     f"the log was trimmed (retain=): records before LSN {log.first_lsn} are gone and no "
@@ -218,13 +237,10 @@ def replay_log(log_path: Any, to_lsn: Any, progress: Any, start: Callable[[], An
     """:func:`mmsb.replay`, into a state from ``start()``."""
     limit = _check_lsn(to_lsn)
     contents = _io()[2].read_log(os.fspath(log_path))
-    if contents.header.base_lsn:
-        raise InvalidArgumentError(
-            f"log {contents.path!r} continues a checkpoint from LSN {contents.header.base_lsn}: use "
-            "mmsb.restore(checkpoint_path, log=...)")
+    base = (_stored(_kept_base(contents)), 0) if contents.header.continues else None
     total = contents.payload.size
     tick = None if progress is None else (lambda done: progress(done, total))
-    return _state_from(contents.payload, limit, None, f"log {contents.path!r}", start, contents.file_offset,
+    return _state_from(contents.payload, limit, base, f"log {contents.path!r}", start, contents.file_offset,
                        tick)
 
 
@@ -282,7 +298,7 @@ def _continue(st: Any, ck: Any, flog: FileLog, contents: Any) -> None:
     before, _, lsn = _replay.check(data, 0, pos, None, where, at)
     if before != pos or lsn != ck.lsn and pos:
         raise LogCorruptError(f"{where} does not reach LSN {ck.lsn} at the checkpoint's position", at(before))
-    if contents.header.base_lsn:
+    if contents.header.continues:
         st._base = (_stored(ck), pos)  # the log itself starts at an earlier checkpoint
     cut, _, lsn = _replay.check(data, pos, data.size, None, where, at)
     _replay.apply(st, data, pos, cut, where, at)

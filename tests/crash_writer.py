@@ -37,6 +37,7 @@ PAGE = 48
 SOURCES = 4
 MAX_SCRATCH = 3
 FLUSH_EVERY = 5
+TRUNCATE_EVERY = 7
 
 
 def crc(st: mmsb.State, pid: int) -> int:
@@ -123,12 +124,24 @@ def history(st: mmsb.State, seed: int) -> Iterator[tuple[str, int]]:
             yield "create_page", src[0]
 
 
+def truncates_after(step: int) -> bool:
+    """Whether a ``+truncate`` writer checkpoints (and so starts its log file anew) after ``step``."""
+    return step % TRUNCATE_EVERY == TRUNCATE_EVERY - 1
+
+
 def write(path: str, seed: int, sync: str, steps: int | None = None, out=None) -> None:
-    """Write the history of ``seed`` to the log ``path``, acknowledging each durable step on ``out``."""
+    """Write the history of ``seed`` to the log ``path``, acknowledging each durable step on ``out``.
+
+    ``sync`` may end in ``+truncate``: then a checkpoint with ``truncate=True`` follows every
+    ``TRUNCATE_EVERY``-th step, so the log file keeps starting anew at a checkpoint kept beside it.
+    """
     out = out or sys.stdout
     parent = os.getppid()
+    sync, _, mode = sync.partition("+")
     st = mmsb.start(log=path, sync=sync)
     for step, (_, pid) in enumerate(history(st, seed)):
+        if mode and truncates_after(step):
+            st.checkpoint(path + ".user.ckpt", truncate=True)
         if sync == "commit" or step % FLUSH_EVERY == FLUSH_EVERY - 1:
             if sync != "commit":
                 st.flush()
@@ -146,7 +159,7 @@ def write(path: str, seed: int, sync: str, steps: int | None = None, out=None) -
 def _warm() -> None:
     """Run every code path a writer and a recovery take once, so forked writers start at full speed."""
     with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as null:
-        for sync in ("commit", "group"):
+        for sync in ("commit", "group", "commit+truncate"):
             path = os.path.join(tmp, f"{sync}.log")
             write(path, 1, sync, steps=200, out=null)
             mmsb.replay(path).close()

@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 import mmsb
+from mmsb.log.file import read_log
 
 sys.path.insert(0, os.path.dirname(__file__))
 import crash_writer
@@ -168,8 +169,11 @@ def probe(st: mmsb.State, salt: int) -> None:
     st.update_page(0, np.random.default_rng(salt).integers(0, 256, crash_writer.PAGE, dtype=np.uint8))
 
 
-def check(path: Path, seed: int, acks: list[Ack], rng: random.Random) -> int:
-    """Check a killed writer's log against its acknowledgements and the model; the recovered LSN."""
+def check(path: Path, seed: int, acks: list[Ack], rng: random.Random, truncating: bool = False) -> int:
+    """Check a killed writer's log against its acknowledgements and the model; the recovered LSN.
+
+    ``truncating``: the writer checkpointed with ``truncate=True`` now and then, so the log holds
+    what came after its last checkpoint (an acknowledged step before it is checked there)."""
     if not acks and (not path.exists() or path.stat().st_size < 72):
         # killed before its first commit: the header may be missing or torn
         st = opened(mmsb.start, log=str(path))
@@ -186,8 +190,9 @@ def check(path: Path, seed: int, acks: list[Ack], rng: random.Random) -> int:
     assert rec_lsn >= last.lsn, f"acknowledged LSN {last.lsn} lost: the log ends at LSN {rec_lsn}"
 
     # every acknowledged step is in the log as it was acknowledged (the last one and a few others)
+    base_lsn = opened(read_log, str(path)).header.base_lsn if truncating else 0
     for ack in {last.step: last, **{a.step: a for a in rng.sample(acks, min(2, len(acks)))}}.values():
-        if ack.step < 0:
+        if ack.step < 0 or ack.lsn < base_lsn:
             continue
         at = opened(mmsb.replay, str(path), to_lsn=ack.lsn)
         try:
@@ -197,15 +202,17 @@ def check(path: Path, seed: int, acks: list[Ack], rng: random.Random) -> int:
         finally:
             at.close()
 
-    # recovery for writing (on a copy) finds the same state
+    # recovery for writing (on a copy, with the checkpoint it may continue) finds the same state
     copy = path.with_suffix(".copy")
     shutil.copyfile(path, copy)
+    for kept in path.parent.glob(path.name + ".base-*.ckpt"):
+        shutil.copyfile(kept, str(copy) + kept.name[len(path.name):])
     st = opened(mmsb.start, log=str(copy), sync="commit")
     try:
         assert st.state_hash() == rec_hash
 
         # the model: the same history in memory, to the step the log ends at
-        model = mmsb.start()
+        model = mmsb.start(retain="checkpoint" if truncating else None)
         try:
             steps = crash_writer.history(model, seed)
             step = -1
@@ -213,6 +220,13 @@ def check(path: Path, seed: int, acks: list[Ack], rng: random.Random) -> int:
                 if (step >= last.step and model.lsn == rec_lsn and model.stats()["log_bytes"] == rec_bytes
                         and model.state_hash() == rec_hash):
                     break
+                if truncating and step >= 0 and crash_writer.truncates_after(step):
+                    # the writer truncated after this step: a kill in the checkpoint may leave the
+                    # file before or after its restart, so the model matches on either side
+                    model.checkpoint(path.with_suffix(".model.ckpt"))
+                    if (step >= last.step and model.lsn == rec_lsn and model.stats()["log_bytes"] == rec_bytes
+                            and model.state_hash() == rec_hash):
+                        break
                 assert model.lsn <= rec_lsn, (
                     f"the recovered state (LSN {rec_lsn}) is no whole-step prefix of the history at or "
                     f"after acknowledged step {last.step}")
@@ -243,7 +257,7 @@ def crash_run(server: Server, tmp: Path, seed: int, sync: str = "commit", during
     delay = 0.0 if rng.random() < 0.05 else rng.uniform(0.0, MAX_DELAY)
     path = tmp / f"crash-{sync}-{seed}.log"
     acks = server.run(path, seed, sync, delay, during)
-    return acks, check(path, seed, acks, rng)
+    return acks, check(path, seed, acks, rng, sync.endswith("+truncate"))
 
 
 @pytest.mark.parametrize("seed", range(50))
@@ -255,6 +269,13 @@ def test_kill_commit_sync(server, tmp_path, seed):
 def test_kill_group_sync_after_flush(server, tmp_path, seed):
     # acknowledged only after st.flush() returned; the steps between may or may not be there
     crash_run(server, tmp_path, seed, "group")
+
+
+@pytest.mark.parametrize("seed", range(3000, 3012))
+@pytest.mark.parametrize("sync", ["commit", "group"])
+def test_kill_while_checkpoints_truncate_the_log(server, tmp_path, seed, sync):
+    # every 7th step checkpoints with truncate=True: the file starts anew beside its checkpoint
+    crash_run(server, tmp_path, seed, sync + "+truncate")
 
 
 @pytest.mark.parametrize("seed", range(2000, 2004))

@@ -156,13 +156,10 @@ def test_a_truncating_checkpoint_keeps_every_replay_from_it_on(tmp_path_factory,
     assert len(st.log) == 0 and st.log.first_lsn == at + 1
     random_history(data, rec, data.draw(hs.integers(0, 15), label="after"))
     assert st.replay().state_hash() == st.state_hash()
-    if file_log:  # the file holds every record: every LSN replays
-        check_replays(rec, lambda lsn: st.replay(to_lsn=lsn))
-    else:
-        check_replays(_since(rec, at), lambda lsn: st.replay(to_lsn=lsn))
-        if at:
-            with pytest.raises(mmsb.InvalidArgumentError, match="before checkpoint"):
-                st.replay(to_lsn=at - 1)
+    check_replays(_since(rec, at), lambda lsn: st.replay(to_lsn=lsn))  # a file log truncates on disk too
+    if at:
+        with pytest.raises(mmsb.InvalidArgumentError, match="before checkpoint"):
+            st.replay(to_lsn=at - 1)
     st.close()
 
 
@@ -244,3 +241,129 @@ def test_bad_retention_and_lookups_are_refused_and_change_nothing():
     assert not os.path.exists("unused")
     st.close()
     gc.collect()
+
+
+# -- truncating a file log: the file starts anew at the checkpoint -------------------------------
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=hs.data(), sync=hs.sampled_from(["commit", "group", "none"]))
+def test_a_file_log_truncated_at_checkpoints_recovers_and_replays_alone(tmp_path_factory, data, sync):
+    d = tmp_path_factory.mktemp("restart")
+    path = str(d / "state.log")
+    st = mmsb.State(log=path, sync=sync, retain="checkpoint")
+    rec = Recorder(st)
+    last_ck = 0
+    for r in range(data.draw(hs.integers(1, 3), label="rounds")):
+        random_history(data, rec, data.draw(hs.integers(0, 10), label="steps"))
+        st.checkpoint(d / "user.ckpt")
+        last_ck = st.lsn
+        assert os.path.getsize(path) == 72  # a header: the records are in the checkpoint now
+    random_history(data, rec, data.draw(hs.integers(0, 10), label="after"))
+    final = st.state_hash()
+    check_replays(_since(rec, last_ck), lambda lsn: st.replay(to_lsn=lsn))
+    st.close()
+    kept = [f for f in os.listdir(d) if f.startswith("state.log.base-")]
+    assert len(kept) == 1  # the base of the last restart only
+    for route in (lambda: mmsb.replay(path), lambda: mmsb.State(log=path, sync=sync),
+                  lambda: mmsb.restore(d / "user.ckpt", log=path)):
+        r = route()
+        assert r.state_hash() == final
+        r.close()
+    check_replays(_since(rec, last_ck), lambda lsn: mmsb.replay(path, to_lsn=lsn))
+
+
+def test_disk_stays_bounded_by_truncating_checkpoints(tmp_path):
+    path = str(tmp_path / "l")
+    st = mmsb.State(log=path, sync="group", retain="checkpoint")
+    pg = st.create_page(1024)
+    sizes = []
+    for r in range(20):
+        for i in range(500):
+            st.update_page(pg, np.full(1024, (r + i) % 255 + 1, np.uint8))
+        st.flush()
+        sizes.append(os.path.getsize(path))
+        st.checkpoint(tmp_path / "c")
+    assert max(sizes) < 1.2 * min(sizes) and max(sizes) < 1 << 20  # 500 records, not 10 000
+    assert st._c.logbuf.phys.size <= 1 << 21
+    st.close()
+
+
+KILL_AT = {
+    # before the checkpoint is kept beside the log
+    "link": "os.link",
+    # the base is beside the log, the old file still has the path
+    "rename": "os.replace",
+    # the new file has the path; the old base is still beside it
+    "unlink old base": "mmsb.log.file._unlink",
+}
+
+
+@pytest.mark.parametrize("where", list(KILL_AT))
+def test_a_kill_at_each_step_of_a_restart_leaves_a_log_that_recovers(tmp_path, where):
+    """A child writes, checkpoints and truncates twice; the second restart is killed (SIGKILL)
+    at one of its steps. The log alone must recover the state as of the checkpoint."""
+    script = f"""
+import os, signal, sys
+import numpy as np
+import mmsb, mmsb.log.file
+path, ck = sys.argv[1], sys.argv[2]
+st = mmsb.State(log=path, retain="checkpoint")
+pg = st.create_page(64)
+for r in range(2):
+    for i in range(50):
+        st.update_page(pg, np.full(64, 50 * r + i + 1, np.uint8))
+    if r == 1:
+        print(st.lsn, st.state_hash(), flush=True)
+        target = {KILL_AT[where]!r}
+        mod, _, name = target.rpartition(".")
+        owner = sys.modules[mod] if mod in sys.modules else __import__(mod)
+        real = getattr(owner, name)
+        def killed(*args, **kw):
+            if name != "replace" or args[1] == path:  # the log's rename, not the checkpoint's
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kw)
+        setattr(owner, name, killed)
+    st.checkpoint(ck)
+print("not killed", flush=True)
+"""
+    import subprocess
+    import sys
+
+    path, ck = str(tmp_path / "l"), str(tmp_path / "c")
+    out = subprocess.run([sys.executable, "-c", script, path, ck], capture_output=True, text=True, timeout=300)
+    assert out.returncode == -9, out.stderr
+    lsn, live = out.stdout.split()
+    for route in (lambda: mmsb.replay(path), lambda: mmsb.State(log=path)):
+        r = route()
+        assert r.lsn == int(lsn) and r.state_hash() == live
+        r.close()
+    assert len([f for f in os.listdir(tmp_path) if f.startswith("l.base-")]) == 1  # opening cleaned up
+
+
+def test_a_restart_that_fails_leaves_the_old_file_in_use(tmp_path, monkeypatch):
+    path = str(tmp_path / "l")
+    st = mmsb.State(log=path, retain="checkpoint")
+    pg = st.create_page(64)
+    for i in range(20):
+        st.update_page(pg, np.full(64, i + 1, np.uint8))
+    before = os.path.getsize(path)
+
+    real = os.replace
+
+    def refuse(src, dst):
+        if dst == path:  # the log's rename (the checkpoint's own goes through)
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(mmsb.LogIOError, match="anew at its checkpoint"):
+        st.checkpoint(tmp_path / "c")
+    monkeypatch.undo()
+    assert os.path.getsize(path) == before
+    assert not [f for f in os.listdir(tmp_path) if ".tmp-" in f]
+    st.update_page(pg, np.full(64, 99, np.uint8))  # writing goes on, to the old file
+    final = st.state_hash()
+    assert st.replay().state_hash() == final
+    st.close()
+    assert mmsb.replay(path).state_hash() == final

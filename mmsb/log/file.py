@@ -22,12 +22,15 @@ raises :class:`mmsb.LogCorruptError` with its offset. Layout: ``docs/FORMAT.md``
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import errno
 import fcntl
 import os
 import select
+import shutil
 import struct
+import tempfile
 import threading
 import time
 import uuid
@@ -79,7 +82,7 @@ def _crc(data: bytes, seed: int = 0) -> int:
 class LogHeader:
     log_id: bytes
     created_ns: int
-    base_lsn: int  # 0: the log holds the whole history; else it continues a checkpoint
+    base_lsn: int  # the LSN of the checkpoint the log continues (see continues)
     base_id: bytes  # that checkpoint's id (16 zero bytes when none)
 
     def pack(self) -> bytes:
@@ -106,6 +109,11 @@ class LogHeader:
     @property
     def seed(self) -> int:
         return _crc(self.log_id)
+
+    @property
+    def continues(self) -> bool:
+        """Whether the log continues a checkpoint (one at LSN 0 too: pages take no LSN)."""
+        return self.base_id != _NO_BASE
 
 
 @dataclasses.dataclass
@@ -176,6 +184,65 @@ def _read_all(fd: int) -> np.ndarray:
     return data
 
 
+def base_path(path: str, ck_id: bytes) -> str:
+    """Where the checkpoint a log file continues is kept beside it."""
+    return f"{path}.base-{ck_id.hex()}.ckpt"
+
+
+def clean_bases(path: str, keep: bytes) -> None:
+    """Remove the kept checkpoints beside ``path`` but the one with id ``keep`` (a crash between a
+    log's restart and its old base's removal leaves one behind)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix, removed = name + ".base-", False
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        tag = entry[len(prefix):-len(".ckpt")]
+        if entry.startswith(prefix) and entry.endswith(".ckpt") and len(tag) == 32 and tag != keep.hex():
+            removed |= _unlink(os.path.join(folder, entry))
+    if removed:
+        _fsync_dir(path)
+
+
+def _unlink(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """``dst`` names the bytes of ``src``, durably: a hard link, or a synced copy where links fail."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        pass  # the same checkpoint kept before (its id names it)
+    except OSError:
+        tmp = ""
+        try:
+            fd, tmp = _new_file(dst)
+            with open(src, "rb") as f, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(f, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dst)
+        except BaseException:
+            if tmp:
+                _unlink(tmp)
+            raise
+    _fsync_dir(dst)
+
+
+def _new_file(path: str) -> tuple[int, str]:
+    """A new, empty file beside ``path`` (an fd and its name), to be renamed over it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=name + ".tmp-", dir=folder)
+    return fd, tmp
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
     try:
@@ -188,7 +255,8 @@ class FileLog(MemoryLog):
     """A state's log that is also written to a file (see the module docstring)."""
 
     __slots__ = ("path", "fd", "policy", "header", "fc", "_fv", "_wake_w", "_io", "_pausing", "_ready",
-                 "_thread", "_box", "_ack_r", "_closing", "failed", "regs", "_inode", "_finalizer", "__weakref__")
+                 "_thread", "_box", "_ack_r", "_closing", "failed", "regs", "_inode", "_finalizer", "file_base",
+                 "__weakref__")
     durable = True
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
@@ -215,6 +283,7 @@ class FileLog(MemoryLog):
         st = os.fstat(fd)
         self._inode = (st.st_dev, st.st_ino)
         self._thread: threading.Thread | None = None
+        self.file_base = 0  # the log position of the file's first record (moved by restart_file)
         self._box: list[Any] = [None]  # the writer thread, for the finalizer
         # a log dropped without close() still releases its file and lock
         self._finalizer = weakref.finalize(self, _release, fd, self.fc, self._ready, self._box)
@@ -373,6 +442,75 @@ class FileLog(MemoryLog):
             self._raise()
         elif found == _w.SEAL_ASLEEP:
             self._kick()
+
+    @holds
+    def restart_file(self, ck_path: str, ck_id: bytes, ck_lsn: int) -> str:
+        """Replace the file by one that continues the checkpoint at ``ck_path`` (its records up to
+        the log's seal are in that checkpoint, which is durable): the disk keeps what came after.
+
+        The checkpoint is kept beside the log as :func:`base_path` (a hard link, else a copy), so
+        the log alone recovers. Crash-safe at every step: until the new file takes the path by an
+        atomic rename, the old file is whole; after, the new one and its base are. Returns the
+        base's path. Raises :class:`mmsb.LogIOError`, the old file still in use, if a step fails.
+        """
+        path = self.path
+        base = base_path(path, ck_id)
+        tmp = ""
+        try:
+            _link_or_copy(ck_path, base)
+            header = LogHeader(uuid.uuid4().bytes, time.time_ns(), ck_lsn, ck_id)
+            fd, tmp = _new_file(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.pwrite(fd, header.pack(), 0)
+                os.fsync(fd)
+                with self._paused():
+                    self._write_now(sync=True, retry=False)  # the old file holds every sealed record
+                    os.replace(tmp, path)
+                    tmp = ""
+                    _fsync_dir(path)
+                    old_fd, old_base = self.fd, self.header.base_id
+                    st = os.fstat(fd)
+                    self.fd, self.header, self._inode = fd, header, (st.st_dev, st.st_ino)
+                    fc = self.fc
+                    fc[_w.F_FD], fc[_w.F_SEED] = fd, header.seed
+                    self.file_base = self._flushed
+                    self._file_end, self.frames = FILE_HEADER_SIZE, 0
+                    self._synced = (self._flushed, FILE_HEADER_SIZE, 0)
+                    self._finalizer.detach()
+                    self._finalizer = weakref.finalize(self, _release, fd, fc, self._ready, self._box)
+                    self._finalizer.atexit = False
+                    os.close(old_fd)
+            except BaseException:
+                if tmp:
+                    os.close(fd)
+                raise
+        except OSError as exc:
+            if tmp:
+                _unlink(tmp)
+            raise LogIOError(f"cannot start log {path!r} anew at its checkpoint: {exc}") from exc
+        if old_base != _NO_BASE:
+            _unlink(base_path(path, old_base))  # the old file's base, which nothing needs now
+            _fsync_dir(path)
+        return base
+
+    @contextlib.contextmanager
+    def _paused(self) -> Any:
+        """The writer thread (if any) out of its kernel, with nothing left to write."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            with self._io:
+                yield
+            return
+        with self._pausing:
+            self._fv[_w.F_PAUSE] = 1
+            self._kick()
+            try:
+                with self._io:
+                    yield
+            finally:
+                self._fv[_w.F_PAUSE] = 0
+                self._ready.set()
 
     def _trim_limit(self) -> int:
         # a retry after a failed write writes anew from the last good sync: keep what it needs

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._layout import REC_BIND, REC_COMMIT, REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE
 from ..errors import LogCorruptError
-from .file import _kernels, read_log
+from .file import _kernels, base_path, read_log
 
 _NAMES = {REC_DELTA: "delta", REC_CREATE: "create", REC_DELETE: "delete", REC_COMMIT: "commit",
           REC_EDGE: "edge", REC_BIND: "binding"}
@@ -37,6 +37,7 @@ def inspect(path: Any, progress: Callable[[int, int], None] | None = None) -> di
         "log_id": str(uuid.UUID(bytes=h.log_id)),
         "created_ns": h.created_ns,
         "base_lsn": h.base_lsn,
+        "continues": h.continues,
         "file_bytes": contents.file_size,
         "frames": contents.frames,
         "damage": None,
@@ -58,9 +59,10 @@ def inspect(path: Any, progress: Callable[[int, int], None] | None = None) -> di
     if bad >= 0 and report["damage"] is None:
         at = contents.file_offset(int(bad))
         report["damage"] = {"kind": "corrupt", "offset": at, "bytes": contents.file_size - at}
-    if h.base_lsn:
+    if h.continues:
         report["pages"] = None
-        report["replay"] = f"continues a checkpoint from LSN {h.base_lsn}: restore that checkpoint to replay it"
+        report["replay"] = (f"continues checkpoint {h.base_id.hex()} (LSN {h.base_lsn}), which mmsb.replay "
+                            f"reads from {os.path.basename(base_path(path, h.base_id))!r} beside it")
         return report
     tick = None if progress is None else (lambda done: progress(done, int(cut)))
     try:
@@ -89,7 +91,7 @@ def sound(report: dict[str, Any]) -> bool:
 def format_report(r: dict[str, Any]) -> str:
     lines = [
         f"log        {r['path']}",
-        f"id         {r['log_id']}" + (f"  (continues a checkpoint from LSN {r['base_lsn']})" if r["base_lsn"] else ""),
+        f"id         {r['log_id']}" + (f"  (continues a checkpoint from LSN {r['base_lsn']})" if r["continues"] else ""),
         f"size       {r['file_bytes']} B in {r['frames']} frames, {r['commits']} commits",
         "LSNs       " + (f"{r['lsn_range'][0]} .. {r['lsn_range'][1]} ({r['deltas']} deltas)" if r["lsn_range"]
                          else "none"),
