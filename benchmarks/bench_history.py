@@ -13,6 +13,10 @@ Why track_ and not time_: this asv_runner re-runs `setup` before every timed cal
 the log takes seconds, so each benchmark times its own samples (common.median_rate).
 """
 
+import os
+import shutil
+import tempfile
+
 import numpy as np
 
 import mmsb
@@ -27,6 +31,7 @@ HEAD_WRITES = 4
 DEPTH = 32
 LOOKUP_REPEATS = 201
 BUILD_REPEATS = 5
+WINDOW = 65_536              # deltas a HistoryOnDisk state keeps in memory (at least)
 
 
 def _head_rows():
@@ -50,7 +55,7 @@ class History:
     timeout = 300
 
     def setup(self):
-        st = self.st = mmsb.start()
+        st = self.st = self._start()
         sparse = st.create_pages(SPARSE_PAGES, SPARSE_SIZE)
         chain = st.create_pages(CHAIN, PAGE_SIZE)
         for k in range(1, CHAIN):
@@ -65,6 +70,9 @@ class History:
         h = st.history(self.tail, depth=DEPTH)
         assert len(st.log) >= 1_000_000, len(st.log)
         assert (len(h.deltas), len(h.upstream), h.truncated) == (HEAD_WRITES, HEAD_WRITES * DEPTH, False)
+
+    def _start(self):
+        return mmsb.start()
 
     def teardown(self):
         mmsb.stop(self.st)
@@ -100,6 +108,27 @@ class History:
     @unit("ms")
     def track_index_build_ms(self):
         return 1e3 / median_rate(self._build, 1, BUILD_REPEATS)
+
+
+class HistoryOnDisk(History):
+    """History's lookups where most of the log is in its file only: a file log (sync="group")
+    under a window of WINDOW deltas, so memory keeps the newest ~2-8 windows and three of the four
+    head writes (with their chains) are read from the file, mapped read-only. Budget
+    (docs/PERFORMANCE.md): a history of depth 32 on records on disk under 5 ms."""
+
+    def _start(self):
+        self.dir = tempfile.mkdtemp()
+        return mmsb.start(log=os.path.join(self.dir, "state.log"), sync="group", retain=WINDOW)
+
+    def setup(self):
+        super().setup()
+        self.st.flush()
+        log = self.st.log
+        assert log.first_pos > 0 and log.file_base == 0, "memory kept the whole log: nothing is read from disk"
+
+    def teardown(self):
+        super().teardown()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class PythonHistory:

@@ -1,6 +1,9 @@
 """Bounded memory: a log with a retention window, lookups in a long log, many live states and
 the write path with retention on, each beside the NumPy/Python peer of the same workload.
 
+Sub-µs lookups and the hop run INNER (= 1000) operations per timed call (see bench_core): read
+1.00 ms as 1.00 µs per operation.
+
 Budgets (docs/PERFORMANCE.md, "Memory"): 10 M small updates with a retention window grow RSS
 by under 50 MB after warm-up (memory log, and file log under sync="group"); ``st.log[-1]`` and
 ``st.log.lsn[x]`` cost the same at any log length; 10 000 live states with one page each under
@@ -21,7 +24,7 @@ import numpy as np
 import mmsb
 from mmsb.profile import numpy_update
 
-from .common import PAGE_SIZE
+from .common import INNER, PAGE_SIZE
 
 UPDATES = 10_000_000       # small updates per RSS measurement
 WARMUP = 1_000_000         # updates before the first RSS reading (buffers reach their size)
@@ -121,29 +124,47 @@ class LogLookups:
         self.log = self.st.log
         self.log[-1]  # the first lookup indexes the log
         self.mid = self.st.lsn // 2
+        self.bufs = [np.full(8, 1, np.uint8), np.full(8, 2, np.uint8)]
         self.peer = [(lsn, lsn % 1024, r) for lsn, r in enumerate(range(LOG_DELTAS), start=1)]
 
     def teardown(self):
         mmsb.stop(self.st)
 
     def time_log_last(self):
-        self.log[-1]
+        log = self.log
+        for _ in range(INNER):
+            log[-1]
 
     def time_log_by_position(self):
-        self.log[LOG_DELTAS // 3]
+        log, i = self.log, LOG_DELTAS // 3
+        for _ in range(INNER):
+            log[i]
 
     def time_log_by_lsn(self):
-        self.log.lsn[self.mid]
+        by_lsn, lsn = self.log.lsn, self.mid
+        for _ in range(INNER):
+            by_lsn[lsn]
 
     def time_write_then_log_last(self):
-        self.st.update_page(0, bytes([self.st.lsn % 255 + 1]) * 8)
-        self.log[-1]
+        log, up, bufs = self.log, self.st.update_page, self.bufs
+        for i in range(INNER):
+            up(0, bufs[i & 1])
+            log[-1]
+
+    def time_write_alone(self):
+        up, bufs = self.st.update_page, self.bufs
+        for i in range(INNER):
+            up(0, bufs[i & 1])
 
     def time_list_last(self):
-        self.peer[-1]
+        peer = self.peer
+        for _ in range(INNER):
+            peer[-1]
 
     def time_list_by_position(self):
-        self.peer[LOG_DELTAS // 3]
+        peer, i = self.peer, LOG_DELTAS // 3
+        for _ in range(INNER):
+            peer[i]
 
 
 class LiveStates:
@@ -195,13 +216,41 @@ class HopWithRetention:
         self.st.register_recompute(child, [self.parent], "passthrough")
         g = np.random.default_rng(0)
         self.bufs = [g.integers(1, 256, PAGE_SIZE, dtype=np.uint8) for _ in range(2)]
-        self.i = 0
-        for _ in range(5000):  # past the first trims: the buffer has its size
+        for _ in range(5):  # past the first trims: the buffer has its size
             self.time_hop()
 
     def teardown(self, retain):
         mmsb.stop(self.st)
 
     def time_hop(self):
-        self.i ^= 1
-        self.st.update_page(self.parent, self.bufs[self.i])
+        up, parent, bufs = self.st.update_page, self.parent, self.bufs
+        for i in range(INNER):
+            up(parent, bufs[i & 1])
+
+
+class GroupSyncedWrites:
+    """One-byte updates of a 1 KiB page on a file log under sync="group", with and without a
+    retention window (its trims, syncs before them and checkpoints beside the log included)."""
+
+    params = [None, 1000]
+    param_names = ["retain"]
+
+    def setup(self, retain):
+        self.dir = tempfile.mkdtemp()
+        self.st = mmsb.start(log=os.path.join(self.dir, "state.log"), sync="group", retain=retain)
+        self.page = self.st.create_page(PAGE_SIZE).id
+        self.buf = np.zeros(PAGE_SIZE, np.uint8)
+        self.i = 0
+        for _ in range(20):  # past the first trims and checkpoints: the buffers have their size
+            self.time_updates(retain)
+
+    def teardown(self, retain):
+        mmsb.stop(self.st)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def time_updates(self, retain):
+        up, page, buf, i = self.st.update_page, self.page, self.buf, self.i
+        for k in range(i, i + INNER):
+            buf[k & (PAGE_SIZE - 1)] ^= 1
+            up(page, buf)
+        self.i = i + INNER

@@ -141,6 +141,7 @@ W_BAD = -16
 # a log-file frame's payload: whole commits up to this many bytes (a larger commit alone), so a
 # torn tail costs at most one frame
 FRAME_BYTES = 1 << 16
+FRAME_HEADER = 32  # bytes of a frame's header (docs/FORMAT.md)
 
 # -- the log-file writer (mmsb.kernels.writer) ----------------------------------------
 # the writer's control words (int64): set by Python before the thread starts

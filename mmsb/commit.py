@@ -177,7 +177,7 @@ class Commit:
         """What a commit kernel asked for (W_ROOM): log space, before-image space."""
         rv = c.rv
         if self._logobj._trim is not None:
-            self._retain(c)
+            self._retain(c, rv[R_NEED])
         self._log.reserve(rv[R_NEED])
         if rv[R_NEED_UNDO]:
             c.prop.undo_room(rv[R_NEED_UNDO], rv[R_NEED_UNDO_ROWS])

@@ -22,7 +22,10 @@ memory without the lock: read it while no other thread writes that page.
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
+import warnings
 from typing import Any
 
 import numpy as np
@@ -58,7 +61,7 @@ from .arena import Arena, PageTable, make_meta
 from .commit import Commit, load_kernels
 from .dependencies import Dependencies, _Savepoint
 from .durability import Durability, open_file_log
-from .errors import InvalidArgumentError, InvalidPageError, PageNotFoundError
+from .errors import InvalidArgumentError, InvalidPageError, LogIOError, PageNotFoundError
 from .gpu.writes import DeviceWrites
 from .log.history import History
 from .log.history import history as _history
@@ -215,8 +218,9 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     record; ``n`` (an int) keeps at least the newest ``n`` deltas, dropping
     older whole commits as the buffer fills (so four to eight times the bytes
     of ``n`` deltas at most); ``"checkpoint"`` keeps what came after the last checkpoint
-    (:meth:`checkpoint` truncates by default). A file log keeps every record on
-    disk either way. Records dropped are gone for ``st.log``, :meth:`history`
+    (:meth:`checkpoint` truncates by default). A file log's file starts anew at
+    a truncating checkpoint, kept beside it; under a window mmsb writes those
+    checkpoints itself (docs/MEMORY.md). Records dropped are gone for ``st.log``, :meth:`history`
     and :meth:`replay` (:class:`mmsb.LogTrimmedError` names the oldest LSN
     left), except that a replay goes on from a checkpoint that truncated.
     """
@@ -234,12 +238,32 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     def _retain_as(self, retain: Any, keep: int | None) -> None:
         self._logobj.retain(keep, truncates=retain == "checkpoint")
 
-    def _retain(self, c: _Core) -> None:
+    def _retain(self, c: _Core, need: int = 0) -> None:
         """Between commits, with no savepoint open: let the log drop what its retention allows,
-        before it grows."""
+        before it grows (to take ``need`` more bytes)."""
         log = self._logobj
-        if log._trim is not None and self._txn is None and not c.prop.saving and log.near_full():
+        if log._trim is not None and self._txn is None and not c.prop.saving and log.near_full(need):
             log.make_room()
+            if log.durable and log.file_due(c.arena.used_bytes):
+                self._checkpoint_beside_log(log)
+
+    def _checkpoint_beside_log(self, log: Any) -> None:
+        """A window over a file log: the file keeps what came after a checkpoint mmsb writes
+        beside it (see FileLog.file_due), so the disk stays bounded like the memory."""
+        from .log.file import base_path
+
+        # a name only opening the log removes, should a crash leave it
+        tmp = base_path(log.path, uuid.uuid4().bytes)
+        try:
+            self.checkpoint(tmp, truncate=True)
+        except LogIOError as exc:  # the log itself is fine: it keeps every record until the next try
+            warnings.warn(f"log {log.path!r} could not start anew at a checkpoint ({exc}); it keeps growing "
+                          "until a later try succeeds", RuntimeWarning, stacklevel=4)
+        finally:
+            try:
+                os.unlink(tmp)  # the checkpoint lives on as the log's base (a hard link or a copy)
+            except OSError:
+                pass
 
     @classmethod
     def _from_core(cls, core: _Core, log: Any, sync: str, gpu: Any) -> State:

@@ -81,8 +81,8 @@ def test_the_new_rows_and_peers_are_measured(quick_json):
     njit = rows["single_hop_njit"]
     assert njit["measured"] and njit["peers"] == ["numpy"]
     (check,) = njit["checks"]
-    ratio = njit["mmsb"]["median_s"] / rows["single_hop"]["mmsb"]["median_s"]
-    assert check["kind"] == "vs_row" and check["met"] == (ratio <= 1.10)
+    # the verdict is on the ratio of samples taken in turn (medians alone drift on a busy machine)
+    assert check["kind"] == "vs_row" and check["ratio"] > 0 and check["met"] == (check["ratio"] <= 1.10)
     small = rows["small_deltas"]
     assert small["peers"] == ["numpy", "numpy_scatter"] and set(small["numpy_scatter"]) == SIDE_KEYS
     assert [c["kind"] for c in small["checks"]] == ["absolute", "speedup"]

@@ -20,7 +20,7 @@ float64.
 
 import numpy as np
 
-from .._layout import E_LSN, E_OFF, E_PAGE, ID_SLOT_MASK, REC_COMMIT, REC_DELTA, REC_HEADER
+from .._layout import E_LSN, E_OFF, E_PAGE, FRAME_HEADER, ID_SLOT_MASK, REC_COMMIT, REC_DELTA, REC_HEADER
 from ._jit import inline, kernel
 
 
@@ -88,6 +88,60 @@ def scan(words, pos, end, ent, n):
 
 
 @kernel
+def scan_file(disk, rec, fend, lpos, stop, ent, n, relocate):
+    """Walk a log file's records (``disk``: the file as uint64 words) from log position ``lpos``
+    to ``stop`` (a commit's end): the record at byte ``rec``, whose frame's payload ends at
+    ``fend`` (``rec == fend``: ``rec`` is a frame header). Each delta record gets entry ``n``
+    onwards with ``E_OFF`` = -1 - its file offset (entries for records in memory hold their log
+    position, >= 0): appended, or with ``relocate`` only that offset rewritten (the entries of
+    records that were in memory until a trim, in the same order).
+
+    Returns ``(n, rec, fend, lpos)``, where to go on from; ``rec < 0`` is ``-1 -`` the file offset
+    of a frame or record whose length cannot be right, or of the record that found ``ent`` full
+    (give it room for ``(stop - lpos) // REC_HEADER`` more entries). The frames were written and
+    synced by this process: their checksums are not checked again.
+    """
+    cap = ent.shape[1]
+    size = np.int64(disk.size) << 3
+    while lpos < stop:
+        if rec == fend:  # a frame header
+            if rec + FRAME_HEADER > size:
+                return n, -1 - rec, fend, lpos
+            plen = np.int64(disk[(rec >> 3) + 1])
+            if plen <= 0 or plen & 7 or rec + FRAME_HEADER + plen > size:
+                return n, -1 - rec, fend, lpos
+            fend = rec + FRAME_HEADER + plen
+            rec += FRAME_HEADER
+            continue
+        w0 = disk[rec >> 3]
+        length = np.int64(w0 & _LEN_MASK)
+        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if length < 8 or length & 7 or rec + length > fend or (rtype == REC_DELTA and length < REC_HEADER):
+            return n, -1 - rec, fend, lpos
+        if rtype == REC_DELTA:
+            if n == cap:
+                return n, -1 - rec, fend, lpos
+            if not relocate:
+                w = rec >> 3
+                ent[E_PAGE, n] = np.int64(disk[w + 2])
+                ent[E_LSN, n] = np.int64(disk[w + 1])
+            ent[E_OFF, n] = -1 - rec
+            n += 1
+        rec += length
+        lpos += length
+    return n, rec, fend, lpos
+
+
+@inline
+def _word(words, disk, off, k):
+    """Word ``k`` of the record at ``off``: a log position in ``words``, or (< 0) ``-1 -`` a file
+    offset in ``disk``."""
+    if off >= 0:
+        return words[(off >> 3) + k]
+    return disk[((-1 - off) >> 3) + k]
+
+
+@kernel
 def by_slot(ent, n):
     """CSR of entries ``0 .. n`` by page-table slot: ``(starts, order)``, each slot's entries in
     log (= LSN) order. A counting sort: linear, where a comparison sort of 1 M ids took ~100 ms."""
@@ -120,13 +174,16 @@ def _push(out, m, e, hop):
 
 
 @kernel
-def query(words, ent, n, starts, order, nsorted, mark, stamp, page, depth, last):
+def query(words, disk, ent, n, starts, order, nsorted, mark, stamp, page, depth, last):
     """The provenance of ``page``: its delta entries (the newest ``last`` of them; all when
     ``last < 0``) at hop 0, then breadth first up their records' cause LSNs for at most
     ``depth`` hops, each entry once, at its smallest hop.
 
-    Returns ``(rows, truncated)``: ``rows[4, m]`` holds per delta found, in LSN order, its byte
-    offset, record length, hop count and LSN; ``truncated`` is 1 when ``last`` left out older
+    Records are read from ``words`` (the log in memory, by log position) or, for entries whose
+    offset is negative, from ``disk`` (the log file; see :func:`scan_file`).
+
+    Returns ``(rows, truncated)``: ``rows[4, m]`` holds per delta found, in LSN order, its
+    offset (as its entry holds it), record length, hop count and LSN; ``truncated`` is 1 when ``last`` left out older
     deltas of the page or a delta at the last hop has a cause not followed.
     """
     slot = page & ID_SLOT_MASK
@@ -168,11 +225,11 @@ def query(words, ent, n, starts, order, nsorted, mark, stamp, page, depth, last)
         hop += 1
         for f in range(a, b):
             off = ent[E_OFF, out[0, f]]
-            w0 = words[off >> 3]
+            w0 = _word(words, disk, off, 0)
             nc = np.int64(w0 >> np.uint64(48))
-            base = ((off + np.int64(w0 & _LEN_MASK)) >> 3) - nc
+            base = (np.int64(w0 & _LEN_MASK) >> 3) - nc  # the causes end the record
             for q in range(nc):
-                lsn = np.int64(words[base + q])
+                lsn = np.int64(_word(words, disk, off, base + q))
                 # logged LSNs are consecutive (a delta that changes nothing takes none, a
                 # rollback hands its LSNs out again), so one read finds it; binary search when
                 # some log breaks that (a cold search over 1 M LSNs costs ~1 µs in cache misses)
@@ -197,16 +254,17 @@ def query(words, ent, n, starts, order, nsorted, mark, stamp, page, depth, last)
         e = out[0, srt[k]]
         off = ent[E_OFF, e]
         rows[0, k] = off
-        rows[1, k] = np.int64(words[off >> 3] & _LEN_MASK)
+        rows[1, k] = np.int64(_word(words, disk, off, 0) & _LEN_MASK)
         rows[2, k] = out[1, srt[k]]
         rows[3, k] = ent[E_LSN, e]
     return rows, truncated
 
 
 @kernel
-def gather(words, rows):
-    """The records ``rows`` names (row 0 offset, row 1 length, as :func:`query` returns) copied
-    side by side into one new array; row 0 is rewritten to each record's start in it (bytes).
+def gather(words, disk, rows):
+    """The records ``rows`` names (row 0 offset, row 1 length, as :func:`query` returns; ``words``
+    and ``disk`` as there) copied side by side into one new array; row 0 is rewritten to each
+    record's start in it (bytes).
 
     Records are whole words, and a word loop copies several times faster than a byte loop.
     """
@@ -217,9 +275,9 @@ def gather(words, rows):
     out = np.empty(total, np.uint64)
     pos = 0
     for k in range(m):
-        src, n = rows[0, k] >> 3, rows[1, k] >> 3
+        off, n = rows[0, k], rows[1, k] >> 3
         for j in range(n):
-            out[pos + j] = words[src + j]
+            out[pos + j] = _word(words, disk, off, j)
         rows[0, k] = pos << 3
         pos += n
     return out

@@ -17,6 +17,7 @@ from .._layout import (
     META_FLAG_SHIFT,
     META_GEN_MASK,
     REC_COMMIT,
+    FRAME_HEADER,
     REC_DELTA,
     REC_HEADER,
     REC_TYPES,
@@ -29,7 +30,6 @@ from .checksum import crc32c
 from ._jit import as_halves, as_words, inline, kernel, memcpy
 
 FRAME_MAGIC = 0x3146534D  # "MSF1"
-FRAME_HEADER = 32
 # scan results
 SCAN_CLEAN, SCAN_TORN, SCAN_CORRUPT = 0, 1, 2
 # replay results

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import mmap
 import os
 import select
 import shutil
@@ -45,7 +46,7 @@ from .. import _layout as _w
 from .. import config
 from .._layout import L_ADDR, LOG_KEEP, R_SLOW, REC_CREATE, REC_HEADER
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
-from .memory import LogBuffer, MemoryLog, _signed
+from .memory import _NO_DISK, LogBuffer, MemoryLog, _signed
 
 FILE_MAGIC = b"MMSBLOG\x00"
 VERSION = 1
@@ -256,7 +257,7 @@ class FileLog(MemoryLog):
 
     __slots__ = ("path", "fd", "policy", "header", "fc", "_fv", "_wake_w", "_io", "_pausing", "_ready",
                  "_thread", "_box", "_ack_r", "_closing", "failed", "regs", "_inode", "_finalizer", "file_base",
-                 "__weakref__")
+                 "_file_deltas", "_disk", "__weakref__")
     durable = True
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
@@ -284,6 +285,8 @@ class FileLog(MemoryLog):
         self._inode = (st.st_dev, st.st_ino)
         self._thread: threading.Thread | None = None
         self.file_base = 0  # the log position of the file's first record (moved by restart_file)
+        self._file_deltas = 0  # deltas logged before it
+        self._disk: tuple[np.ndarray, int] | None = None  # the file mapped for reading, and its size
         self._box: list[Any] = [None]  # the writer thread, for the finalizer
         # a log dropped without close() still releases its file and lock
         self._finalizer = weakref.finalize(self, _release, fd, self.fc, self._ready, self._box)
@@ -474,7 +477,8 @@ class FileLog(MemoryLog):
                     self.fd, self.header, self._inode = fd, header, (st.st_dev, st.st_ino)
                     fc = self.fc
                     fc[_w.F_FD], fc[_w.F_SEED] = fd, header.seed
-                    self.file_base = self._flushed
+                    self.file_base, self._file_deltas, self._disk = self._flushed, self.deltas, None
+                    self._history = None  # its entries point into the old file
                     self._file_end, self.frames = FILE_HEADER_SIZE, 0
                     self._synced = (self._flushed, FILE_HEADER_SIZE, 0)
                     self._finalizer.detach()
@@ -511,6 +515,64 @@ class FileLog(MemoryLog):
             finally:
                 self._fv[_w.F_PAUSE] = 0
                 self._ready.set()
+
+    # -- reading records that only the file holds (memory trimmed by a retention window) --------
+
+    def __len__(self) -> int:
+        """Delta records the log holds, in memory or in its file."""
+        return self.deltas - self._file_deltas
+
+    @property
+    def first_lsn(self) -> int:  # type: ignore[override]
+        """The log (memory and file) holds every record whose LSN is at least this."""
+        return self.header.base_lsn + 1 if self.header.continues else 1
+
+    @property
+    def holds_all(self) -> bool:  # type: ignore[override]
+        return not self.header.continues
+
+    def _disk_range(self) -> tuple[int, int, int]:
+        return FILE_HEADER_SIZE, self.file_base, max(self.file_base, self.first_pos)
+
+    def _index_trimmed(self, cut: int) -> None:
+        # the file holds what memory dropped: the index reads it there from now on
+        if self._history is not None:
+            self._history.to_disk(self._disk_words(), cut)
+
+    def _disk_words(self) -> np.ndarray:
+        """The file mapped read-only, as words: every record trimmed from memory is in it, and
+        synced (a trim stops at the last good sync), so a mapping up to there covers them."""
+        end = self._synced[1]
+        if end <= FILE_HEADER_SIZE:
+            return _NO_DISK
+        if self._disk is None or self._disk[1] < end:
+            try:
+                mm = mmap.mmap(self.fd, end, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as exc:
+                raise LogIOError(f"cannot read log {self.path!r} back: {exc}") from exc
+            self._disk = (np.frombuffer(mm, np.uint64, count=end >> 3), end)
+        return self._disk[0]
+
+    def _disk_record(self, offset: int) -> bytes:
+        words = self._disk_words()
+        length = int(words[offset >> 3]) & 0xFFFFFFFF
+        return words[offset >> 3:(offset + length) >> 3].tobytes()
+
+    def file_due(self, page_bytes: int) -> bool:
+        """Whether a window over this log should start the file anew at a checkpoint: once the
+        file holds eight times the memory buffer the window settled in, and more than the pages
+        (a checkpoint writes them all, so it costs at most about as much as the logging since
+        the last one)."""
+        t = self._trim
+        buf = self._buf
+        return t is not None and t.keep is not None and buf is not None and (
+            self._file_end - FILE_HEADER_SIZE > max(8 * buf.phys.size, page_bytes, 1 << 20))
+
+    def _settle(self) -> None:
+        # a trim comes once per three quarters of the buffer: one sync then costs little, and
+        # without it a group or none log could trim only what its writer happened to sync
+        if self._fv[_w.F_SYNCED_FLUSHED] < self.sealed and self.failed is None:
+            self.flush()
 
     def _trim_limit(self) -> int:
         # a retry after a failed write writes anew from the last good sync: keep what it needs
@@ -652,6 +714,7 @@ class FileLog(MemoryLog):
         finally:
             os.close(self.fd)
             self.fd = -1
+            self._disk = None
             if self._wake_w >= 0:
                 os.close(self._wake_w)
                 os.close(self._ack_r)

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .._layout import E_OFF, E_ROWS
+from .._layout import E_OFF, E_ROWS, REC_HEADER
 from ..delta import Delta
 from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
 
@@ -138,7 +138,7 @@ class HistoryIndex:
     """The delta records of one log by page and by LSN (arrays described in
     :mod:`mmsb.kernels.history`), brought up to date before each lookup."""
 
-    __slots__ = ("ent", "n", "nsorted", "starts", "order", "mark", "stamp", "end")
+    __slots__ = ("ent", "n", "nsorted", "starts", "order", "mark", "stamp", "end", "disk_at", "mem_from")
 
     def __init__(self, start: int = 0) -> None:
         _kernels()  # loads _kh, which refresh() and query() use
@@ -148,16 +148,57 @@ class HistoryIndex:
         self.n = self.nsorted = 0
         self.stamp = 0
         self.end = start  # the log position indexing has reached (it starts where the log's records do)
+        # for a log whose oldest records are in its file only: where a walk of the file goes on
+        # (record offset, its frame's end, log position), and the first entry of a record in memory
+        self.disk_at: tuple[int, int, int] | None = None
+        self.mem_from = 0
 
     def forget_after(self, used: int) -> None:
         """The log was cut back to ``used`` bytes: drop the entries of records from there on."""
         if used >= self.end:
             return
-        n = int(np.searchsorted(self.ent[E_OFF, : self.n], used))
+        n = self.mem_from + int(np.searchsorted(self.ent[E_OFF, self.mem_from: self.n], used))
         if n < self.nsorted:  # the CSR names dropped entries: everything is tail until rebuilt
             self.starts = self.order = np.empty(0, np.int64)
             self.nsorted = 0
         self.n, self.end = n, used
+
+    def refresh_disk(self, disk: np.ndarray, frame: int, lo: int, hi: int) -> None:
+        """Start with the records of log positions ``[lo, hi)`` from the log file ``disk`` (as
+        uint64 words), whose frame at byte ``frame`` holds log position ``lo`` first; call before
+        any memory record is indexed."""
+        self.disk_at = (frame, frame, lo)
+        self._walk_disk(disk, hi, False)
+        self.mem_from = self.n
+
+    def to_disk(self, disk: np.ndarray, cut: int) -> None:
+        """The log dropped its records before log position ``cut`` from memory, and its file
+        holds them: entries of those records now read them there (no walk of the rest)."""
+        reach = min(cut, self.end)  # memory entries (log positions, ascending) below it move
+        k = self.mem_from + int(np.searchsorted(self.ent[E_OFF, self.mem_from: self.n], reach))
+        n, self.n = self.n, self.mem_from
+        self._walk_disk(disk, reach, True)  # rewrites the offsets of entries mem_from .. k
+        if self.n != k:
+            raise LogCorruptError("the log file does not hold the records memory dropped", None)
+        self.n = n
+        if reach < cut:  # records memory dropped before they were indexed: from the file, then
+            self._walk_disk(disk, cut, False)
+            self.end = cut
+        self.mem_from = k if reach == cut else self.n
+
+    def _walk_disk(self, disk: np.ndarray, stop: int, relocate: bool) -> None:
+        rec, fend, lpos = self.disk_at
+        room = self.n + (stop - lpos) // REC_HEADER + 1
+        if not relocate and room > self.ent.shape[1]:
+            ent = np.empty((E_ROWS, room), np.int64)
+            ent[:, : self.n] = self.ent[:, : self.n]
+            mark = np.zeros(room, np.int32)
+            mark[: self.n] = self.mark[: self.n]
+            self.ent, self.mark = ent, mark
+        n, rec, fend, lpos = _kh.scan_file(disk, rec, fend, lpos, stop, self.ent, self.n, relocate)
+        if rec < 0 or lpos != stop:
+            raise LogCorruptError(f"log file record at offset {-1 - rec} has an impossible length", -1 - rec)
+        self.n, self.disk_at = n, (rec, fend, lpos)
 
     def refresh(self, words: np.ndarray, used: int) -> None:
         """Index the records up to ``used`` bytes of the log (``words``: its buffer as uint64)."""
@@ -183,13 +224,14 @@ class HistoryIndex:
             self.starts, self.order = kh.by_slot(self.ent, self.n)
             self.nsorted = self.n
 
-    def query(self, words: np.ndarray, page_id: int, depth: int, last: int) -> tuple[np.ndarray, bool]:
+    def query(self, words: np.ndarray, disk: np.ndarray, page_id: int, depth: int,
+              last: int) -> tuple[np.ndarray, bool]:
         """Rows (offset, length, hops, LSN) of the deltas found, and whether some were left out."""
         self.stamp += 1
         if self.stamp == 2**31 - 1:
             self.mark[:] = 0
             self.stamp = 1
-        rows, truncated = _kh.query(words, self.ent, self.n, self.starts, self.order, self.nsorted,
+        rows, truncated = _kh.query(words, disk, self.ent, self.n, self.starts, self.order, self.nsorted,
                                     self.mark, self.stamp, page_id, depth, last)
         return rows, bool(truncated)
 
@@ -218,10 +260,11 @@ def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None 
         index = log._index()
         arr = log._live().array
         words = arr[: arr.size & ~7].view(np.uint64)
-        rows, truncated = index.query(words, page_id, depth, cap)
+        disk = log._disk_words()
+        rows, truncated = index.query(words, disk, page_id, depth, cap)
         # records before the log's start were trimmed: what they held is unknown, so a history
         # that did not fill the asked ``last`` may be missing some
-        truncated = truncated or log.first_pos > 0 and (cap < 0 or int((rows[2] == 0).sum()) < cap)
-        blob = _kh.gather(words, rows).tobytes()
+        truncated = truncated or not log.holds_all and (cap < 0 or int((rows[2] == 0).sum()) < cap)
+        blob = _kh.gather(words, disk, rows).tobytes()
     starts, lens, hops, lsns = rows.tolist()
     return History(page_id, depth, truncated, blob, starts, lens, lsns, hops)

@@ -26,6 +26,7 @@ _CREATE_W0 = REC_HEADER | (REC_CREATE << 32)
 _COMMIT_W0 = REC_HEADER | (REC_COMMIT << 32)
 _refs = sys.getrefcount
 _NO_LOCK = contextlib.nullcontext()
+_NO_DISK = np.zeros(1, np.uint64)
 
 
 def _lsn_int(key: Any) -> int:
@@ -40,9 +41,10 @@ def _lsn_int(key: Any) -> int:
 _spares: list[np.ndarray] = []
 
 
-def _take_spare(nbytes: int) -> np.ndarray:
-    """An array of at least ``nbytes`` (uninitialized): the smallest spare that fits, or a new one."""
-    fits = [a for a in _spares if a.size >= nbytes]
+def _take_spare(nbytes: int, most: int | None = None) -> np.ndarray:
+    """An array of at least ``nbytes`` (uninitialized): the smallest spare that fits (and holds at
+    most ``most`` bytes, when given), or a new one."""
+    fits = [a for a in _spares if nbytes <= a.size <= (most or a.size)]
     if not fits:
         return np.empty(nbytes, dtype=np.uint8)
     best = min(fits, key=lambda a: a.size)
@@ -137,12 +139,15 @@ class LogBuffer:
         # a window holds phys where a plain array is phys: count as if _array were phys
         return _refs(self._array) + (self._array is not self.phys)
 
-    def grow(self, need: int, used: int) -> None:
+    def grow(self, need: int, used: int, bounded: bool = False) -> None:
+        """Room up to log position ``need``, the bytes up to ``used`` kept; ``bounded``: a log
+        under a retention window, which must not take a spare far larger than it needs (it would
+        hold that many bytes of records before its first trim)."""
         base = self.base
         cap = self.phys.size
         while cap < need - base:
             cap *= 2
-        bigger = _take_spare(cap)
+        bigger = _take_spare(cap, cap) if bounded else _take_spare(cap)
         bigger[:used - base] = self.phys[:used - base]
         self._place(bigger, base)
 
@@ -275,7 +280,7 @@ class MemoryLog:
     def reserve(self, nbytes: int) -> np.ndarray:
         buf = self._live()
         if self.used + nbytes > buf.array.size:
-            buf.grow(self.used + nbytes, self.used)
+            buf.grow(self.used + nbytes, self.used, self._trim is not None and self._trim.keep is not None)
         return buf.array
 
     def commit(self, end: int, deltas: int) -> None:
@@ -413,8 +418,11 @@ class MemoryLog:
         self._trim.keep, self._trim.truncates = keep, truncates
 
     def _trim_limit(self) -> int:
-        """How far a trim may cut: what is sealed (a file log: and written out)."""
+        """How far a trim may cut: what is sealed (a file log: and synced)."""
         return self.sealed
+
+    def _settle(self) -> None:
+        """Before a trim: make what is sealed trimmable (a file log syncs it; memory: nothing)."""
 
     def _cut_at(self, limit: int, most: int) -> tuple[int, int, int]:
         from ..kernels.history import retain_cut
@@ -437,6 +445,10 @@ class MemoryLog:
             self._trim = _Retention(None)
         t = self._trim
         t.start, t.dropped, t.first_lsn = cut, t.dropped + dropped, lsn + 1
+        self._index_trimmed(cut)
+
+    def _index_trimmed(self, cut: int) -> None:
+        """The records before ``cut`` are gone: so is the index (built again on the next lookup)."""
         self._history = None
 
     def make_room(self) -> bool:
@@ -450,16 +462,22 @@ class MemoryLog:
         if most <= 0:
             return False
         start = self._buf.base
+        self._settle()
         cut, dropped, lsn = self._cut_at(self._trim_limit(), most)
         if 4 * (cut - start) < 3 * (self.used - start):
             return False
         self._drop(cut, dropped, lsn)
         return True
 
-    def near_full(self) -> bool:
-        """Whether the buffer is three quarters full (a write that grows it would double it)."""
+    def file_due(self, page_bytes: int) -> bool:
+        """Whether the log's file should start anew at a checkpoint (a memory log has no file)."""
+        return False
+
+    def near_full(self, need: int = 0) -> bool:
+        """Whether the buffer would be three quarters full with ``need`` more bytes (a write that
+        grows it would double it)."""
         buf = self._buf
-        return buf is not None and 4 * (self.used - buf.base) >= 3 * buf.phys.size
+        return buf is not None and 4 * (self.used - buf.base + need) >= 3 * buf.phys.size
 
     def truncate(self, pos: int) -> None:
         """Drop every record before position ``pos`` (a commit boundary: a checkpoint's)."""
@@ -485,7 +503,11 @@ class MemoryLog:
         buf = self._live()
         index = self._history
         if index is None:
-            index = self._history = HistoryIndex(buf.base)
+            index = HistoryIndex(buf.base)
+            frame, lo, hi = self._disk_range()
+            if frame:  # a file holds the records: those trimmed from memory are indexed there
+                index.refresh_disk(self._disk_words(), frame, lo, hi)
+            self._history = index
         elif index.end == self._cv[L_USED]:
             return index  # nothing written since
         arr = buf.array
@@ -493,7 +515,28 @@ class MemoryLog:
         return index
 
     def _delta_at(self, index: Any, i: int) -> Delta:
-        return _logged(self._buf._array, int(index.ent[E_OFF, i]))
+        off = int(index.ent[E_OFF, i])
+        if off >= 0:
+            return _logged(self._buf._array, off)
+        return Delta._from_record(self._disk_record(-1 - off))
+
+    # records a file holds that memory no longer does (a FileLog has them)
+    def _disk_range(self) -> tuple[int, int, int]:
+        """``(frame, lo, hi)``: log positions ``[lo, hi)`` of the records only a file holds, from
+        the frame at byte ``frame`` of it."""
+        return 0, 0, 0
+
+    def _disk_words(self) -> np.ndarray:
+        """The file those records are in, as uint64 words (none for a memory log)."""
+        return _NO_DISK
+
+    def _disk_record(self, offset: int) -> bytes:  # pragma: no cover - a memory log has no file
+        raise LogTrimmedError("this log keeps its records in memory only", self.first_lsn)
+
+    @property
+    def holds_all(self) -> bool:
+        """Whether every record since the log began can be read (none was trimmed away)."""
+        return self.first_pos == 0
 
     def __getitem__(self, key: Any) -> Any:
         """``log[i]``: the i-th delta held (negative from the newest); ``log[i:j]``: a list of them."""
@@ -552,6 +595,11 @@ class MemoryLog:
             pos += length
 
     def __iter__(self) -> Iterator[Delta]:
+        _, lo, hi = self._disk_range()
+        if hi > lo:  # some records are in the file only: through the index, which reaches both
+            for i in range(len(self)):
+                yield self[i]
+            return
         for rtype, pos, length in self.records():
             if rtype == REC_DELTA:
                 yield Delta._from_record(self.record(pos, pos + length))
