@@ -217,12 +217,12 @@ class HopWithRetention:
         g = np.random.default_rng(0)
         self.bufs = [g.integers(1, 256, PAGE_SIZE, dtype=np.uint8) for _ in range(2)]
         for _ in range(5):  # past the first trims: the buffer has its size
-            self.time_hop()
+            self.time_hop(retain)
 
     def teardown(self, retain):
         mmsb.stop(self.st)
 
-    def time_hop(self):
+    def time_hop(self, retain):
         up, parent, bufs = self.st.update_page, self.parent, self.bufs
         for i in range(INNER):
             up(parent, bufs[i & 1])

@@ -211,8 +211,8 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, sta
     if base is not None:
         ck, start_at = base
         if to_lsn is not None and to_lsn < ck.lsn:
-            raise InvalidArgumentError(f"LSN {to_lsn} is before checkpoint {ck.path!r} (LSN {ck.lsn}), where "
-                                       "this state's history starts")
+            raise LogTrimmedError(f"LSN {to_lsn} is before checkpoint {ck.path!r} (LSN {ck.lsn}), where "
+                                  "this state's history starts", ck.lsn)
     st = start()
     try:
         if base is not None:

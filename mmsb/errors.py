@@ -97,9 +97,10 @@ class LogIOError(MMSBError, OSError):
     """Writing or syncing a log or checkpoint failed (disk full, I/O error); the cause is chained."""
 
 
-class LogTrimmedError(MMSBError, LookupError):
+class LogTrimmedError(InvalidArgumentError, LookupError):
     """Records asked for are older than what the log still keeps (see ``retain=`` of
-    :func:`mmsb.start` and ``State.checkpoint(truncate=True)``).
+    :func:`mmsb.start` and ``State.checkpoint(truncate=True)``), or a replay asked for an LSN
+    before the checkpoint where the state's history starts.
 
     ``.first_lsn`` is the oldest LSN whose records the log still holds.
     """

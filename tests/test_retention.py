@@ -158,8 +158,9 @@ def test_a_truncating_checkpoint_keeps_every_replay_from_it_on(tmp_path_factory,
     assert st.replay().state_hash() == st.state_hash()
     check_replays(_since(rec, at), lambda lsn: st.replay(to_lsn=lsn))  # a file log truncates on disk too
     if at:
-        with pytest.raises(mmsb.InvalidArgumentError, match="before checkpoint"):
+        with pytest.raises(mmsb.LogTrimmedError, match="before checkpoint") as err:
             st.replay(to_lsn=at - 1)
+        assert err.value.first_lsn == at
     st.close()
 
 
@@ -416,3 +417,28 @@ def test_lookups_reach_records_only_the_file_holds_as_memory_trims_under_them(tm
         assert [x.lsn for x in h.deltas] == [x.lsn for x in hf.deltas if x.lsn >= log.first_lsn]
         assert [key(x) for x in h.upstream] == [key(x) for x in hf.upstream if x.lsn >= log.first_lsn]
     t.kept.close()
+
+
+def test_a_missing_or_damaged_base_is_named_and_nothing_is_made(tmp_path):
+    path = str(tmp_path / "l")
+    st = mmsb.State(log=path, retain="checkpoint")
+    pg = st.create_page(64)
+    st.update_page(pg, np.full(64, 7, np.uint8))
+    st.checkpoint(tmp_path / "c")
+    st.update_page(pg, np.full(64, 8, np.uint8))
+    st.close()
+    (base,) = [tmp_path / f for f in os.listdir(tmp_path) if ".base-" in f]
+    raw = bytearray(base.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "damaged").write_bytes(bytes(raw))
+    os.replace(tmp_path / "damaged", base)  # a new file: the user's checkpoint (the link's other name) stays whole
+    for route in (lambda: mmsb.replay(path), lambda: mmsb.State(log=path)):
+        with pytest.raises(mmsb.LogCorruptError):
+            route()
+    base.unlink()
+    for route in (lambda: mmsb.replay(path), lambda: mmsb.start(log=path)):
+        with pytest.raises(mmsb.InvalidArgumentError, match="mmsb.restore"):
+            route()
+    r = mmsb.restore(tmp_path / "c", log=path)  # the way the error names
+    assert bytes(r.query_page(pg.id)[:1]) == b"\x08"
+    r.close()

@@ -560,13 +560,13 @@ class FileLog(MemoryLog):
 
     def file_due(self, page_bytes: int) -> bool:
         """Whether a window over this log should start the file anew at a checkpoint: once the
-        file holds eight times the memory buffer the window settled in, and more than the pages
+        file holds twice the memory buffer the window settled in, and more than the pages
         (a checkpoint writes them all, so it costs at most about as much as the logging since
         the last one)."""
         t = self._trim
         buf = self._buf
         return t is not None and t.keep is not None and buf is not None and (
-            self._file_end - FILE_HEADER_SIZE > max(8 * buf.phys.size, page_bytes, 1 << 20))
+            self._file_end - FILE_HEADER_SIZE > max(2 * buf.phys.size, page_bytes, 1 << 20))
 
     def _settle(self) -> None:
         # a trim comes once per three quarters of the buffer: one sync then costs little, and
