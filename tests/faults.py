@@ -32,7 +32,9 @@ def until(cond, seconds: float = 20.0) -> bool:
     import time
 
     deadline = time.monotonic() + seconds
-    while not cond() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if cond():  # what was seen: asking again could catch a thread that moved on since
+            return True
         time.sleep(0.002)
     return bool(cond())
 
