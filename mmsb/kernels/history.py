@@ -28,6 +28,18 @@ from ._jit import inline, kernel
 _LEN_MASK = np.uint64(0xFFFFFFFF)
 
 
+@inline
+def _header(words, pos, end):
+    """(length, type) of the record at byte ``pos``, its bytes ending by ``end``; length -1 when
+    it cannot be right (a delta record is a whole header at least)."""
+    w0 = words[pos >> 3]
+    length = np.int64(w0 & _LEN_MASK)
+    rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+    if length < 8 or length & 7 or pos + length > end or (rtype == REC_DELTA and length < REC_HEADER):
+        return -1, rtype
+    return length, rtype
+
+
 @kernel
 def retain_cut(words, pos, end, most):
     """Where a log may be cut so that records from there on stay: the furthest end of a commit in
@@ -42,10 +54,8 @@ def retain_cut(words, pos, end, most):
     lsn = -1
     n = 0
     while pos < end:
-        w0 = words[pos >> 3]
-        length = np.int64(w0 & _LEN_MASK)
-        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
-        if length < 8 or length & 7 or pos + length > end:
+        length, rtype = _header(words, pos, end)
+        if length < 0:
             return -1 - pos, 0, -1
         if rtype == REC_DELTA:
             n += 1
@@ -70,10 +80,8 @@ def scan(words, pos, end, ent, n):
     """
     cap = ent.shape[1]
     while pos < end:
-        w0 = words[pos >> 3]
-        length = np.int64(w0 & _LEN_MASK)
-        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
-        if length < 8 or length & 7 or pos + length > end or (rtype == REC_DELTA and length < REC_HEADER):
+        length, rtype = _header(words, pos, end)
+        if length < 0:
             return n, -1 - pos
         if rtype == REC_DELTA:
             if n == cap:
@@ -113,10 +121,8 @@ def scan_file(disk, rec, fend, lpos, stop, ent, n, relocate):
             fend = rec + FRAME_HEADER + plen
             rec += FRAME_HEADER
             continue
-        w0 = disk[rec >> 3]
-        length = np.int64(w0 & _LEN_MASK)
-        rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
-        if length < 8 or length & 7 or rec + length > fend or (rtype == REC_DELTA and length < REC_HEADER):
+        length, rtype = _header(disk, rec, fend)
+        if length < 0:
             return n, -1 - rec, fend, lpos
         if rtype == REC_DELTA:
             if n == cap:

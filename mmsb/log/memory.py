@@ -17,7 +17,7 @@ from .._layout import (
 )
 from .._registers import address
 from ..delta import Delta, _logged
-from ..errors import InvalidArgumentError, LogTrimmedError, StateClosedError
+from ..errors import InvalidArgumentError, LogCorruptError, LogTrimmedError, StateClosedError
 from .history import HistoryIndex
 
 _HEADER = struct.Struct("<QQQQQQ")
@@ -431,8 +431,6 @@ class MemoryLog:
         arr = buf.array
         cut, dropped, lsn = retain_cut(arr.view(np.uint64), buf.base, limit, most)
         if cut < 0:
-            from ..errors import LogCorruptError
-
             raise LogCorruptError(f"log record at offset {-1 - cut} has an impossible length", -1 - cut)
         return int(cut), int(dropped), int(lsn)
 
