@@ -58,7 +58,11 @@ REC_EDGE = 5
 # a binding: w2 child id, w3 op code, w4 dtype code, w5 parent count k; then k u64 parent ids,
 # k f64 weights and, for a user function, its registered name (length in w0 bits 48-63)
 REC_BIND = 6
-REC_TYPES = (REC_DELTA, REC_CREATE, REC_DELETE, REC_COMMIT, REC_EDGE, REC_BIND)
+# what a page carries beyond its bytes (dtype and shape, name, metadata): w2 page id, w3 the count
+# of pages it covers (those the create record before it made, when more than one); its JSON
+# follows as UTF-8 (length in w0 bits 48-63)
+REC_INFO = 7
+REC_TYPES = (REC_DELTA, REC_CREATE, REC_DELETE, REC_COMMIT, REC_EDGE, REC_BIND, REC_INFO)
 ENC_SPARSE = 0
 ENC_DENSE = 1
 

@@ -49,6 +49,7 @@ from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
 from .dependencies import _Savepoint
 from .errors import InvalidDeltaError, PageNotFoundError
 from .page import Page
+from .typed import page_bytes, sparse_write
 from .validate import _closed, _in_transaction, _page_bytes
 
 if TYPE_CHECKING:
@@ -95,10 +96,16 @@ class Commit:
     __slots__ = ()
 
     @holds
-    def update_page(self, page: Any, data: Any) -> Delta | None:
+    def update_page(self, page: Any, data: Any, at: Any = None) -> Delta | None:
         """Make the page hold ``data``; the delta of the bytes that changed, or None.
 
-        ``data`` is a 1-d uint8 array or bytes-like object of the page's size.
+        ``data`` is a 1-d uint8 array or bytes-like object of the page's size;
+        for a typed page also an array (or anything NumPy makes one of) of the
+        page's shape, in its dtype or one that converts without loss of meaning (bool, integer,
+        float, complex, up that order; integers that fit).
+        With ``at``, an index into the page's values (``page[at] = data``, NumPy
+        indexing and broadcasting; bytes for a byte page), only those elements
+        are written and the delta is sparse.
         When some byte differs, the change is logged as a sparse or dense delta
         (whichever encodes smaller), the page's epoch moves by one and the
         delta takes the next LSN; its cascade runs before the call returns.
@@ -117,7 +124,8 @@ class Commit:
         lock = c.lock
         lock.acquire()
         try:
-            if pid >= 0 and self._c is c and type(data) is _ND and data.dtype is _U8 and data.strides == _ONE:
+            if pid >= 0 and at is None and self._c is c and type(data) is _ND and data.dtype is _U8 and (
+                    data.strides == _ONE):
                 # the kernel checks the page, the data's size and the state's mode (it is called
                 # without numba's dispatch, so the data's type is checked above: a contiguous
                 # 1-d uint8 array); anything unusual goes the general way
@@ -136,6 +144,8 @@ class Commit:
                     return self._settled(c, r, (pid & ID_SLOT_MASK,))
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
+            if at is not None:
+                return self._update_at(c, page, data, at)
             return self._update_general(c, page, data)
         finally:
             lock.release()
@@ -148,7 +158,11 @@ class Commit:
         ensure()
         self._check_writable()
         slot = self._slot(c, page)
-        data = _page_bytes(data, c.table.mv_size[slot])
+        info = None if self._ann is None else self._ann.info.get(slot)
+        if info is not None and info.dtype is not None:
+            data = page_bytes(info, data, c.table.mv_size[slot])
+        else:
+            data = _page_bytes(data, c.table.mv_size[slot])
         if self._txn is not None or self._events is not None or c.table.mv_meta[slot] & _GPU_BIT or (
                 data.size > FAST_MAX):
             # the general path's own kernels release the GIL while they work on a large page
@@ -161,6 +175,17 @@ class Commit:
         if r > 0:
             return _logged(c.logbuf._array, r - 1)
         return self._settled(c, r, (slot,))
+
+    @holds
+    def _update_at(self, c: _Core, page: Any, values: Any, at: Any) -> Delta | None:
+        """``update_page(page, values, at=...)``: the bytes of ``page[at]`` that change, as one sparse delta."""
+        ensure()
+        self._check_writable()
+        slot = self._slot(c, page)
+        offsets, data = sparse_write(self._info(slot), self.query_page(page), values, at)
+        if not offsets.size:
+            return None
+        return self.apply_delta(Delta.sparse(self._id_of(slot), offsets, data))
 
     @holds
     def _check_writable(self, what: str | None = None) -> None:

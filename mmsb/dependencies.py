@@ -17,7 +17,7 @@ from ._layout import R_SLOW, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED
 from ._layout import DTYPE_NAMES, ID_SLOT_BITS, META_GEN_MASK, OP_NJIT, OP_PASSTHROUGH, OP_PYTHON, T_META
 from .errors import GraphCycleError, InvalidArgumentError
 from .events import Events
-from .functions import function_name
+from .functions import MissingFunction, function_name, remember
 from .graph import FIRST_USER_KIND, KIND_CONTROL, KIND_SYNC
 from .propagation import Binding, check_op
 from .validate import _closed
@@ -173,12 +173,13 @@ class Dependencies:
         self.register_recompute(child, [parent], "passthrough")
 
     @atomic
-    def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = np.uint8,
+    def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = None,
                            weights: Any = None) -> None:
         """Bind ``child``'s bytes to a function of ``parents``' bytes, and bring it up to date.
 
         ``op`` is a built-in name, run inside the cascade kernel element-wise
-        over the pages viewed as ``dtype`` (integers wrap around):
+        over the pages viewed as ``dtype`` (integers wrap around; by default the
+        child's dtype when it is a typed page of one of these, else uint8):
         ``"passthrough"`` (one parent), ``"sum"``, ``"min"``, ``"max"``,
         ``"and"``, ``"or"``, ``"xor"``, and the semiring ops ``"minplus"``
         (``min_p(parent_p + weights[p])``) and ``"orand"`` (``any_p(parent_p
@@ -196,7 +197,9 @@ class Dependencies:
         functions (about a second). Or ``op`` is any other callable, run by
         Python between kernel segments, in the same topological order: it gets
         the parents' bytes as read-only uint8 arrays, in order, and returns
-        the child's bytes (any array of the child's size in bytes). Pages of
+        the child's bytes (any array of the child's size in bytes). Typed pages
+        reach it as arrays of their dtype and shape, and a typed child takes an
+        array of its shape (converted as update_page does). Pages of
         user functions may differ in size; ``dtype`` is then unused.
 
         If a user function raises, the commit rolls back and
@@ -208,6 +211,11 @@ class Dependencies:
         :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
         """
         c = self._core()
+        if dtype is None:
+            info = self._info_of(child)
+            dtype = np.uint8
+            if info is not None and info.dtype is not None and info.dtype.isnative and info.dtype.name in DTYPE_NAMES:
+                dtype = info.dtype
         code, dt, fn = check_op(op, dtype)
         if fn is not None:
             c.prop.ready_rollback(c)  # user code may raise: its commits then roll back
@@ -258,6 +266,8 @@ class Dependencies:
             # a user function may raise on its first run: then the whole call is undone
             sp = _Savepoint(c, self._log) if fn is not None and not self._replaying else None
             prop.bind(ch, Binding(code, dt, ps, ws, fn))
+            if fn is not None and not isinstance(fn, MissingFunction):
+                remember(self._annotations().functions, fn)
             self._log.append_bind(self._id_of(ch), code, dt, [self._id_of(p) for p in ps], ws,
                                   "" if fn is None else function_name(fn), c.lsn)
             try:

@@ -18,7 +18,7 @@ import numpy as np
 from ._interrupts import atomic, holds
 from ._layout import R_SLOW
 from .errors import InvalidArgumentError, LogCorruptError, LogIOError, LogTrimmedError, MissingFunctionWarning
-from .functions import MissingFunction
+from .functions import MissingFunction, own_functions
 from .log.memory import MemoryLog, NullLog
 from .validate import _check_options, _closed
 
@@ -188,7 +188,9 @@ class Durability:
                 data = log._live().array[start: log.sealed].copy()
         if base is not None:
             base = (base[0], base[1] - start)
-        return _state_from(data, limit, base, "this state's log", self._fresh)
+        own = {} if self._ann is None else self._ann.functions
+        with own_functions(own):  # a replay in this process binds the functions this state was bound with
+            return _state_from(data, limit, base, "this state's log", self._fresh)
 
 
 def _stored(ck: Any) -> Any:

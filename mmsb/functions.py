@@ -6,7 +6,10 @@ the name given to :func:`register_function`, or else the function's
 under that name in the current process; a name nobody registered leaves the
 binding in place with a stand-in that raises :class:`mmsb.RecomputeError`
 (naming the function) if a cascade reaches it, and the state lists such names
-in ``State.missing_functions``.
+in ``State.missing_functions``. A state's own replay (``State.replay``, time
+travel in the same process) first binds the functions that state was bound
+with, by the same names: lambdas and unregistered functions included, unless
+two of its functions share one name.
 
 :func:`python_result` runs a Python recompute and checks what it returns, for
 the host cascade (:mod:`mmsb.propagation`) and the device one
@@ -21,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ._interrupts import user_code
-from .errors import InvalidArgumentError, RecomputeError
+from .errors import InvalidArgumentError, InvalidDeltaError, RecomputeError
+from .typed import page_bytes, typed_view
 
 _lock = threading.Lock()
 _by_name: dict[str, Callable[..., Any]] = {}
@@ -64,8 +68,38 @@ def function_name(fn: Callable[..., Any]) -> str:
     return default_name(fn)
 
 
+_local = threading.local()
+
+
 def lookup(name: str) -> Callable[..., Any] | None:
+    own = getattr(_local, "own", None)
+    if own is not None:
+        fn = own.get(name)
+        if fn is not None:
+            return fn
     return _by_name.get(name)
+
+
+class own_functions:
+    """``with own_functions(fns):`` lookups in this thread find ``fns`` (name -> function; None
+    for a name two functions share) before the registry: a state's replay of its own log."""
+
+    def __init__(self, fns: dict[str, Any]) -> None:
+        self.fns = {k: v for k, v in fns.items() if v is not None}
+
+    def __enter__(self) -> None:
+        self.saved = getattr(_local, "own", None)
+        _local.own = self.fns
+
+    def __exit__(self, *exc: object) -> None:
+        _local.own = self.saved
+
+
+def remember(known: dict[str, Any], fn: Callable[..., Any]) -> None:
+    """Note in ``known`` that a state was bound with ``fn`` (its name shared by another: None)."""
+    name = function_name(fn)
+    old = known.get(name, fn)
+    known[name] = fn if old is fn else None
 
 
 class MissingFunction:
@@ -87,12 +121,22 @@ class MissingFunction:
 
 @user_code
 def python_result(state: Any, b: Any, views: list[np.ndarray], slot: int, size: int) -> np.ndarray:
-    """Run binding ``b``'s Python recompute on the parents' bytes; its result as the page's bytes, checked."""
+    """Run binding ``b``'s Python recompute on the parents' values (typed pages in their dtype and
+    shape, byte pages as uint8); its result as the page's bytes, checked."""
     pid = state._id_of(slot)
+    ann = state._ann
+    if ann is not None and ann.info:
+        views = [typed_view(ann.info.get(p), v) for p, v in zip(b.parents, views)]
     try:
         out = b.fn(*views)
     except Exception as exc:
         raise RecomputeError(f"recompute of page {pid} raised {exc!r}", pid) from exc
+    info = None if ann is None else ann.info.get(slot)
+    if info is not None and info.dtype is not None:
+        try:
+            return page_bytes(info, out, size)
+        except InvalidDeltaError as exc:
+            raise RecomputeError(f"recompute of page {pid} returned what the page cannot hold: {exc}", pid) from None
     data = np.ascontiguousarray(out)
     if data.dtype.kind not in "biuf":  # None, strings, objects: nothing that is bytes
         raise RecomputeError(f"recompute of page {pid} returned {type(out).__name__}, not an array of "

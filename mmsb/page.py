@@ -9,7 +9,10 @@ Page`` on its fast branch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import copy
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ._layout import LOCATION_NAMES, META_LOC_SHIFT, T_EPOCH, T_META
 
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     from .state import State
 
 __all__ = ["Page"]
+
+_U8 = np.dtype(np.uint8)
 
 
 class Page:
@@ -40,6 +45,34 @@ class Page:
         return self._state._table_value(self, T_EPOCH)
 
     @property
+    def dtype(self) -> np.dtype:
+        """The page's dtype: uint8 for a byte page."""
+        info = self._state._info_of(self)
+        return _U8 if info is None or info.dtype is None else info.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The page's shape: ``(size,)`` for a byte page."""
+        info = self._state._info_of(self)
+        return (self.size,) if info is None or info.shape is None else info.shape
+
+    @property
+    def name(self) -> str | None:
+        info = self._state._info_of(self)
+        return None if info is None else info.name
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """A copy of the page's metadata (change it with ``State.set_meta``/``del_meta``)."""
+        info = self._state._info_of(self)
+        return {} if info is None else copy.deepcopy(info.meta)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """``np.asarray(page)``: a copy of its values (``State.array``)."""
+        arr = self._state.array(self)
+        return arr if dtype is None else arr.astype(dtype)
+
+    @property
     def location(self) -> str:
         meta = self._state._table_value(self, T_META)
         return LOCATION_NAMES[(meta >> META_LOC_SHIFT) & 0xFF]
@@ -53,7 +86,12 @@ class Page:
         return hash((id(self._state), self.id))
 
     def __repr__(self) -> str:
-        return f"<mmsb.Page id={self.id} size={self.size}>"
+        info = self._state._ann and self._state._info(self._slot)
+        if not info:
+            return f"<mmsb.Page id={self.id} size={self.size}>"
+        named = "" if info.name is None else f" name={info.name!r}"
+        typed = "" if info.dtype is None else f" dtype={info.dtype} shape={info.shape}"
+        return f"<mmsb.Page id={self.id}{named} size={self.size}{typed}>"
 
     def _repr_html_(self) -> str:
         """Jupyter's view: id, epoch, location, parents/children and a hex preview (mmsb.notebook)."""

@@ -52,11 +52,13 @@ from ._layout import (
     T_META,
     T_OFFSET,
     T_SIZE,
+    REC_CREATE,
 )
 from ._registers import address, new_registers
 from .arena import GPU_BIT as _GPU_BIT
 from .arena import KEY_MASK as _KEY_MASK
 from .arena import LIVE_BIT as _LIVE_BIT
+from .annotate import Annotate
 from .arena import Arena, PageTable, make_meta
 from .commit import Commit, load_kernels
 from .dependencies import Dependencies, _Savepoint
@@ -68,6 +70,7 @@ from .log.history import history as _history
 from .log.memory import LogBuffer, MemoryLog, NullLog
 from .page import Page
 from .propagation import Propagation
+from .typed import PageInfo, check_dtype, check_meta, check_name, check_shape, info_text, typed_view
 from .validate import _check_location, _check_options, _check_retain, _check_size, _closed, _in_transaction
 
 __all__ = ["Page", "State"]
@@ -207,7 +210,7 @@ def _take_core() -> _Core:
     return core
 
 
-class State(Commit, DeviceWrites, Dependencies, Durability):
+class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
     """A state: pages, their epochs, the LSN counter and the log.
 
     ``State()`` makes a fresh state; :func:`mmsb.start` takes one from the pool
@@ -226,7 +229,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     """
 
     __slots__ = ("_c", "_logobj", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
-                 "__weakref__")
+                 "_ann", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None) -> None:
         _check_options(log, sync, gpu)
@@ -287,6 +290,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         self._logobj = NullLog(buf) if log is False else MemoryLog(buf)
         rv[R_LOG] = buf.ctr_addr  # what the _log setter does
         self._events = None
+        self._ann: Any = None  # page types, names, metadata, watches (mmsb.typed), from the first page with any
         self._txn: _Savepoint | None = None
         self.sync, self.gpu = sync, gpu
         self._replaying = False
@@ -366,8 +370,10 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             raise PageNotFoundError(f"page {page.id} belongs to another state")
         if isinstance(page, (int, np.integer)) and not isinstance(page, (bool, np.bool_)):
             pid = int(page)
+        elif type(page) is str:
+            return self._named(page)
         else:
-            raise PageNotFoundError(f"expected a Page or a page id, got {type(page).__name__}")
+            raise PageNotFoundError(f"expected a Page, a page id or a page name, got {type(page).__name__}")
         slot = pid & ID_SLOT_MASK
         table = c.table
         if pid < 0 or slot >= table.used:
@@ -381,12 +387,12 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         return int(c.table.array[row, self._slot(c, page)])
 
     def page(self, page_id: Any) -> Page:
-        """The handle of a live page. Raises :class:`mmsb.PageNotFoundError`."""
+        """The handle of a live page, from its id, its name or a handle. Raises :class:`mmsb.PageNotFoundError`."""
         c = self._core()
         slot = self._slot(c, page_id)
         if type(page_id) is Page:
             return page_id
-        return Page(self, int(page_id), slot, c.table.mv_size[slot])
+        return Page(self, self._id_of(slot), slot, c.table.mv_size[slot])
 
     def page_ids(self) -> np.ndarray:
         """Ids of the live pages, ascending (int64)."""
@@ -427,8 +433,17 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
     # -- pages -----------------------------------------------------------------
 
     @holds
-    def create_page(self, size: int, location: str = "cpu") -> Page:
+    def create_page(self, size: Any = None, location: str = "cpu", *, dtype: Any = None, shape: Any = None,
+                    name: str | None = None, meta: dict[str, Any] | None = None) -> Page:
         """A new zero-filled page of ``size`` bytes (1 B .. 3 GiB: a dense delta of the page must fit one log record).
+
+        A *typed* page also has a ``dtype`` and ``shape`` (C order), and its size
+        follows from them (``shape`` alone: uint8; ``dtype`` alone: a 1-d page of
+        ``size`` bytes): its writes take arrays of that dtype and shape,
+        :meth:`view` and :meth:`array` give its values, recompute functions
+        receive them. ``name`` (unique among live pages) lets every call take
+        the page by name (``st["AAPL"]``); ``meta`` is a dict of JSON values.
+        All of these are logged with the creation and kept in checkpoints.
 
         ``location``: ``"cpu"``; ``"gpu"``, the device (see ``docs/GPU.md``);
         ``"auto"``, the device when one is usable, the state was not started
@@ -441,6 +456,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         c = self._c
         if c is None:
             raise _closed()
+        if dtype is not None or shape is not None or name is not None or meta is not None:
+            return self._create_annotated(size, location, dtype, shape, name, meta)
         if type(size) is not int or not 0 < size <= MAX_PAGE_SIZE:
             size = _check_size(size)
         loc = LOC_CPU if location == "cpu" else _check_location(location, size, self.gpu)
@@ -481,22 +498,45 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         page._state, page.id, page._slot, page.size = self, pid, slot, size
         return page
 
-    @atomic
-    def create_pages(self, count: int, size: int, location: str = "cpu") -> np.ndarray:
-        """``count`` new zero-filled pages of ``size`` bytes; their ids (int64).
+    def _create_annotated(self, size: Any, location: str, dtype: Any, shape: Any, name: Any, meta: Any) -> Page:
+        """``create_page`` of a page with a type, a name or metadata: one commit of its create and info records."""
+        size, info = _check_info(size, dtype, shape, meta)
+        if name is not None:
+            info = info.replace(name=check_name(name))
+        ids = self._create_many(1, size, location, info)
+        return self.page(int(ids[0]))
 
-        The ids are those ``count`` calls of :meth:`create_page` would give.
+    @atomic
+    def create_pages(self, count: int, size: Any = None, location: str = "cpu", *, dtype: Any = None,
+                     shape: Any = None, meta: dict[str, Any] | None = None, handles: bool = False) -> Any:
+        """``count`` new zero-filled pages of ``size`` bytes (or of ``dtype`` and ``shape``, as in
+        :meth:`create_page`); their ids (int64), or with ``handles=True`` a list of handles.
+
+        The ids are those ``count`` calls of :meth:`create_page` would give. One commit.
         """
+        info = None
+        if dtype is not None or shape is not None or meta is not None:
+            size, info = _check_info(size, dtype, shape, meta)
+        ids = self._create_many(count, size, location, info)
+        if handles:
+            return [Page(self, pid, pid & ID_SLOT_MASK, self._c.table.mv_size[pid & ID_SLOT_MASK])
+                    for pid in ids.tolist()]
+        return ids
+
+    def _create_many(self, count: Any, size: Any, location: str, info: PageInfo | None) -> np.ndarray:
         c = self._core()
         if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 1:
             raise InvalidPageError(f"page count must be a positive integer, got {count!r}")
         count = int(count)
         size = _check_size(size)
         loc = _check_location(location, size, self.gpu)
+        text = None if info is None else info_text(info)  # may refuse: before anything changes
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             self._check_writable("create_pages")
+            if info is not None and info.name is not None and info.name in self._annotations().names:
+                raise InvalidArgumentError(f"another page is named {info.name!r}")
             table = c.table
             table.reserve(max(0, count - len(table.free)))
             if loc != LOC_CPU:
@@ -511,7 +551,16 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             a[T_SIZE, slots] = size
             a[T_META, slots] = gens | np.uint64(make_meta(0, loc))
             ids = slots | (gens.astype(np.int64) << ID_SLOT_BITS)
-            self._log.append_create(int(ids[0]), count, size, loc, c.lsn)  # a whole commit: sealed too
+            if info is None:
+                self._log.append_create(int(ids[0]), count, size, loc, c.lsn)  # a whole commit: sealed too
+            else:
+                ann = self._annotations()
+                for s in slots.tolist():
+                    ann.set(s, info)
+                log = self._log
+                log._append(REC_CREATE, c.lsn, int(ids[0]), size, count, loc)
+                log.append_info(int(ids[0]), count, text, c.lsn)
+                log.seal(c.lsn)
         return ids
 
     @atomic
@@ -532,6 +581,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
                 _k.zero_bytes(c.arena.data, off, size)
             c.arena.release(off, size)
             table.retire(slot)
+            if self._ann is not None:
+                self._ann.forget(slot)
             self._log.append_delete(pid, c.lsn)
             if slot < c.prop.graph.num_nodes:
                 self._forget_node(c, slot)
@@ -550,7 +601,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             return c.arena.data[off:off + c.table.mv_size[slot]].copy()
 
     def view(self, page: Any) -> np.ndarray:
-        """A read-only, zero-copy view of the page's bytes (uint8).
+        """A read-only, zero-copy view of the page: its values in its dtype and shape for a typed
+        page, else its bytes (uint8).
 
         It follows every later write to the page and stays valid while the
         page lives (the arena never moves); once the page is deleted or the
@@ -565,7 +617,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             )
         v = c.arena.view(c.table.mv_offset[slot], c.table.mv_size[slot])
         v.flags.writeable = False
-        return v
+        return v if self._ann is None else typed_view(self._info(slot), v)
 
     # -- whole-state views -----------------------------------------------------
 
@@ -592,6 +644,10 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
             data = c.arena.data
             # a page at epoch 0 was never written: zeros, which its size and epoch above already say
             # (a 200-byte log can create terabytes of such pages; hashing them would read them all)
+            ann = self._ann
+            if ann is not None and ann.info:  # types, names, metadata: only states that have any hash them
+                h.update("".join(f"{i}{ann.info[s].to_json()}" for i, s in zip(ids.tolist(), slots.tolist())
+                                 if s in ann.info).encode())
             written = slots[a[T_EPOCH, slots] != 0]
             gpu = ((a[T_META, written] & np.uint64(_GPU_BIT)) != 0).tolist()
             for slot, off, size, on_dev in zip(written.tolist(), a[T_OFFSET, written].tolist(),
@@ -686,3 +742,15 @@ class State(Commit, DeviceWrites, Dependencies, Durability):
         if self._c is None:
             return "<mmsb.State closed>"
         return f"<mmsb.State pages={len(self.page_ids())} lsn={self._c.lsn}>"
+
+
+def _check_info(size: Any, dtype: Any, shape: Any, meta: Any) -> tuple[int, PageInfo]:
+    """(size, info) of a new page from ``create_page``'s typing arguments, checked."""
+    info = PageInfo(meta=None if meta is None else check_meta(meta))
+    if dtype is None and shape is None:
+        return _check_size(size), info
+    dt = check_dtype(np.uint8 if dtype is None else dtype)
+    if size is not None:
+        size = _check_size(size)
+    dims = check_shape(shape, dt, size)
+    return dt.itemsize * int(np.prod(dims)), info.replace(dtype=dt, shape=dims)

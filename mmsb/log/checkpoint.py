@@ -44,6 +44,7 @@ from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, LogTrimm
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
 from .file import _read_all
+from ..typed import PageInfo
 from .memory import LogBuffer, NullLog
 
 MAGIC = b"MMSBCKPT"
@@ -102,6 +103,8 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> Stored:
     kinds = {name: code for name, code in g._kinds.items() if code >= FIRST_USER_KIND}
     doc = {"mmsb": __version__, "lsn": c.lsn, "deltas": c.deltas, "slots": used, "kinds": kinds,
            "bindings": bindings, "log": log_ref}
+    if st._ann is not None and st._ann.info:
+        doc["pages"] = {str(st._id_of(slot)): info.to_doc() for slot, info in sorted(st._ann.info.items())}
     sections = [
         (META, _bytes(json.dumps(doc).encode())),
         (SLOTS, slots.view(np.uint8).reshape(-1)),
@@ -253,6 +256,9 @@ def _check_doc(doc: dict[str, Any]) -> None:
                 and isinstance(b.get("weights"), list) and len(b["weights"]) == len(b["parents"])
                 and all(type(w) in (int, float) for w in b["weights"])):
             raise ValueError("a binding is not well formed")
+    pages = doc.get("pages", {})
+    if not isinstance(pages, dict) or not all(isinstance(k, str) and k.isdigit() for k in pages):
+        raise ValueError("page infos are not a mapping of page ids")
     log = doc.get("log")
     if log is not None and not (isinstance(log, dict) and all(isinstance(log.get(k), str) for k in ("id", "base"))
                                 and _is_id(log.get("pos"))):
@@ -318,6 +324,12 @@ def load(st: Any, ck: Checkpoint) -> None:
     st._replaying = True
     log, st._log = st._log, NullLog(LogBuffer(1024))  # the graph is the checkpoint's: nothing to log
     try:
+        for key, info_doc in ck.doc.get("pages", {}).items():
+            slot = st._slot(c, int(key))
+            info = PageInfo.from_doc(info_doc, int(a[T_SIZE, slot]))
+            if info.name is not None and info.name in st._annotations().names:
+                raise ValueError(f"two pages are named {info.name!r}")
+            st._annotations().set(slot, info)
         for b in ck.doc["bindings"]:
             op: Any = b["op"]
             if not op:
@@ -330,7 +342,7 @@ def load(st: Any, ck: Checkpoint) -> None:
             if not g.has_edge(p & ID_SLOT_MASK, child & ID_SLOT_MASK):  # a binding's edges are in already
                 st.add_dependency(p, child, names[kind])
     except Exception as exc:  # noqa: BLE001 - whatever a hostile graph makes fail is damage
-        raise LogCorruptError(f"checkpoint {ck.path!r}: its graph does not apply ({type(exc).__name__}: "
+        raise LogCorruptError(f"checkpoint {ck.path!r}: its page infos or graph do not apply ({type(exc).__name__}: "
                               f"{str(exc)[:200]})", HEADER_SIZE) from None
     finally:
         st._replaying = False

@@ -13,7 +13,7 @@ import numpy as np
 from .. import config
 from .._layout import (
     E_LSN, E_OFF, L_ADDR, L_CAP, L_DELTAS, L_MODE, L_SEALED, L_USED, L_WORDS, LOG_DROP, LOG_SEAL, REC_BIND, REC_COMMIT,
-    REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER,
+    REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_HEADER, REC_INFO,
 )
 from .._registers import address
 from ..delta import Delta, _logged
@@ -361,6 +361,10 @@ class MemoryLog:
         """A binding made by ``register_recompute`` (``name``: a user function's registered name)."""
         body = np.array(parents, np.int64).tobytes() + np.array(weights, np.float64).tobytes()
         self._append_named(REC_BIND, lsn, child, op, dtype, len(parents), body, name)
+
+    def append_info(self, page_id: int, count: int, text: str, lsn: int) -> None:
+        """What a page carries beyond its bytes, as JSON (``count`` pages: those just created)."""
+        self._append_named(REC_INFO, lsn, page_id, count, 0, 0, b"", text)
 
     def seal(self, lsn: int) -> None:
         """End a commit: every record since the last seal forms it (a marker records where).

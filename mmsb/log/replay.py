@@ -11,6 +11,7 @@ not fit raises :class:`mmsb.LogCorruptError` naming its offset.
 
 from __future__ import annotations
 
+import json
 import struct
 from typing import Any, Callable
 
@@ -18,7 +19,10 @@ import numpy as np
 
 from .. import config
 from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
+from .._layout import REC_INFO
+from .._layout import ID_SLOT_MASK
 from ..errors import LogCorruptError, MMSBError
+from ..typed import PageInfo
 from ..functions import MissingFunction, lookup
 from ..graph import FIRST_USER_KIND
 from .file import _kernels
@@ -114,8 +118,22 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
                 st._pending_gpu.append(ids)
             if first != w2:
                 raise bad(f"creates page {w2}, but replaying it gives page {first}")
+            nxt = pos + length
+            if nxt + REC_HEADER <= data.size and (_HEADER.unpack_from(data, nxt)[0] >> 32) & 0xFF == REC_INFO:
+                # the info of the pages just made: it is of the same commit, so it applies to their ids
+                info_w0, info_lsn, info_first, count = _HEADER.unpack_from(data, nxt)[:4]
+                if info_first == first and count == w4:
+                    if info_lsn != c.lsn:
+                        return nxt  # the check at the top of the next call names it
+                    _apply_info(st, data, nxt, info_w0, ids, int(w3), bad)
+                    return nxt + (info_w0 & 0xFFFFFFFF)
         elif rtype == REC_DELETE:
             st.delete_page(int(w2))
+        elif rtype == REC_INFO:
+            if w3 != 1:
+                raise bad(f"gives the info of {w3} pages without the create record that made them")
+            slot = st._slot(c, int(w2))
+            _apply_info(st, data, pos, w0, np.array([int(w2)]), int(c.table.mv_size[slot]), bad)
         elif rtype == REC_EDGE:
             if extra > body.size:
                 raise bad("has a kind name longer than the record")
@@ -151,3 +169,22 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             raise
         raise bad(f"does not apply: {exc}") from exc
     return pos + length
+
+
+def _apply_info(st: Any, data: np.ndarray, pos: int, w0: int, ids: np.ndarray, size: int,
+                bad: Callable[[str], LogCorruptError]) -> None:
+    """An info record (its JSON after the header) given to the pages ``ids``."""
+    length, extra = w0 & 0xFFFFFFFF, w0 >> 48
+    if REC_HEADER + extra > length:
+        raise bad("has info longer than the record")
+    try:
+        doc = json.loads(bytes(data[pos + REC_HEADER:pos + REC_HEADER + extra]).decode())
+        info = PageInfo.from_doc(doc, size)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise bad(f"does not hold a page's info: {exc}") from None
+    names = st._annotations().names
+    slots = ids & ID_SLOT_MASK
+    if info.name is not None and (len(ids) != 1 or names.get(info.name, slots[0]) != slots[0]):
+        raise bad(f"names a page {info.name!r}, a name another page holds")
+    for s in slots.tolist():
+        st._annotations().set(s, info)
