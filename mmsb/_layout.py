@@ -18,6 +18,9 @@ META_GEN_MASK = 0xFFFFFFFF
 META_LOC_SHIFT = 32
 META_FLAG_SHIFT = 40
 FLAG_LIVE = 1
+# a derived page whose binding refuses direct writes: the fast commit paths leave it to Python,
+# which refuses (never stored in a checkpoint: the binding sets it again)
+FLAG_GUARDED = 2
 
 LOC_CPU = 0
 LOC_GPU = 1

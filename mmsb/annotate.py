@@ -13,9 +13,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ._interrupts import atomic
-from .errors import InvalidArgumentError, PageNotFoundError
+from ._layout import ID_SLOT_BITS, ID_SLOT_MASK, META_GEN_MASK, T_META, T_OFFSET, T_SIZE
+from .arena import GPU_BIT, LIVE_BIT
+from .delta import DeltaBatch
+from .errors import InvalidArgumentError, InvalidDeltaError, PageNotFoundError
 from .page import Page
-from .typed import Annotations, PageInfo, check_meta, check_name, info_text, typed_view
+from .typed import Annotations, PageInfo, check_meta, check_name, info_text, page_bytes, typed_view
 from .validate import _closed
 
 __all__ = ["Annotate"]
@@ -70,6 +73,68 @@ class Annotate:
                 raise _closed()
             slot = self._slot(c, page)
             return typed_view(self._info(slot), self.query_page(page))
+
+    # -- bulk ---------------------------------------------------------------------------
+
+    def update_pages(self, pages: Any, rows: Any) -> np.ndarray:
+        """Write ``rows[i]`` as the whole new value of ``pages[i]``, as one batch; each page's LSN.
+
+        ``pages``: page ids (an int array is checked without a Python loop), or handles or names;
+        distinct pages of one size (and, for typed pages, one dtype and shape). ``rows``: an array
+        of shape ``(len(pages), *page.shape)`` converted as :meth:`update_page` converts, or of
+        shape ``(len(pages), size)`` in uint8. Each page's delta holds the bytes that changed
+        (sparse), LSN 0 for a page that did not change; one :meth:`apply_batch`, so one commit
+        and one cascade.
+        """
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            slots, ids = self._bulk_slots(c, pages)
+            table = c.table
+            size = int(table.array[T_SIZE, slots[0]])
+            if np.any(table.array[T_SIZE, slots] != size):
+                raise InvalidArgumentError("update_pages writes pages of one size")
+            info = self._info(int(slots[0]))
+            if self._ann is not None and self._ann.info:
+                if any(self._info(s) is not info and (self._info(s) is None or info is None or
+                                                      self._info(s).to_doc() != info.to_doc())
+                       for s in slots.tolist()):
+                    raise InvalidArgumentError("update_pages writes pages of one dtype and shape")
+            new = _rows_bytes(info, rows, slots.size, size)
+            if np.any(table.array[T_META, slots] & np.uint64(GPU_BIT)):
+                cur = np.stack([self.query_page(int(p)) for p in ids.tolist()])  # device pages: copies
+            else:
+                cur = c.arena.data[table.array[T_OFFSET, slots].astype(np.int64)[:, None] + np.arange(size)]
+            changed = cur != new
+            row, col = np.nonzero(changed)
+            starts = np.zeros(slots.size + 1, np.int64)
+            np.cumsum(np.bincount(row, minlength=slots.size), out=starts[1:])
+            return self.apply_batch(DeltaBatch(ids, starts, col, new[changed]))
+
+    def _bulk_slots(self, c: Any, pages: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, ids) of distinct live pages."""
+        arr = np.asarray(pages) if not isinstance(pages, np.ndarray) else pages
+        if arr.dtype.kind in "iu" and arr.ndim == 1:
+            ids = arr.astype(np.int64)
+            slots = ids & ID_SLOT_MASK
+            table = c.table
+            bad = (ids < 0) | (slots >= table.used)
+            if not bad.any():
+                meta = table.array[T_META, slots]
+                bad = ((meta & np.uint64(LIVE_BIT)) == 0) | (
+                    (meta & np.uint64(META_GEN_MASK)).astype(np.int64) != ids >> ID_SLOT_BITS)
+            if bad.any():
+                raise PageNotFoundError(f"no live page with id {int(ids[np.argmax(bad)])}")
+        else:
+            slots = np.array([self._slot(c, p) for p in pages], np.int64)
+            ids = np.array([self._id_of(s) for s in slots.tolist()], np.int64)
+        if not slots.size:
+            raise InvalidArgumentError("update_pages needs at least one page")
+        if np.unique(slots).size != slots.size:
+            raise InvalidArgumentError("update_pages writes each page once: a page is named twice")
+        return slots, ids
+
 
     # -- names and metadata -----------------------------------------------------------
 
@@ -169,3 +234,18 @@ class Annotate:
                     import logging
 
                     logging.getLogger("mmsb").exception("mmsb: a watch of page %d raised; the commit stands", pid)
+
+
+def _rows_bytes(info: PageInfo | None, rows: Any, n: int, size: int) -> np.ndarray:
+    """``rows`` as an ``(n, size)`` uint8 array: each row a page's new bytes."""
+    if type(rows) is np.ndarray and rows.dtype == np.uint8 and rows.shape == (n, size):
+        return rows
+    if info is None or info.dtype is None:
+        raise InvalidDeltaError(f"rows for {n} byte pages of {size} B are a ({n}, {size}) uint8 array, got "
+                                f"{getattr(rows, 'shape', type(rows).__name__)}")
+    many = PageInfo(info.dtype, (n, *info.shape))
+    try:
+        return page_bytes(many, rows, n * size).reshape(n, size)
+    except InvalidDeltaError as exc:
+        raise InvalidDeltaError(f"rows for {n} pages of shape {info.shape} in {info.dtype} are an array of shape "
+                                f"{many.shape}: {exc}") from None

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import config
 from ._layout import (
+    FLAG_GUARDED,
     FLAG_LIVE,
     ID_SLOT_BITS,
     LOC_GPU,
@@ -355,6 +356,7 @@ class PageTable:
 LIVE_BIT = FLAG_LIVE << META_FLAG_SHIFT
 GPU_BIT = LOC_GPU << META_LOC_SHIFT  # the location field holds 0 (cpu) or 1 (gpu)
 KEY_MASK = LIVE_BIT | META_GEN_MASK  # meta bits that must match a live page's id
+GUARD_BIT = FLAG_GUARDED << META_FLAG_SHIFT  # a derived page that refuses direct writes
 
 
 def make_meta(generation: int, location: int) -> int:

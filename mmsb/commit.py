@@ -44,10 +44,11 @@ from ._layout import (
     W_SLOW,
 )
 from .arena import GPU_BIT as _GPU_BIT
+from .arena import GUARD_BIT as _GUARD_BIT
 from .arena import LIVE_BIT as _LIVE_BIT
 from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
 from .dependencies import _Savepoint
-from .errors import InvalidDeltaError, PageNotFoundError
+from .errors import InvalidArgumentError, InvalidDeltaError, PageNotFoundError
 from .page import Page
 from .typed import page_bytes, sparse_write
 from .validate import _closed, _in_transaction, _page_bytes
@@ -64,6 +65,7 @@ _commit_update: Any = None
 _U8 = np.dtype(np.uint8)
 _ND = np.ndarray
 _ONE = (1,)
+_NOT_FAST = _GPU_BIT | _GUARD_BIT
 # One write call in 16 is timed (mmsb._layout.R_TICK): timing every commit cost 3-4% of a
 # single hop; this sample costs a count and a test on the others
 
@@ -158,6 +160,7 @@ class Commit:
         ensure()
         self._check_writable()
         slot = self._slot(c, page)
+        self._refuse_derived(c, slot)
         info = None if self._ann is None else self._ann.info.get(slot)
         if info is not None and info.dtype is not None:
             data = page_bytes(info, data, c.table.mv_size[slot])
@@ -186,6 +189,16 @@ class Commit:
         if not offsets.size:
             return None
         return self.apply_delta(Delta.sparse(self._id_of(slot), offsets, data))
+
+    def _refuse_derived(self, c: _Core, slot: int) -> None:
+        """A direct write to a derived page its binding guards: refused, nothing changed."""
+        if c.table.mv_meta[slot] & _GUARD_BIT:
+            b = c.prop.bindings[slot]
+            how = "mirrors a page through a sync edge" if b.mirror else "is computed by its binding"
+            raise InvalidArgumentError(
+                f"page {self._id_of(slot)} {how}: a direct write would be overwritten by the next change "
+                "upstream. Bind it with register_recompute(..., writable=True) to allow such writes, or "
+                "unbind it first")
 
     @holds
     def _check_writable(self, what: str | None = None) -> None:
@@ -259,7 +272,7 @@ class Commit:
                 raise _closed()
             page = delta._page if delta._page is not None else delta.page_id
             slot = self._slot(c, page)
-            if c.rv[R_SLOW] or c.table.mv_meta[slot] & _GPU_BIT:  # a transaction, handlers, a failed log
+            if c.rv[R_SLOW] or c.table.mv_meta[slot] & _NOT_FAST:  # a transaction, handlers, a failed log
                 return self._apply_delta_slow(delta)
             size = c.table.mv_size[slot]
             sparse = delta.kind == "sparse"
@@ -349,6 +362,7 @@ class Commit:
                 raise _closed()
             t0 = _sampled(c)
             slot = self._slot(c, page)
+            self._refuse_derived(c, slot)
             size = c.table.mv_size[slot]
             if type(data) is not np.ndarray or data.dtype is not _U8 or data.size != size or data.strides != (1,):
                 data = _page_bytes(data, size)
@@ -408,6 +422,7 @@ class Commit:
             t0 = _sampled(c)
             page = delta._page if delta._page is not None else delta.page_id
             slot = self._slot(c, page)
+            self._refuse_derived(c, slot)
             size = c.table.mv_size[slot]
             log = self._log
             pos = log.used
@@ -462,6 +477,9 @@ class Commit:
             if bad.any():
                 i = int(np.argmax(bad))
                 raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+            guarded = (table.array[T_META, slots] & np.uint64(_GUARD_BIT)) != 0
+            if guarded.any():
+                self._refuse_derived(c, int(slots[np.argmax(guarded)]))
             a = table.array
             log = self._log
             buf = log.reserve(len(batch) * (REC_HEADER + 8) + 5 * batch.indices.size)

@@ -168,13 +168,78 @@ class Dependencies:
                 self._log.seal(c.lsn)
 
     @atomic
-    def register_passthrough(self, child: Any, parent: Any) -> None:
+    def unbind(self, child: Any) -> None:
+        """Take ``child``'s binding away, with the data edges from its parents (or the sync edge
+        it mirrors), as one commit; its bytes stay. Raises :class:`mmsb.InvalidArgumentError`
+        when nothing binds it."""
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            self._check_writable("unbind")
+            ch = self._slot(c, child)
+            if ch not in c.prop.bindings:
+                raise InvalidArgumentError(f"page {self._id_of(ch)} is not bound to a recompute")
+            try:
+                self._unbind(c, ch)
+            finally:
+                self._log.seal(c.lsn)
+
+    def _unbind(self, c: Any, ch: int) -> None:
+        """The edges of ``ch``'s binding removed and logged (a replay removes them one by one, which
+        leaves the child unbound when the last goes), then the binding."""
+        prop = c.prop
+        for p in list(prop.bindings[ch].parents):
+            prop.graph.remove_edge(p, ch)
+            self._log.append_edge(self._id_of(p), self._id_of(ch), 0, "", False, c.lsn)
+        prop.bind(ch, None)
+
+    def _dependents(self, c: Any, slot: int) -> list[int]:
+        g = c.prop.graph
+        return g.children(slot).tolist() if slot < g.num_nodes else []
+
+    def _clear_dependents(self, c: Any, slot: int, dependents: str) -> list[int]:
+        """Before ``slot`` is deleted: what ``delete_page(dependents=...)`` does to the pages that
+        depend on it, logged; the slots to delete, the page's descendants first (so a replay
+        deletes each page once nothing depends on it), the page last."""
+        kids = self._dependents(c, slot)
+        if not kids:
+            return [slot]
+        if dependents == "refuse":
+            raise InvalidArgumentError(
+                f"page {self._id_of(slot)} has dependents {[self._id_of(k) for k in kids]}: "
+                "delete_page(page, dependents='unbind') unbinds them (their bytes stay), "
+                "dependents='delete' deletes them too")
+        if dependents == "delete":
+            order, seen, stack = [], {slot}, [(slot, iter(kids))]
+            while stack:  # depth-first, each page after everything below it
+                node, it = stack[-1]
+                nxt = next(it, None)
+                if nxt is None:
+                    order.append(node)
+                    stack.pop()
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, iter(self._dependents(c, nxt))))
+            return order
+        prop = c.prop
+        for ch in kids:
+            b = prop.bindings.get(ch)
+            if b is not None and slot in b.parents:
+                self._unbind(c, ch)
+            if prop.graph.has_edge(slot, ch):  # an edge of another kind
+                prop.graph.remove_edge(slot, ch)
+                self._log.append_edge(self._id_of(slot), self._id_of(ch), 0, "", False, c.lsn)
+        return [slot]
+
+    @atomic
+    def register_passthrough(self, child: Any, parent: Any, writable: bool = False) -> None:
         """Bind ``child`` to be a copy of ``parent`` (same size); see :meth:`register_recompute`."""
-        self.register_recompute(child, [parent], "passthrough")
+        self.register_recompute(child, [parent], "passthrough", writable=writable)
 
     @atomic
     def register_recompute(self, child: Any, parents: Any, op: Any, dtype: Any = None,
-                           weights: Any = None) -> None:
+                           weights: Any = None, writable: bool = False) -> None:
         """Bind ``child``'s bytes to a function of ``parents``' bytes, and bring it up to date.
 
         ``op`` is a built-in name, run inside the cascade kernel element-wise
@@ -205,8 +270,14 @@ class Dependencies:
         If a user function raises, the commit rolls back and
         :class:`mmsb.RecomputeError` names the page.
 
+        A bound page refuses direct writes (:class:`mmsb.InvalidArgumentError`:
+        the next change upstream would overwrite them) unless ``writable=True``,
+        when a direct write stands until a parent next changes. Binding a page
+        that is bound already replaces its binding in the same commit: parents
+        the new binding does not name lose their data edges.
+
         Data edges ``parent -> child`` are added where missing; the child may
-        have no other data parents. The child is recomputed at once, as a
+        have no other data parents (unless they came with the binding replaced). The child is recomputed at once, as a
         commit of its own. Raises :class:`mmsb.InvalidArgumentError`,
         :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
         """
@@ -244,10 +315,13 @@ class Dependencies:
             prop = c.prop
             g = prop.graph
             others = set(g.parents(ch, "data").tolist()) - set(ps) if ch < g.num_nodes else set()
+            # a binding replaced drops its parents the new one does not name (in this commit)
+            dropped = [s for s in old.parents if s in others] if old is not None and not self._replaying else []
+            others -= set(dropped)
             if others:
                 raise InvalidArgumentError(
                     f"page {self._id_of(ch)} has data parents {sorted(self._id_of(s) for s in others)} "
-                    "that the binding does not name"
+                    "that the binding does not name (remove_dependency them first)"
                 )
             added = []
             try:
@@ -265,10 +339,13 @@ class Dependencies:
             old = prop.bindings.get(ch)
             # a user function may raise on its first run: then the whole call is undone
             sp = _Savepoint(c, self._log) if fn is not None and not self._replaying else None
-            prop.bind(ch, Binding(code, dt, ps, ws, fn))
+            for p in dropped:
+                g.remove_edge(p, ch)
+                self._log.append_edge(self._id_of(p), self._id_of(ch), 0, "", False, c.lsn)
+            prop.bind(ch, Binding(code, dt, ps, ws, fn, writable=bool(writable)))
             if fn is not None and not isinstance(fn, MissingFunction):
                 remember(self._annotations().functions, fn)
-            self._log.append_bind(self._id_of(ch), code, dt, [self._id_of(p) for p in ps], ws,
+            self._log.append_bind(self._id_of(ch), code, dt | bool(writable) << 8, [self._id_of(p) for p in ps], ws,
                                   "" if fn is None else function_name(fn), c.lsn)
             try:
                 self._propagate(c, _EMPTY, _EMPTY, dirty=ch)
@@ -277,6 +354,8 @@ class Dependencies:
                     sp.rollback(c, self._log)
                     for p in added:
                         g.remove_edge(p, ch)
+                    for p in dropped:
+                        g.add_edge(p, ch, "data")
                     prop.bind(ch, old)
                 raise
             finally:

@@ -25,6 +25,7 @@ __all__ = ["state_html", "page_html", "plot_graph", "plot_latency"]
 MAX_ROWS = 20        # pages listed in a state's table; the rest are counted
 PREVIEW_BYTES = 64   # bytes of a page shown in hex
 MAX_LABELS = 64      # a graph plot labels its nodes with ids up to this many pages
+MAX_MARKERS = 500    # past this many pages a graph plot counts pages per level instead of drawing each
 _OP_NAMES = {code: name for name, code in OPS.items()}
 _STYLE = "border-collapse:collapse;font-family:monospace;font-size:12px"
 
@@ -113,14 +114,27 @@ def page_html(pg: Any, preview: int = PREVIEW_BYTES) -> str:
     slot = st._slot(st._c, pg)  # raises PageNotFoundError for a deleted page, like every page call
     parents, children = _neighbours(st, slot)
     # a device page's preview copies only the bytes shown
-    data = st.view(pg) if pg.location == "cpu" else st.device_view(pg)[: preview + 1].copy_to_host()
+    data = st.view(pg).reshape(-1).view(np.uint8) if pg.location == "cpu" else (
+        st.device_view(pg)[: preview + 1].copy_to_host())
+    info = st._info(slot)
     rows = [["id", pg.id], ["size", pg.size], ["epoch", pg.epoch], ["location", pg.location],
             ["recompute", _binding(st, slot) or "-"], ["parents", _list(parents, 32) or "-"],
             ["children", _list(children, 32) or "-"]]
+    if info is not None:
+        if info.name is not None:
+            rows.insert(1, ["name", info.name])
+        if info.dtype is not None:
+            rows.append(["dtype, shape", f"{info.dtype}, {info.shape}"])
+        rows += [[f"meta: {k}", v] for k, v in info.meta.items()]
     body = "".join(f'<tr><th style="text-align:left">{_e(k)}</th><td style="text-align:left">{_e(v)}</td></tr>'
                    for k, v in rows)
+    if info is not None and info.dtype is not None and data.size == pg.size:  # values, in the page's dtype
+        with np.printoptions(threshold=max(1, preview // info.dtype.itemsize), edgeitems=3, linewidth=100):
+            shown = np.array2string(data.view(info.dtype).reshape(info.shape))
+    else:
+        shown = _hex(data, preview)
     return (f'<div><table style="{_STYLE}">{body}</table>'
-            f'<pre style="font-size:12px;margin:4px 0">{_e(_hex(data, preview))}</pre></div>')
+            f'<pre style="font-size:12px;margin:4px 0">{_e(shown)}</pre></div>')
 
 
 def _figure(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
@@ -135,7 +149,8 @@ def _figure(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
 
 
 def plot_graph(st: Any, ax: Any = None) -> Any:
-    """The dependency graph: one marker per live page, x its topological level, edges as lines.
+    """The dependency graph: one marker per live page, x its topological level, edges as lines;
+    past ``MAX_MARKERS`` pages, a bar of the pages at each level instead (the title says so).
 
     Pages without edges sit at level 0. Data edges are solid, other kinds
     dashed; derived pages (those with a recompute) are filled. Returns the
@@ -155,6 +170,8 @@ def plot_graph(st: Any, ax: Any = None) -> Any:
             level[inside] = g.levels()[slots[inside]]
         edges = [(p, ch, k) for p, ch, k in g.edges()]
         bound = np.array([int(s) in c.prop.bindings for s in slots], bool)
+    if ids.size > MAX_MARKERS:
+        return _plot_levels(ax, ids.size, level, bound, len(edges))
     # within a level, pages keep id order, centred on y = 0
     order = np.lexsort((ids, level))
     y = np.empty(ids.size)
@@ -163,7 +180,8 @@ def plot_graph(st: Any, ax: Any = None) -> Any:
         y[members] = np.arange(members.size) - (members.size - 1) / 2
     pos = {int(s): (float(level[i]), float(y[i])) for i, s in enumerate(slots)}
     widest = int(np.bincount(level).max()) if ids.size else 1
-    fig, ax = _figure(ax, (max(4.0, 1.2 * (int(level.max(initial=0)) + 2)), max(3.0, 0.35 * widest + 1.5)))
+    fig, ax = _figure(ax, (min(12.0, max(4.0, 1.2 * (int(level.max(initial=0)) + 2))),
+                           min(9.0, max(3.0, 0.35 * widest + 1.5))))
     for data_edges, style in ((True, "solid"), (False, "dashed")):
         segs = [(pos[p], pos[ch]) for p, ch, k in edges if (k == 0) == data_edges and p in pos and ch in pos]
         if segs:
@@ -181,6 +199,27 @@ def plot_graph(st: Any, ax: Any = None) -> Any:
     ax.set_yticks([])
     ax.set_title(f"{ids.size} pages, {len(edges)} edges (solid: data, dashed: other kinds)")
     ax.margins(0.15)
+    return fig
+
+
+def _plot_levels(ax: Any, pages: int, level: np.ndarray, bound: np.ndarray, edges: int) -> Any:
+    """A graph too large for one marker per page: pages per topological level, derived ones apart."""
+    fig, ax = _figure(ax, (min(12.0, max(5.0, 0.3 * (int(level.max(initial=0)) + 2))), 4.0))
+    lv = np.arange(int(level.max(initial=0)) + 1)
+    derived = np.bincount(level[bound], minlength=lv.size)
+    plain = np.bincount(level[~bound], minlength=lv.size)
+    ax.bar(lv, plain, color="white", edgecolor="tab:blue", label="pages")
+    ax.bar(lv, derived, bottom=plain, color="tab:blue", edgecolor="tab:blue", label="recomputed pages")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("topological level")
+    ax.set_ylabel("pages")
+    if plain.max(initial=0) + derived.max(initial=0) > 50 * max(1, int(np.median(plain + derived))):
+        ax.set_yscale("log")
+    ax.set_title(f"{pages} pages, {edges} edges: pages per level\n(past {MAX_MARKERS} pages they are counted, "
+                 "not drawn)", fontsize=10)
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -205,10 +244,13 @@ def plot_latency(st: Any, ax: Any = None) -> Any:
     edges = 2.0 ** np.arange(lo - 1, hi + 1) / 1e3  # µs
     ax.bar(edges[:-1], counts[lo:hi + 1], width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10 µs, not 10^-1
     for key, style in (("write_time_p50_ns", "--"), ("write_time_p99_ns", ":")):
         ax.axvline(s[key] / 1e3, color="tab:red", linestyle=style, label=f"{key[11:14]} ≤ {s[key] / 1e3:.3g} µs")
     ax.set_xlabel("write latency (µs, log2 buckets)")
     ax.set_ylabel("writes")
-    ax.set_title(f"{n} sampled writes (1 in 16, by LSN)")
+    ax.set_title(f"{n} sampled writes (one write call in 16)")
     ax.legend(fontsize=8)
     return fig

@@ -21,6 +21,7 @@ from ._layout import (
     R_POOL_ROWS, R_SCRATCH, R_SCRATCH_SIZE, R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS,
 )
 from ._registers import Published, PublishedInt, publish_all
+from .arena import GUARD_BIT as _GUARD_BIT
 from .errors import InvalidArgumentError, RecomputeError
 from .functions import python_result
 from .graph import KIND_DATA, Graph
@@ -57,6 +58,7 @@ class Binding:
     weights: list[float]
     fn: Callable[..., Any] | None = None
     mirror: bool = False  # made by a sync edge: a passthrough that follows that edge
+    writable: bool = False  # direct writes to the page allowed (they stand until a parent changes)
 
 
 class Propagation:
@@ -142,10 +144,13 @@ class Propagation:
         old = self.bindings.get(slot)
         if old is not None and old.fn is not None:
             self.n_fallible -= 1
+        meta = self.table.mv_meta
         if binding is None:
             self.bindings.pop(slot, None)
             self.binds[slot, _k.B_OP] = 0
+            meta[slot] &= ~_GUARD_BIT
             return
+        meta[slot] = meta[slot] & ~_GUARD_BIT if binding.writable else meta[slot] | _GUARD_BIT
         if binding.fn is not None:
             self.n_fallible += 1
         self.bindings[slot] = binding
@@ -270,6 +275,10 @@ class Propagation:
         """(cascades run, pages recomputed, pages skipped by the epoch cut-off), counted by the kernel."""
         ctl = self.ctl
         return int(ctl[_k.C_CASCADES]), int(ctl[_k.C_RECOMPUTED]), int(ctl[_k.C_SKIPPED])
+
+    def reset_counters(self) -> None:
+        ctl = self.ctl
+        ctl[_k.C_CASCADES] = ctl[_k.C_RECOMPUTED] = ctl[_k.C_SKIPPED] = 0
 
     # -- the cascade ---------------------------------------------------------------
 

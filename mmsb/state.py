@@ -78,6 +78,7 @@ __all__ = ["Page", "State"]
 _new = object.__new__
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
 _SMALL_RESET = 8
+_DEPENDENTS = ("refuse", "unbind", "delete")
 
 
 def _kernels() -> Any:
@@ -229,7 +230,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
     """
 
     __slots__ = ("_c", "_logobj", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
-                 "_ann", "__weakref__")
+                 "_ann", "_zero", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None) -> None:
         _check_options(log, sync, gpu)
@@ -291,6 +292,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         rv[R_LOG] = buf.ctr_addr  # what the _log setter does
         self._events = None
         self._ann: Any = None  # page types, names, metadata, watches (mmsb.typed), from the first page with any
+        self._zero: tuple[int, int] | None = None  # (log position, syncs) at the last reset_stats
         self._txn: _Savepoint | None = None
         self.sync, self.gpu = sync, gpu
         self._replaying = False
@@ -564,29 +566,47 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         return ids
 
     @atomic
-    def delete_page(self, page: Any) -> None:
-        """Delete a page; its id and handles raise :class:`mmsb.PageNotFoundError` from now on."""
+    def delete_page(self, page: Any, dependents: str = "refuse") -> None:
+        """Delete a page; its id, name and handles raise :class:`mmsb.PageNotFoundError` from now on.
+
+        A page other pages depend on (edges out of it) is refused
+        (:class:`mmsb.InvalidArgumentError`) unless ``dependents`` says what
+        becomes of them: ``"unbind"``, the bindings that read the page are
+        taken away with their edges (as :meth:`unbind`; the pages keep their
+        bytes) and its other edges removed; ``"delete"``, every page that
+        depends on it, directly or not, is deleted too. One commit.
+        """
+        if dependents not in _DEPENDENTS:
+            raise InvalidArgumentError(f"dependents={dependents!r}: expected one of {_DEPENDENTS}")
         c = self._core()
         with c.lock:
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             self._check_writable("delete_page")
             slot = self._slot(c, page)
-            table = c.table
-            pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)
-            off, size = table.mv_offset[slot], table.mv_size[slot]
-            if table.mv_meta[slot] & _GPU_BIT:
-                c.dev.release(slot, size)
-            elif table.mv_epoch[slot]:
-                _k.zero_bytes(c.arena.data, off, size)
-            c.arena.release(off, size)
-            table.retire(slot)
-            if self._ann is not None:
-                self._ann.forget(slot)
-            self._log.append_delete(pid, c.lsn)
-            if slot < c.prop.graph.num_nodes:
-                self._forget_node(c, slot)
+            if self._replaying:  # a log's delete, as it was written
+                self._delete_slot(c, slot)
+            else:
+                for s in self._clear_dependents(c, slot, dependents):
+                    self._delete_slot(c, s)
             self._log.seal(c.lsn)
+
+    def _delete_slot(self, c: _Core, slot: int) -> None:
+        """Delete one page: its bytes zeroed, its slot and arena space freed, its record logged."""
+        table = c.table
+        pid = slot | ((table.mv_meta[slot] & META_GEN_MASK) << ID_SLOT_BITS)
+        off, size = table.mv_offset[slot], table.mv_size[slot]
+        if table.mv_meta[slot] & _GPU_BIT:
+            c.dev.release(slot, size)
+        elif table.mv_epoch[slot]:
+            _k.zero_bytes(c.arena.data, off, size)
+        c.arena.release(off, size)
+        table.retire(slot)
+        if self._ann is not None:
+            self._ann.forget(slot)
+        self._log.append_delete(pid, c.lsn)
+        if slot < c.prop.graph.num_nodes:
+            self._forget_node(c, slot)
 
     def query_page(self, page: Any) -> np.ndarray:
         """A copy of the page's bytes (uint8)."""
@@ -683,6 +703,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
           buckets, so each figure is the upper edge of its bucket, at most twice
           the true value; None before the first sample.
         - ``arena_*``, ``table_rows``, ``log_records_kept``: memory bookkeeping.
+
+        :meth:`reset_stats` starts the counters above (not the state's own figures) afresh.
         """
         c = self._core()
         with c.lock:
@@ -692,10 +714,13 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             live = (meta & np.uint64(_LIVE_BIT)) != 0
             log = self._log
             written = None
+            since, syncs = log.first_pos, getattr(log, "syncs", 0)
+            if self._zero is not None:
+                since, syncs = max(since, self._zero[0]), syncs - self._zero[1]
             if log.keeps_records:
                 from .kernels.stats import delta_bytes
 
-                written = int(delta_bytes(log.reserve(0)[log.first_pos:], log.used - log.first_pos))
+                written = int(delta_bytes(log.reserve(0)[since:], log.used - since))
             cascades, recomputed, skipped = c.prop.counters()
             dev = c.dev
             return {
@@ -712,13 +737,28 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                 "cascades": cascades,
                 "pages_recomputed": recomputed,
                 "pages_skipped": skipped,
-                "syncs": getattr(log, "syncs", 0),
+                "syncs": syncs,
                 "device_pages": dev.pages if dev is not None else 0,
                 "device_launches": dev.launches if dev is not None else 0,
                 "device_bytes_in": dev.bytes_in if dev is not None else 0,
                 "device_bytes_out": dev.bytes_out if dev is not None else 0,
                 **_latency_summary(c.lat),
             }
+
+    def reset_stats(self) -> None:
+        """Start the statistics of :meth:`stats` afresh: ``bytes_written``, ``cascades``,
+        ``pages_recomputed``, ``pages_skipped``, ``syncs``, the device counters and the write-time
+        samples count from now. What describes the state (pages, ``lsn``, ``deltas``, epochs, the
+        log) does not change."""
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            c.prop.reset_counters()
+            c.lat[:] = 0
+            if c.dev is not None:
+                c.dev.launches = c.dev.bytes_in = c.dev.bytes_out = 0
+            self._zero = (self._log.used, getattr(self._log, "syncs", 0))
 
     def _repr_html_(self) -> str:
         """Jupyter's view: log position, graph size and the first pages (mmsb.notebook)."""

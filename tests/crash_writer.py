@@ -59,13 +59,13 @@ def history(st: mmsb.State, seed: int) -> Iterator[tuple[str, int]]:
         derived.append(st.create_page(PAGE).id)
         yield "create_page", derived[-1]
     copy, total, mix, low = derived
-    st.register_passthrough(copy, src[0])
+    st.register_passthrough(copy, src[0], writable=True)  # written directly too, below
     yield "bind", copy
-    st.register_recompute(total, [src[1], src[2]], "sum", dtype=np.uint16)
+    st.register_recompute(total, [src[1], src[2]], "sum", dtype=np.uint16, writable=True)
     yield "bind", total
-    st.register_recompute(mix, [copy, total, src[3]], "xor")  # a cascade two levels deep
+    st.register_recompute(mix, [copy, total, src[3]], "xor", writable=True)  # a cascade two levels deep
     yield "bind", mix
-    st.register_recompute(low, [src[0], src[3]], "minplus", weights=[3.0, 1.0])
+    st.register_recompute(low, [src[0], src[3]], "minplus", weights=[3.0, 1.0], writable=True)
     yield "bind", low
     st.add_dependency(src[2], low, "control")
     yield "edge", low

@@ -70,7 +70,7 @@ class Twin:
         return pg.id
 
     def delete(self, pid):
-        self.both(lambda st: st.delete_page(pid))
+        self.both(lambda st: st.delete_page(pid, dependents="unbind"))
         del self.loc[pid], self.size[pid]
         self.check()
 

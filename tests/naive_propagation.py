@@ -63,9 +63,10 @@ def run_op(op, dtype, weights, parents):
 
 
 class Binding:
-    def __init__(self, op, dtype, parents, weights, mirror=False):
+    def __init__(self, op, dtype, parents, weights, mirror=False, writable=False):
         self.op, self.dtype, self.parents, self.weights = op, dtype, list(parents), list(weights)
         self.mirror = mirror  # made by a sync edge: the child copies its one parent
+        self.writable = writable  # direct writes allowed (else refused: the binding owns the page)
 
 
 class Commit:
@@ -193,10 +194,20 @@ class NaivePropagation:
         return self.commit([(pid, idx, [data[i] for i in idx])], prefer=prefer)
 
     # ---- bindings and edges ----------------------------------------------------------------
-    def register(self, child, parents, op, dtype="uint8", weights=None, prefer=None):
+    def guarded(self, pid):
+        """Whether a direct write to ``pid`` is refused: it is bound, and not writable."""
+        b = self.bindings.get(pid)
+        return b is not None and not b.writable
+
+    def register(self, child, parents, op, dtype="uint8", weights=None, prefer=None, writable=False):
+        old = self.bindings.get(child)
+        if old is not None:  # a binding replaced: the parents it no longer names lose their edges
+            for p in old.parents:
+                if p not in parents:
+                    del self.edges[(p, child)]
         for p in parents:
             self.edges.setdefault((p, child), "data")
-        self.bindings[child] = Binding(op, dtype, parents, weights or [0] * len(parents))
+        self.bindings[child] = Binding(op, dtype, parents, weights or [0] * len(parents), writable=writable)
         return self.commit(dirty=child, prefer=prefer)
 
     def refuses(self, parent, child, kind):
@@ -243,12 +254,30 @@ class NaivePropagation:
             return self.commit(dirty=child, prefer=prefer)
         return None
 
-    def delete_page(self, pid):
-        """Edges go, readers drop the page; nothing is recomputed until a parent next changes."""
+    def dependents(self, pid):
+        return [c for (p, c) in self.edges if p == pid]
+
+    def delete_page(self, pid, dependents="refuse"):
+        """The page goes, and with it, as asked, the bindings that read it (their edges too; bytes
+        stay) or every page below it ("refuse" with dependents is refused: the caller checks)."""
+        kids = self.dependents(pid)
+        assert not (kids and dependents == "refuse")
+        if dependents == "delete":
+            for c in kids:
+                if c in self.pages:
+                    self.delete_page(c, "delete")
+        for c in kids:
+            b = self.bindings.get(c)
+            if c in self.pages and b is not None and pid in b.parents:
+                for p in b.parents:
+                    self.edges.pop((p, c), None)
+                del self.bindings[c]
         del self.pages[pid], self.epochs[pid]
         self.bindings.pop(pid, None)
         for (p, c) in list(self.edges):
             if pid in (p, c):
                 del self.edges[(p, c)]
-                if p == pid:
-                    self._drop_parent(c, pid)
+
+    def unbind(self, child):
+        for p in self.bindings.pop(child).parents:
+            del self.edges[(p, child)]

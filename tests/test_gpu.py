@@ -295,7 +295,7 @@ def test_deleted_and_pooled_device_pages_leave_no_trace():
     a, b = st.create_page(64, location="gpu").id, st.create_page(64, location="gpu").id
     st.register_passthrough(b, a)
     st.update_page(a, bytes([0xAB] * 64))
-    st.delete_page(a)
+    st.delete_page(a, dependents="unbind")
     fresh = st.create_page(64, location="gpu")
     assert bytes(st.query_page(fresh)) == bytes(64) and fresh.epoch == 0
     assert st.stats()["device_pages"] == 2
@@ -364,7 +364,7 @@ def test_device_counters():
         assert sum(moved(st, s0)) <= 32 * k + n // 4 + 256
         assert st.query_page(b)[[0, 100, 1000, 2047]].tolist() == [1, 2, 3, 4]
         assert st.stats()["device_pages"] == 3
-        st.delete_page(a)
+        st.delete_page(a, dependents="unbind")
         assert st.stats()["device_pages"] == 2
     finally:
         st.close()

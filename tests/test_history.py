@@ -145,7 +145,7 @@ def run_random_history(data):
 def test_a_failed_transaction_is_forgotten_by_the_index():
     st = mmsb.State()
     a, b = st.create_page(SIZE), st.create_page(SIZE)
-    st.register_passthrough(b, a)
+    st.register_passthrough(b, a, writable=True)  # written directly below
     st.update_page(a, bytes([1] * SIZE))
     assert [d.lsn for d in st.history(b)] == [1, 2]
     with pytest.raises(Boom):
@@ -222,7 +222,7 @@ def test_the_index_catches_up_incrementally_and_across_rebuilds(monkeypatch):
     st = mmsb.State()
     ids = st.create_pages(64, SIZE)
     for k in range(1, 8):
-        st.register_recompute(ids[k], [ids[k - 1], ids[k + 31]], "sum")
+        st.register_recompute(ids[k], [ids[k - 1], ids[k + 31]], "sum", writable=True)  # batches write them too
     g = np.random.default_rng(1)
     for step in range(40):
         pages = g.choice(ids, 16)

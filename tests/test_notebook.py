@@ -99,3 +99,30 @@ def test_plot_latency_from_the_stats_histogram(small):
     empty = mmsb.start()
     assert "no timed writes" in empty.plot_latency().axes[0].texts[0].get_text()
     mmsb.stop(empty)
+
+
+def test_a_large_graph_is_plotted_by_level_at_a_readable_size():
+    st = mmsb.start()
+    ids = st.create_pages(10_000, 8)
+    for i in range(1, 3000, 3):  # 1000 two-page chains: levels 0 and 1
+        st.register_passthrough(int(ids[i]), int(ids[i - 1]))
+    fig = st.plot_graph()
+    w, h = fig.get_size_inches()
+    assert w <= 12 and h <= 9
+    (ax,) = fig.axes
+    heights = {}
+    for bar in ax.patches:  # stacked bars: plain pages, then recomputed ones on top
+        x = round(bar.get_x() + bar.get_width() / 2)
+        heights[x] = heights.get(x, 0) + bar.get_height()
+    assert heights == {0: 9000, 1: 1000} and "counted" in ax.get_title()
+    fig.canvas.draw()
+    mmsb.stop(st)
+
+
+def test_a_typed_page_shows_its_values(small):
+    st = small[0]
+    p = st.create_page(shape=(2, 3), dtype=np.int16, name="grid", meta={"unit": "K"})
+    st.update_page(p, [[1, -2, 3], [4, 5, -6]])
+    text = p._repr_html_()
+    shown = re.search(r"<pre[^>]*>(.*?)</pre>", text, re.S).group(1)
+    assert shown == "[[ 1 -2  3]\n [ 4  5 -6]]" and "grid" in text and "int16, (2, 3)" in text and "unit" in text

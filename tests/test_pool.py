@@ -354,7 +354,7 @@ def _graph_history(st):
     with st.transaction():
         st.update_page(b, np.full(16, 3, np.uint8))
         st.apply_delta(mmsb.Delta.sparse(a, [0, 15], [9, 9]))
-    st.delete_page(b)
+    st.delete_page(b, dependents="unbind")
     st.update_page(a, np.full(16, 7, np.uint8))
     log = [(x.lsn, x.page_id, x.epoch, x.causes, x.indices.tolist(), x.values.tolist()) for x in st.log]
     return st.state_hash(), log, st.page_ids().tolist()

@@ -61,7 +61,7 @@ def test_counters_follow_a_model_of_a_diamond():
     # a -> b, a -> c (copies), d = b + c (wraps: 128 + 128 == 0 == 0 + 0), e = copy of d
     for child, parents, fn in [("b", "a", _copy), ("c", "a", _copy), ("d", "bc", _sum), ("e", "d", _copy)]:
         if fn is _copy:
-            st.register_passthrough(pages[child], pages[parents[0]])
+            st.register_passthrough(pages[child], pages[parents[0]], writable=True)  # b is written directly
         else:
             st.register_recompute(pages[child], [pages[p] for p in parents], "sum")
         model.bind(child, list(parents), fn)
@@ -183,3 +183,24 @@ def test_a_pooled_state_reports_fresh_stats(log):
     assert {k: v for k, v in got.items() if not any(w in k for w in skip)} == \
            {k: v for k, v in want.items() if not any(w in k for w in skip)}
     mmsb.stop(again)
+
+
+def test_reset_stats_counts_afresh_and_leaves_the_state_alone(tmp_path):
+    st = mmsb.start(log=str(tmp_path / "l"))
+    a, b = st.create_page(SIZE), st.create_page(SIZE)
+    st.register_passthrough(b, a)
+    for v in (1, 2, 3):
+        st.update_page(a, np.full(SIZE, v, np.uint8))
+    before = st.stats()
+    assert before["cascades"] and before["bytes_written"] and before["syncs"]
+    st.reset_stats()
+    after = st.stats()
+    for key in ("bytes_written", "cascades", "pages_recomputed", "pages_skipped", "syncs", "write_time_samples"):
+        assert after[key] == 0, key
+    for key in ("pages", "page_bytes", "lsn", "deltas", "log_bytes"):
+        assert after[key] == before[key], key
+    st.update_page(a, np.full(SIZE, 9, np.uint8))
+    again = st.stats()
+    # one update of a whole page, copied to b: twice the page's bytes, one cascade, one sync
+    assert (again["bytes_written"], again["cascades"], again["pages_recomputed"], again["syncs"]) == (2 * SIZE, 1, 1, 1)
+    st.close()

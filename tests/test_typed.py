@@ -416,9 +416,31 @@ def test_basic_and_fancy_offsets_agree(dtype, shape, data):
     at = tuple(data.draw(st_.builds(slice, st_.integers(-6, 6) | st_.none(), st_.integers(-6, 6) | st_.none(),
                                     st_.sampled_from([None, 1, 2, -1, -3])) | st_.integers(0, n - 1))
                for n in shape[:data.draw(st_.integers(1, len(shape)))])
-    ones = np.ones(1, np.uint8).view(np.bool_) if np.dtype(dtype) == np.bool_ else 1
+    ones = np.True_ if np.dtype(dtype) == np.bool_ else 1
     offsets, values = sparse_write(info, current, ones, at)
     model = np.zeros(shape, dtype)
     model[at] = ones
     expect = np.flatnonzero(model.view(np.uint8).reshape(-1))
     assert sorted(offsets.tolist()) == expect.tolist()
+
+
+@given(st_.sampled_from([np.uint8, np.int32, np.float64]), st_.integers(1, 6), st_.integers(1, 5), st_.data())
+@settings(max_examples=40, deadline=None)
+def test_update_pages_writes_rows_as_one_batch(dtype, n, width, data):
+    with mmsb.start() as s:
+        pages = s.create_pages(n + 1, dtype=dtype, shape=width, handles=True)[1:]  # ids need not start at 0
+        model = {p.id: np.zeros(width, dtype) for p in pages}
+        for _ in range(3):
+            pick = data.draw(st_.permutations([p.id for p in pages]).map(lambda ids: ids[:max(1, len(ids) - 1)]))
+            raw = data.draw(st_.lists(st_.integers(0, 3), min_size=len(pick) * width, max_size=len(pick) * width))
+            rows = np.array(raw).reshape(len(pick), width).astype(dtype)
+            lsn, epochs = s.lsn, {p.id: p.epoch for p in pages}
+            got = s.update_pages(np.array(pick), rows)
+            changed = [pid for pid, row in zip(pick, rows) if model[pid].tobytes() != row.tobytes()]
+            assert (got != 0).sum() == len(changed) and s.lsn == lsn + len(changed)
+            for pid, row in zip(pick, rows):
+                model[pid] = row
+            for p in pages:
+                assert s.view(p).tobytes() == model[p.id].tobytes()
+                assert p.epoch == epochs[p.id] + (p.id in changed)
+        assert s.replay().state_hash() == s.state_hash()

@@ -28,7 +28,8 @@ from .._layout import (
     R_NEED_UNDO, R_NEED_UNDO_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES, R_POOL, R_POOL_ROWS, R_SCRATCH,
     R_SCRATCH_SIZE, R_SEED_LSN, R_SEED_POS, R_SLOW, R_T0, R_LAT, R_TICK, FAST_MAX, R_SP_DELTAS, R_SP_LOG_DELTAS, R_SP_LSN, R_SP_USED, R_TABLE, R_TABLE_CAP,
     R_UNDO, R_UNDO_INDEX, R_UNDO_ROWS, R_UNDO_SIZE, R_WORK, R_WORK_ROWS, REC_COMMIT, REC_HEADER,
-    ID_SLOT_BITS, ID_SLOT_MASK, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET, T_SIZE,
+    ID_SLOT_BITS, ID_SLOT_MASK, FLAG_GUARDED, FLAG_LIVE, META_FLAG_SHIFT, META_GEN_MASK, T_EPOCH, T_META, T_OFFSET,
+    T_SIZE,
     TABLE_ROWS, W_BAD, W_RESUME, W_ROOM, W_SEAL, W_SLOW, LOC_GPU, META_LOC_SHIFT, OP_PYTHON,
 )
 from .apply import _write_distinct, _write_masked, log_dense, log_sparse, write_entries
@@ -48,6 +49,8 @@ _KEY = _LIVE | U(META_GEN_MASK)
 _REACH = 64
 _SAVED = 8  # a W_MARK bit no cascade uses: the page's before-image is saved (batch commits)
 _GPU = U(LOC_GPU << META_LOC_SHIFT)
+# pages the fast paths leave to Python: on the device, or derived and guarded against direct writes
+_NOT_FAST = _GPU | U(FLAG_GUARDED << META_FLAG_SHIFT)
 
 _REGS = "int64[::1]"
 _REGS_T = types.Array(types.int64, 1, "C")
@@ -68,7 +71,7 @@ def _host_slot(regs, table, pid):
     if pid < 0 or s >= table.shape[1] or regs[R_SLOW] != 0:
         return -1
     meta = table[T_META, s]
-    if (meta & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)) or meta & _GPU:
+    if (meta & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)) or meta & _NOT_FAST:
         return -1
     return s
 
@@ -379,7 +382,7 @@ def _batch_slots(table, ids, reach, slots):
         # slots past the table's high-water mark hold zero meta: not live
         if pid < 0 or s >= table.shape[1] or (table[T_META, s] & _KEY) != (_LIVE | U(pid >> ID_SLOT_BITS)):
             return W_BAD - 2 * i  # a missing page is reported before any bad offset
-        if table[T_META, s] & _GPU:
+        if table[T_META, s] & _NOT_FAST:
             return W_SLOW
         slots[i] = s
         if U(reach[i]) > table[T_SIZE, s] and bad_offset < 0:

@@ -44,6 +44,7 @@ from ..errors import InvalidArgumentError, LogCorruptError, LogIOError, LogTrimm
 from ..functions import MissingFunction, function_name, lookup
 from ..graph import FIRST_USER_KIND
 from .file import _read_all
+from ..arena import GUARD_BIT
 from ..typed import PageInfo
 from .memory import LogBuffer, NullLog
 
@@ -75,7 +76,7 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> Stored:
 
     table, used = c.table, c.table.used
     a = table.array
-    meta = a[T_META, :used]
+    meta = a[T_META, :used] & ~np.uint64(GUARD_BIT)  # a binding's guard comes back with the binding
     live = np.flatnonzero(meta & np.uint64(_LIVE))
     sizes = a[T_SIZE, live]
     data = np.empty(int(sizes.sum()), np.uint8)
@@ -99,7 +100,7 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> Stored:
         fn = "" if b.fn is None else (b.fn.name if isinstance(b.fn, MissingFunction) else function_name(b.fn))
         bindings.append({"child": st._id_of(child), "op": _OP_NAMES.get(b.op, ""), "function": fn,
                          "dtype": DTYPE_NAMES[b.dtype], "parents": [st._id_of(p) for p in b.parents],
-                         "weights": list(b.weights)})
+                         "weights": list(b.weights), "writable": b.writable})
     kinds = {name: code for name, code in g._kinds.items() if code >= FIRST_USER_KIND}
     doc = {"mmsb": __version__, "lsn": c.lsn, "deltas": c.deltas, "slots": used, "kinds": kinds,
            "bindings": bindings, "log": log_ref}
@@ -254,7 +255,8 @@ def _check_doc(doc: dict[str, Any]) -> None:
                 and isinstance(b.get("function"), str) and isinstance(b.get("dtype"), str)
                 and isinstance(b.get("parents"), list) and all(_is_id(p) for p in b["parents"])
                 and isinstance(b.get("weights"), list) and len(b["weights"]) == len(b["parents"])
-                and all(type(w) in (int, float) for w in b["weights"])):
+                and all(type(w) in (int, float) for w in b["weights"])
+                and type(b.get("writable", False)) is bool):
             raise ValueError("a binding is not well formed")
     pages = doc.get("pages", {})
     if not isinstance(pages, dict) or not all(isinstance(k, str) and k.isdigit() for k in pages):
@@ -334,7 +336,8 @@ def load(st: Any, ck: Checkpoint) -> None:
             op: Any = b["op"]
             if not op:
                 op = lookup(b["function"]) or MissingFunction(b["function"])
-            st.register_recompute(b["child"], b["parents"], op, dtype=b["dtype"], weights=b["weights"])
+            st.register_recompute(b["child"], b["parents"], op, dtype=b["dtype"], weights=b["weights"],
+                                  writable=b.get("writable", False))
         names = {code: name for name, code in ck.doc["kinds"].items()}
         names.update({0: "data", 1: "control", 2: "sync"})
         g = c.prop.graph

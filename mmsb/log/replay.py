@@ -150,7 +150,7 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             else:
                 raise bad(f"has edge flag {w5}")
         elif rtype == REC_BIND:
-            if w5 > body.size // 16 or 16 * w5 + extra > body.size or w4 >= len(DTYPE_NAMES):
+            if w5 > body.size // 16 or 16 * w5 + extra > body.size or w4 & 0xFF >= len(DTYPE_NAMES) or w4 >> 9:
                 raise bad("has a parent list or name that does not fit it")
             parents = body[: 8 * w5].view(np.int64).tolist()
             weights = body[8 * w5:16 * w5].view(np.float64).tolist()
@@ -161,7 +161,8 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
                 op = lookup(name) or MissingFunction(name)
             else:
                 raise bad(f"binds op {w3} without a function name")
-            st.register_recompute(int(w2), parents, op, dtype=DTYPE_NAMES[w4], weights=weights)
+            st.register_recompute(int(w2), parents, op, dtype=DTYPE_NAMES[w4 & 0xFF], weights=weights,
+                                  writable=bool(w4 >> 8))
         else:
             raise bad(f"has type {rtype}")
     except (MMSBError, UnicodeDecodeError, ValueError, MemoryError, OverflowError) as exc:
