@@ -50,7 +50,7 @@ from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
 from .dependencies import _Savepoint
 from .errors import InvalidArgumentError, InvalidDeltaError, PageNotFoundError
 from .page import Page
-from .typed import page_bytes, sparse_write
+from .typed import page_bytes, row_run, sparse_write
 from .validate import _closed, _in_transaction, _page_bytes
 
 if TYPE_CHECKING:
@@ -185,9 +185,31 @@ class Commit:
         ensure()
         self._check_writable()
         slot = self._slot(c, page)
-        offsets, data = sparse_write(self._info(slot), self.query_page(page), values, at)
+        self._refuse_derived(c, slot)
+        table = c.table
+        on_host = not table.mv_meta[slot] & _GPU_BIT
+        if on_host:  # the live bytes, read under the lock this call holds
+            current = c.arena.data[table.mv_offset[slot]:table.mv_offset[slot] + table.mv_size[slot]]
+        else:
+            current = self.query_page(page)
+        info = self._info(slot)
+        if on_host and not c.rv[R_SLOW]:
+            run = row_run(info, table.mv_size[slot], values, at)
+            if run is not None:  # whole rows: one kernel diffs, writes and logs them
+                args = (c.regs, run[1], run[0], self._id_of(slot))
+                r = _kc.commit_range(*args)
+                while r == W_ROOM:
+                    self._make_room(c)
+                    r = _kc.commit_range(*args)
+                if r > 0:
+                    return _logged(c.logbuf._array, r - 1)
+                if r != W_SLOW:
+                    return self._settled(c, r, (slot,))
+        offsets, data = sparse_write(info, current, values, at)
         if not offsets.size:
             return None
+        if on_host and not c.rv[R_SLOW]:  # apply_delta's fast branch, its checks done here
+            return self._commit_entries(c, slot, True, offsets, data)
         return self.apply_delta(Delta.sparse(self._id_of(slot), offsets, data))
 
     def _refuse_derived(self, c: _Core, slot: int) -> None:
@@ -278,23 +300,27 @@ class Commit:
             sparse = delta.kind == "sparse"
             if not sparse and a.size != size:
                 raise InvalidDeltaError(f"dense delta has {a.size} mask entries, page {delta.page_id} has {size} bytes")
-            commit = _kc.commit_sparse if sparse else _kc.commit_dense
-            args = (c.regs, a, b, self._id_of(slot))
-            r = commit(*args)
-            while r == W_ROOM:
-                self._make_room(c)
-                r = commit(*args)
-            if r <= W_BAD:
-                raise InvalidDeltaError(
-                    f"index {int(a[(W_BAD - 1 - r) // 2])} is out of range for page {delta.page_id} of {size} bytes"
-                )
-            if r > 0:
-                return _logged(c.logbuf._array, r - 1)
-            return self._settled(c, r, (slot,))
+            return self._commit_entries(c, slot, sparse, a, b)
         finally:
             lock.release()
             if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
                 land()
+
+    def _commit_entries(self, c: _Core, slot: int, sparse: bool, a: np.ndarray, b: np.ndarray) -> Delta | None:
+        """One sparse (offsets ``a``, bytes ``b``) or dense (mask, payload) delta on host page ``slot``,
+        by its commit kernel (the caller holds the lock and checked that the fast path applies)."""
+        commit = _kc.commit_sparse if sparse else _kc.commit_dense
+        args = (c.regs, a, b, self._id_of(slot))
+        r = commit(*args)
+        while r == W_ROOM:
+            self._make_room(c)
+            r = commit(*args)
+        if r <= W_BAD:
+            raise InvalidDeltaError(f"index {int(a[(W_BAD - 1 - r) // 2])} is out of range for page "
+                                    f"{self._id_of(slot)} of {c.table.mv_size[slot]} bytes")
+        if r > 0:
+            return _logged(c.logbuf._array, r - 1)
+        return self._settled(c, r, (slot,))
 
     @holds
     def apply_batch(self, batch: DeltaBatch) -> np.ndarray:

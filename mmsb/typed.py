@@ -242,44 +242,85 @@ def page_bytes(info: PageInfo, data: Any, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr).reshape(-1).view(_U8)
 
 
+def row_run(info: PageInfo | None, size: int, values: Any, at: Any) -> tuple[int, np.ndarray] | None:
+    """For ``at`` an int or a unit-step slice (rows of the first axis, the common slice write):
+    (first byte, the new bytes of those rows); None for any other index. The short path: no
+    index arrays, and the bytes go to one commit kernel that keeps what changed."""
+    if type(at) is not int and not (type(at) is slice and (at.step is None or at.step == 1)):
+        return None
+    dtype = _U8 if info is None or info.dtype is None else info.dtype
+    shape = (size,) if info is None or info.shape is None else info.shape
+    try:
+        picked = range(shape[0])[at]
+    except IndexError:
+        raise InvalidDeltaError(f"at={at!r} does not index a page of shape {shape}: index out of range") from None
+    row = size // shape[0]
+    lo, hi = (picked, picked + 1) if type(at) is int else (picked.start, max(picked.start, picked.stop))
+    new = _as_dtype(values, dtype, "the values written")
+    want = shape[1:] if type(at) is int else (hi - lo, *shape[1:])
+    if new.shape != want:
+        try:
+            new = np.broadcast_to(new, want)
+        except ValueError:
+            raise InvalidDeltaError(f"values of shape {new.shape} do not fit page[{at!r}], of shape {want}") from None
+    return lo * row, np.ascontiguousarray(new).reshape(-1).view(_U8)
+
+
+def _basic(key: tuple) -> bool:
+    """Whether NumPy indexes with ``key`` by a view (ints, slices, Ellipsis, None: no element twice)."""
+    return all(k is None or k is Ellipsis or type(k) is slice or (isinstance(k, (int, np.integer))
+                                                                and not isinstance(k, (bool, np.bool_)))
+               for k in key)
+
+
 def sparse_write(info: PageInfo | None, current: np.ndarray, values: Any, at: Any) -> tuple[np.ndarray, np.ndarray]:
     """(byte offsets, bytes) that make ``page[at] = values`` true, on a page whose bytes are
     ``current``: only the bytes that change, each offset once (where ``at`` names an element
     twice, the last value wins, as in NumPy)."""
     dtype = _U8 if info is None or info.dtype is None else info.dtype
     shape = current.shape if info is None or info.shape is None else info.shape
+    run = row_run(info, current.size, values, at)
+    if run is not None:  # rows of the first axis: one run of bytes, compared in place
+        start, data = run
+        changed = np.flatnonzero(current[start:start + data.size] != data)
+        return changed + start, data[changed]
     typed = current.view(dtype).reshape(shape)
     key = at if isinstance(at, tuple) else (at,)
     if not any(k is Ellipsis for k in key):
         key += (Ellipsis,)  # keeps a single element a 0-d view, not a scalar copy
+    basic = _basic(key)
     try:
         sel = typed[key]
     except (IndexError, TypeError, ValueError) as exc:
         raise InvalidDeltaError(f"at={at!r} does not index a page of shape {shape}: {exc}") from None
-    if np.shares_memory(sel, typed):  # basic indexing: the view's strides give the offsets
-        base = sel.__array_interface__["data"][0] - typed.__array_interface__["data"][0] if sel.size else 0
-        elems = np.full(sel.shape, base, np.int64)
-        for d, (n, stride) in enumerate(zip(sel.shape, sel.strides)):
-            step = np.arange(n, dtype=np.int64) * stride
-            elems += step.reshape((n,) + (1,) * (sel.ndim - d - 1))
-    else:  # advanced indexing copies: find the elements through an index array
-        elems = np.arange(typed.size, dtype=np.int64).reshape(shape)[key] * dtype.itemsize
+    item = dtype.itemsize
+    start = sel.__array_interface__["data"][0] - typed.__array_interface__["data"][0] if basic and sel.size else 0
+    if basic and sel.flags.c_contiguous:  # a run of whole elements (a row, a block of rows, one element)
+        offsets = np.arange(start, start + sel.nbytes, dtype=np.int64)
+    else:
+        if basic:  # the view's strides give each element's offset
+            elems = np.full(sel.shape, start, np.int64)
+            for d, (n, stride) in enumerate(zip(sel.shape, sel.strides)):
+                elems += (np.arange(n, dtype=np.int64) * stride).reshape((n,) + (1,) * (sel.ndim - d - 1))
+        else:  # advanced indexing copies: find the elements through an index array
+            elems = np.arange(typed.size, dtype=np.int64).reshape(shape)[key] * item
+        offsets = (elems.reshape(-1, 1) + np.arange(item, dtype=np.int64)).reshape(-1)
     new = _as_dtype(values, dtype, "the values written")
-    try:
-        new = np.broadcast_to(new, elems.shape)
-    except ValueError:
-        raise InvalidDeltaError(f"values of shape {new.shape} do not fit page[{at!r}], of shape "
-                                f"{elems.shape}") from None
-    offsets = (elems.reshape(-1, 1) + np.arange(dtype.itemsize, dtype=np.int64)).reshape(-1)
+    if new.shape != sel.shape:
+        try:
+            new = np.broadcast_to(new, sel.shape)
+        except ValueError:
+            raise InvalidDeltaError(f"values of shape {new.shape} do not fit page[{at!r}], of shape "
+                                    f"{sel.shape}") from None
     data = np.ascontiguousarray(new).reshape(-1).view(_U8)
-    if offsets.size and np.unique(offsets).size != offsets.size:
+    if not basic and offsets.size and np.unique(offsets).size != offsets.size:
         # keep each offset's last entry: reverse, take first occurrences, restore the order
         rev = offsets[::-1]
         _, first = np.unique(rev, return_index=True)
         keep = np.sort(offsets.size - 1 - first)
         offsets, data = offsets[keep], data[keep]
     changed = current[offsets] != data
-    return offsets[changed].astype(np.uint32), data[changed]
+    return offsets[changed], data[changed]
 
 
 def typed_view(info: PageInfo | None, raw: np.ndarray) -> np.ndarray:

@@ -290,6 +290,9 @@ class TypedModel(RuleBasedStateMachine):
         self.epochs: dict[int, int] = {}
         self.names: dict[str, int] = {}
         self.meta: dict[int, dict] = {}
+        self.calls: list[tuple[int, int]] = []  # (page id, epoch) each watch call saw
+        self.expected: list[tuple[int, int]] = []
+        self.watched: set[int] = set()
 
     def teardown(self):
         self.st.close()
@@ -312,7 +315,23 @@ class TypedModel(RuleBasedStateMachine):
         old = self.model[pid]
         if old.tobytes() != new.tobytes():
             self.epochs[pid] += 1
+            if pid in self.watched:
+                self.expected.append((pid, self.epochs[pid]))
         self.model[pid] = new
+
+    @precondition(lambda self: self.model)
+    @rule(data=st_.data())
+    def watch(self, data):
+        pid = data.draw(st_.sampled_from(sorted(self.model)))
+        if pid in self.watched:
+            assert self.st.unwatch(pid, self._seen)
+            self.watched.discard(pid)
+        else:
+            self.st.watch(pid, self._seen)
+            self.watched.add(pid)
+
+    def _seen(self, page):
+        self.calls.append((page.id, page.epoch))
 
     @precondition(lambda self: self.model)
     @rule(data=st_.data())
@@ -372,6 +391,7 @@ class TypedModel(RuleBasedStateMachine):
         self.st.delete_page(pid)
         for d in (self.model, self.epochs, self.meta):
             del d[pid]
+        self.watched.discard(pid)
         self.names = {k: v for k, v in self.names.items() if v != pid}
 
     @rule()
@@ -394,6 +414,7 @@ class TypedModel(RuleBasedStateMachine):
         for name, pid in self.names.items():
             assert self.st[name].id == pid
         assert sorted(self.st.page_ids().tolist()) == sorted(self.model)
+        assert self.calls == self.expected
 
 
 def st_view_bytes(st, p):
@@ -444,3 +465,65 @@ def test_update_pages_writes_rows_as_one_batch(dtype, n, width, data):
                 assert s.view(p).tobytes() == model[p.id].tobytes()
                 assert p.epoch == epochs[p.id] + (p.id in changed)
         assert s.replay().state_hash() == s.state_hash()
+
+
+@given(st_.sampled_from([np.int16, np.float64, np.uint8]), st_.lists(st_.integers(0, 3), min_size=1, max_size=8),
+       st_.data())
+@settings(max_examples=30, deadline=None)
+def test_history_gives_the_values_after_each_delta(dtype, writes, data):
+    with mmsb.start() as s:
+        p = s.create_page(shape=(2, 3), dtype=dtype, name="p")
+        other = s.create_page(8)
+        seen = []
+        for v in writes:
+            at = data.draw(st_.sampled_from([None, 0, (1, 2), (slice(None), 0)]))
+            if at is None:
+                s.update_page("p", np.full((2, 3), v, dtype))
+            else:
+                s.update_page("p", v, at=at)
+            s.update_page(other, np.full(8, v + 1, np.uint8))  # deltas of another page in between
+            if (seen[-1] if seen else np.zeros((2, 3), dtype)).tobytes() != s.view(p).tobytes():
+                seen.append(s.array(p))
+        h = s.history("p")  # by name
+        vals = h.values()
+        assert vals.dtype == np.dtype(dtype) and vals.shape == (len(seen), 2, 3)
+        np.testing.assert_array_equal(vals, np.array(seen).reshape(len(seen), 2, 3))
+        frame = h.frame()
+        assert frame.index.tolist() == [d.lsn for d in h.deltas] and frame["epoch"].tolist() == list(
+            range(1, len(seen) + 1))
+        np.testing.assert_array_equal(frame[[(i, j) for i in range(2) for j in range(3)]].to_numpy(),
+                                      vals.reshape(len(seen), 6))
+        if len(seen) > 1:
+            with pytest.raises(mmsb.InvalidArgumentError, match="creation"):
+                s.history(p, last=1).values()
+            assert list(s.history(p, last=1).frame().columns) == ["epoch", "kind", "nbytes", "causes"]
+
+
+@pytest.mark.parametrize("mode", ["plain", "subscribed", "transaction"])
+@pytest.mark.parametrize("at", [1, slice(0, 2), (slice(None), 1), np.array([2, 0])])
+def test_index_writes_cascade_like_whole_writes(mode, at):
+    """page[at] = v through mmsb (each path: the row kernel, the offsets, events, a transaction)
+    and through NumPy on a copy, then written whole on a twin: same bytes, epochs and children."""
+    twins = []
+    for how in ("at", "whole"):
+        s = mmsb.start()
+        p = s.create_page(shape=(3, 4), dtype=np.int32)
+        c = s.create_page(shape=(3, 4), dtype=np.int32)
+        s.register_passthrough(c, p)
+        if mode == "subscribed":
+            s.subscribe("page_changed", lambda ids: None)
+        s.update_page(p, np.arange(12).reshape(3, 4))
+        want = np.arange(12).reshape(3, 4)
+        want[at] = -7
+        write = (lambda: s.update_page(p, -7, at=at)) if how == "at" else (lambda: s.update_page(p, want))
+        if mode == "transaction":
+            with s.transaction():
+                write()
+        else:
+            write()
+        np.testing.assert_array_equal(s.view(c), want)
+        twins.append(s)
+    assert twins[0].state_hash() == twins[1].state_hash()
+    assert twins[0].replay().state_hash() == twins[0].state_hash()
+    for s in twins:
+        s.close()

@@ -60,6 +60,7 @@ _SIG_UPDATE = f"int64({_REGS}, uint8[::1], int64)"
 _RO_I64, _RO_U8, _RO_B = (types.Array(t, 1, "C", readonly=True) for t in (types.int64, types.uint8, types.boolean))
 _SIG_SPARSE = types.int64(_REGS_T, _RO_I64, _RO_U8, types.int64)
 _SIG_DENSE = types.int64(_REGS_T, _RO_B, _RO_U8, types.int64)
+_SIG_RANGE = types.int64(_REGS_T, _RO_U8, types.int64, types.int64)
 _I64 = types.Array(types.int64, 1, "C")
 _SIG_BATCH = types.int64(_REGS_T, _RO_I64, _RO_I64, _RO_I64, _RO_U8, _I64, _I64)
 
@@ -330,6 +331,42 @@ def commit_sparse(regs, indices, values, pid):
     lsn = regs[R_LSN] + 1
     end = pos
     if write_entries(arena, table[T_OFFSET, slot], indices, values, U(0), U(indices.size)):
+        end = log_sparse(table, slot, indices, values, buf, pos, lsn)
+    return _commit_one(regs, slot, pos, end, lsn)
+
+
+@lazy(_SIG_RANGE)
+def commit_range(regs, data, start, pid):
+    """``update_page(..., at=rows)``: bytes ``start .. start + data.size`` of page ``pid`` take
+    ``data``, logged as a sparse delta of the bytes that changed. Its record position + 1, 0,
+    ``W_BAD`` for a range outside the page, ``W_SLOW`` or ``W_ROOM`` as commit_sparse."""
+    table, arena, ctr, buf = _state(regs)
+    slot = _host_slot(regs, table, pid)
+    if slot < 0:
+        return W_SLOW
+    if start < 0 or start + data.size > np.int64(table[T_SIZE, slot]):
+        return W_BAD
+    at = np.int64(table[T_OFFSET, slot]) + start
+    count = 0
+    for k in range(data.size):
+        if arena[at + k] != data[k]:
+            count += 1
+    if count == 0:
+        return 0
+    if not _start_one(regs, table, arena, ctr, slot, REC_HEADER + 8 + 5 * count):
+        return W_ROOM
+    indices = np.empty(count, np.int64)
+    values = np.empty(count, np.uint8)
+    j = 0
+    for k in range(data.size):
+        if arena[at + k] != data[k]:
+            indices[j] = start + k
+            values[j] = data[k]
+            j += 1
+    pos = ctr[L_USED]
+    lsn = regs[R_LSN] + 1
+    end = pos
+    if write_entries(arena, table[T_OFFSET, slot], indices, values, U(0), U(count)):
         end = log_sparse(table, slot, indices, values, buf, pos, lsn)
     return _commit_one(regs, slot, pos, end, lsn)
 

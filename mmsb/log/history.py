@@ -56,6 +56,9 @@ class History:
       page beyond ``last``, causes beyond ``depth`` hops, or records the log no longer holds
       (a log trimmed by its retention keeps what is newer than its ``first_lsn``).
 
+    ``values()`` rebuilds the page's value after each of its deltas, in its dtype and shape;
+    ``frame()`` gives the same as a pandas DataFrame indexed by LSN.
+
     Iterating yields every delta (own and upstream) in LSN order, which is causal order: a
     cause always has a smaller LSN than its effect. ``len()`` counts them, ``lsn in h`` tests
     membership (a :class:`mmsb.Delta` works too), and ``h.delta(lsn)`` returns one.
@@ -64,11 +67,13 @@ class History:
     does next; the :class:`mmsb.Delta` objects are decoded on first use.
     """
 
-    __slots__ = ("page_id", "depth", "truncated", "_blob", "_starts", "_lens", "_lsns", "_hops", "_all", "_map")
+    __slots__ = ("page_id", "depth", "truncated", "size", "info", "_blob", "_starts", "_lens", "_lsns", "_hops",
+                 "_all", "_map")
 
     def __init__(self, page_id: int, depth: int, truncated: bool, blob: bytes, starts: list[int],
-                 lens: list[int], lsns: list[int], hops: list[int]) -> None:
+                 lens: list[int], lsns: list[int], hops: list[int], size: int = 0, info: Any = None) -> None:
         self.page_id, self.depth, self.truncated = page_id, depth, truncated
+        self.size, self.info = size, info  # the page's size and PageInfo (dtype, shape) when asked
         self._blob, self._starts, self._lens, self._lsns, self._hops = blob, starts, lens, lsns, hops
         self._all: tuple[Delta, ...] | None = None
         self._map: dict[int, int] | None = None
@@ -112,6 +117,54 @@ class History:
             raise KeyError(lsn)
         return self._deltas()[bisect.bisect_left(self._lsns, lsn)]
 
+    def values(self) -> np.ndarray:
+        """The page's value after each of its own deltas: an array of shape ``(len(deltas), *shape)``
+        in the page's dtype (uint8 bytes for a byte page), rebuilt from zeros by applying them.
+
+        Needs every delta of the page since its creation: :class:`mmsb.InvalidArgumentError`
+        when the history starts later (``last=``, a trimmed log, a checkpoint it continues).
+        """
+        own = self.deltas
+        info = self.info
+        size = self.size
+        if own and [d.epoch for d in own] != list(range(1, len(own) + 1)):
+            raise InvalidArgumentError(
+                f"the history of page {self.page_id} does not start at its creation (its first delta has "
+                f"epoch {own[0].epoch}): values() rebuilds the page from every delta it had")
+        out = np.zeros((len(own), size), np.uint8)
+        page = np.zeros(size, np.uint8)
+        for row, d in zip(out, own):
+            page[d.indices] = d.values
+            row[:] = page
+        if info is None or info.dtype is None:
+            return out
+        return out.view(info.dtype).reshape(len(own), *info.shape)
+
+    def frame(self) -> Any:
+        """A pandas DataFrame of the page's own deltas, indexed by LSN: ``epoch``, ``kind``,
+        ``nbytes``, ``causes``, and, when :meth:`values` can rebuild them, the page's elements
+        after each delta, one column per element (named by its index). Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("History.frame needs pandas: pip install pandas") from exc
+        own = self.deltas
+        table = pd.DataFrame({"epoch": [d.epoch for d in own], "kind": [d.kind for d in own],
+                              "nbytes": [d.nbytes for d in own], "causes": [d.causes for d in own]},
+                             index=pd.Index([d.lsn for d in own], name="lsn"))
+        try:
+            vals = self.values()
+        except InvalidArgumentError:
+            return table
+        shape = vals.shape[1:]
+        flat = vals.reshape(len(own), int(np.prod(shape)))
+        names = [i[0] if len(shape) == 1 else i for i in np.ndindex(*shape)]
+        if vals.dtype.fields is not None:  # a structured dtype: one object column per element
+            cols = {n: list(flat[:, k]) for k, n in enumerate(names)}
+        else:
+            cols = {n: flat[:, k] for k, n in enumerate(names)}
+        return pd.concat([table, pd.DataFrame(cols, index=table.index)], axis=1)
+
     def __repr__(self) -> str:
         own = self._hops.count(0)
         cut = " truncated" if self.truncated else ""
@@ -121,15 +174,25 @@ class History:
     def _repr_html_(self) -> str:
         import html  # here, not at import: only notebooks ask
 
+        shown: dict[int, str] = {}  # a typed page's value after each of its deltas, where it can be rebuilt
+        if self.info is not None and self.info.dtype is not None:
+            try:
+                with np.printoptions(threshold=8, edgeitems=2, linewidth=60):
+                    shown = {d.lsn: np.array2string(v) for d, v in zip(self.deltas, self.values())}
+            except InvalidArgumentError:
+                pass
         rows = []
         for d, h in zip(self._deltas()[:_HTML_ROWS], self._hops):
             causes = ", ".join(map(str, d.causes))
+            value = html.escape(shown.get(d.lsn, "")) if h == 0 else ""
             rows.append(f"<tr><td>{d.lsn}</td><td>{h}</td><td>{d.page_id}</td>"
-                        f"<td>{d.epoch}</td><td>{d.kind}</td><td>{d.nbytes}</td><td>{causes}</td></tr>")
+                        f"<td>{d.epoch}</td><td>{d.kind}</td><td>{d.nbytes}</td><td>{causes}</td>"
+                        f"<td><pre style='margin:0'>{value}</pre></td></tr>")
         more = len(self) - _HTML_ROWS
         if more > 0:
-            rows.append(f'<tr><td colspan="7">… {more} more</td></tr>')
-        head = "".join(f"<th>{h}</th>" for h in ("LSN", "hops", "page", "epoch", "kind", "bytes", "causes"))
+            rows.append(f'<tr><td colspan="8">… {more} more</td></tr>')
+        head = "".join(f"<th>{h}</th>" for h in ("LSN", "hops", "page", "epoch", "kind", "bytes", "causes",
+                                                 "value after"))
         return (f"<p>{html.escape(repr(self))}</p><table><thead><tr>{head}</tr></thead>"
                 f"<tbody>{''.join(rows)}</tbody></table>")
 
@@ -255,8 +318,8 @@ def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None 
         log = state._log
         if not log.keeps_records:
             raise InvalidArgumentError("this state was started with log=False: it keeps no log, so no history")
-        state._slot(c, page)  # PageNotFoundError for a page that is not live
-        page_id = int(getattr(page, "id", page))
+        slot = state._slot(c, page)  # PageNotFoundError for a page that is not live
+        page_id, size, info = state._id_of(slot), int(c.table.mv_size[slot]), state._info(slot)
         index = log._index()
         arr = log._live().array
         words = arr[: arr.size & ~7].view(np.uint64)
@@ -267,4 +330,4 @@ def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None 
         truncated = truncated or not log.holds_all and (cap < 0 or int((rows[2] == 0).sum()) < cap)
         blob = _kh.gather(words, disk, rows).tobytes()
     starts, lens, hops, lsns = rows.tolist()
-    return History(page_id, depth, truncated, blob, starts, lens, lsns, hops)
+    return History(page_id, depth, truncated, blob, starts, lens, lsns, hops, size, info)
