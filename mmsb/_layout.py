@@ -65,7 +65,10 @@ REC_BIND = 6
 # of pages it covers (those the create record before it made, when more than one); its JSON
 # follows as UTF-8 (length in w0 bits 48-63)
 REC_INFO = 7
-REC_TYPES = (REC_DELTA, REC_CREATE, REC_DELETE, REC_COMMIT, REC_EDGE, REC_BIND, REC_INFO)
+# a page resized: w2 page id, w3 its new size, w4 its old size (it keeps the first bytes of both;
+# its epoch moves by one, it takes no LSN)
+REC_RESIZE = 8
+REC_TYPES = (REC_DELTA, REC_CREATE, REC_DELETE, REC_COMMIT, REC_EDGE, REC_BIND, REC_INFO, REC_RESIZE)
 ENC_SPARSE = 0
 ENC_DENSE = 1
 

@@ -1,4 +1,5 @@
-"""Typed reads, slice writes, names, metadata and per-page watches of a :class:`mmsb.State`.
+"""Typed reads, slice and bulk writes, resizes, names, metadata and per-page watches of a
+:class:`mmsb.State`.
 
 A mixin of State, over :mod:`mmsb.typed` (the checks and conversions). A page's
 dtype, shape, name and metadata live in the state's :class:`~mmsb.typed.Annotations`
@@ -13,12 +14,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ._interrupts import atomic
-from ._layout import ID_SLOT_BITS, ID_SLOT_MASK, META_GEN_MASK, T_META, T_OFFSET, T_SIZE
+from ._layout import ID_SLOT_BITS, ID_SLOT_MASK, META_GEN_MASK, REC_RESIZE, T_META, T_OFFSET, T_SIZE
 from .arena import GPU_BIT, LIVE_BIT
 from .delta import DeltaBatch
-from .errors import InvalidArgumentError, InvalidDeltaError, PageNotFoundError
+from .errors import InvalidArgumentError, InvalidDeltaError, InvalidPageError, PageNotFoundError
 from .page import Page
-from .typed import Annotations, PageInfo, check_meta, check_name, info_text, page_bytes, typed_view
+from .typed import (Annotations, PageInfo, check_dtype, check_meta, check_name, check_shape, info_text, page_bytes,
+                    typed_view)
+from .validate import _check_size
 from .validate import _closed
 
 __all__ = ["Annotate"]
@@ -136,6 +139,61 @@ class Annotate:
         return slots, ids
 
 
+    # -- resizing ------------------------------------------------------------------------
+
+    @atomic
+    def resize_page(self, page: Any, size: Any = None, *, shape: Any = None) -> None:
+        """Give the page a new size (bytes) or, for a typed page, a new ``shape`` (same dtype).
+
+        The page keeps its first bytes (as many as both sizes hold), new bytes are zero, and
+        its epoch moves by one; a logged commit that takes no LSN. The page keeps its id; views
+        taken before show what its old place holds next. A typed page resized by ``size``
+        keeps its trailing dimensions (its rows grow or shrink). Refused
+        (:class:`mmsb.InvalidArgumentError`) for a page with dependency edges (unbind or
+        remove them first), a device page, or inside a transaction; :class:`mmsb.CapacityError`
+        when the arena cannot hold the new size. Nothing changes when it is refused.
+        """
+        c = self._core()
+        with c.lock:
+            if self._c is not c:
+                raise _closed()
+            self._check_writable("resize_page")
+            slot = self._slot(c, page)
+            pid = self._id_of(slot)
+            info = self._info(slot)
+            new_size, dims = _new_size(info, c.table.mv_size[slot], size, shape)
+            if c.table.mv_meta[slot] & GPU_BIT:
+                raise InvalidArgumentError(f"page {pid} lives on the device, where pages keep their size")
+            g = c.prop.graph
+            if slot < g.num_nodes and (g.children(slot).size or g.parents(slot).size):
+                raise InvalidArgumentError(f"page {pid} has dependency edges: unbind it and remove its edges "
+                                           "(remove_dependency) before resizing it")
+            old_size = c.table.mv_size[slot]
+            typed = info is not None and info.dtype is not None
+            if new_size == old_size and (not typed or dims == info.shape):
+                return
+            new_info = info.replace(shape=dims) if typed else None
+            text = None if new_info is None else info_text(new_info)  # may refuse: before any change
+            self._resize_slot(c, slot, new_size)
+            self._log._append(REC_RESIZE, c.lsn, pid, new_size, old_size, 0)
+            if new_info is not None:
+                self._annotations().set(slot, new_info)
+                self._log.append_info(pid, 1, text, c.lsn)
+            self._log.seal(c.lsn)
+
+    def _resize_slot(self, c: Any, slot: int, size: int) -> None:
+        """Move host page ``slot`` to a place of ``size`` bytes, keeping its first bytes; epoch + 1."""
+        table, arena = c.table, c.arena
+        old_off, old = table.mv_offset[slot], table.mv_size[slot]
+        new_off = arena.allocate(size)  # may refuse (CapacityError): nothing changed yet
+        if table.mv_epoch[slot]:  # written: move what it keeps, and leave zeros behind (free space holds zeros)
+            keep = min(old, size)
+            arena.data[new_off:new_off + keep] = arena.data[old_off:old_off + keep]
+            arena.data[old_off:old_off + old] = 0
+        arena.release(old_off, old)
+        table.mv_offset[slot], table.mv_size[slot] = new_off, size
+        table.mv_epoch[slot] += 1
+
     # -- names and metadata -----------------------------------------------------------
 
     @atomic
@@ -198,8 +256,9 @@ class Annotate:
         with c.lock:
             handle = self.page(page)
             ann = self._annotations()
-            if not ann.watches:
-                self.subscribe("page_changed", self._deliver)
+            ev = self._events
+            if ev is None or self._deliver not in ev.handlers.get("page_changed", ()):  # once, whatever ended
+                self.subscribe("page_changed", self._deliver)                         # the watches before
             ann.watches.setdefault(handle._slot, []).append(fn)
 
     def unwatch(self, page: Any, fn: Callable[[Page], Any]) -> bool:
@@ -249,3 +308,20 @@ def _rows_bytes(info: PageInfo | None, rows: Any, n: int, size: int) -> np.ndarr
     except InvalidDeltaError as exc:
         raise InvalidDeltaError(f"rows for {n} pages of shape {info.shape} in {info.dtype} are an array of shape "
                                 f"{many.shape}: {exc}") from None
+
+
+def _new_size(info: PageInfo | None, old: int, size: Any, shape: Any) -> tuple[int, tuple[int, ...] | None]:
+    """(new size, new shape or None) for ``resize_page``'s arguments, checked."""
+    typed = info is not None and info.dtype is not None
+    if shape is not None:
+        dtype = info.dtype if typed else check_dtype(np.uint8)
+        dims = check_shape(shape, dtype, None if size is None else _check_size(size))
+        return dtype.itemsize * int(np.prod(dims)), dims
+    new = _check_size(size)
+    if not typed:
+        return new, None
+    row = old // info.shape[0]
+    if new % row:
+        raise InvalidPageError(f"{new} bytes is not a whole number of the page's rows ({row} bytes: "
+                               f"{info.shape[1:] or 'one'} {info.dtype})")
+    return new, (new // row, *info.shape[1:])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._layout import LOCATION_NAMES, META_LOC_SHIFT, T_EPOCH, T_META
+from ._layout import FLAG_LIVE, ID_SLOT_BITS, LOCATION_NAMES, META_FLAG_SHIFT, META_GEN_MASK, META_LOC_SHIFT, T_EPOCH, T_META
 
 if TYPE_CHECKING:
     from .state import State
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["Page"]
 
 _U8 = np.dtype(np.uint8)
+_LIVE = FLAG_LIVE << META_FLAG_SHIFT
+_KEY = _LIVE | META_GEN_MASK
 
 
 class Page:
@@ -31,13 +33,23 @@ class Page:
     same state. Every state call takes a handle or a bare id.
     """
 
-    __slots__ = ("_state", "id", "_slot", "size")
+    __slots__ = ("_state", "id", "_slot", "_size")
 
     def __init__(self, state: State, page_id: int, slot: int, size: int) -> None:
         self._state = state
         self.id = page_id
         self._slot = slot
-        self.size = size
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        """The page's size in bytes (``State.resize_page`` changes it; a deleted page keeps its last)."""
+        st = self._state
+        c = st._c
+        if c is not None and self._slot < c.table.used and c.table.mv_meta[self._slot] & _KEY == (
+                _LIVE | self.id >> ID_SLOT_BITS):
+            self._size = c.table.mv_size[self._slot]
+        return self._size
 
     @property
     def epoch(self) -> int:

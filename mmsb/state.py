@@ -497,7 +497,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
                 land()
         page = _new(Page)  # Page.__init__ without its call: a fifth of the page's creation
-        page._state, page.id, page._slot, page.size = self, pid, slot, size
+        page._state, page.id, page._slot, page._size = self, pid, slot, size
         return page
 
     def _create_annotated(self, size: Any, location: str, dtype: Any, shape: Any, name: Any, meta: Any) -> Page:

@@ -385,6 +385,19 @@ class TypedModel(RuleBasedStateMachine):
         self.meta[pid][key] = value
 
     @precondition(lambda self: self.model)
+    @rule(data=st_.data(), rows=st_.integers(1, 5))
+    def resize(self, data, rows):
+        pid = data.draw(st_.sampled_from(sorted(self.model)))
+        old = self.model[pid]
+        shape = (rows, *old.shape[1:])
+        self.st.resize_page(pid, shape=shape)
+        if shape == old.shape:
+            return
+        raw = old.tobytes()[: rows * old[0].nbytes].ljust(rows * old[0].nbytes, b"\0")
+        self.model[pid] = np.frombuffer(raw, old.dtype).reshape(shape).copy()
+        self.epochs[pid] += 1
+
+    @precondition(lambda self: self.model)
     @rule(data=st_.data())
     def delete(self, data):
         pid = data.draw(st_.sampled_from(sorted(self.model)))
@@ -527,3 +540,27 @@ def test_index_writes_cascade_like_whole_writes(mode, at):
     assert twins[0].replay().state_hash() == twins[0].state_hash()
     for s in twins:
         s.close()
+
+
+def test_resize_refuses_what_it_cannot_do_and_changes_nothing(st):
+    a, b = st.create_page(8), st.create_page(8)
+    t = st.create_page(shape=(2, 4), dtype=np.int16)
+    st.register_passthrough(b, a)
+    st.update_page(t, np.ones((2, 4), np.int16))
+    before = (st.state_hash(), len(list(st.log.records())))
+    for call in (lambda: st.resize_page(a, 16), lambda: st.resize_page(b, 16),      # edges
+                 lambda: st.resize_page(t, 12),                                     # not whole rows (8 B)
+                 lambda: st.resize_page(t, 0), lambda: st.resize_page(t, shape=(0, 4)),
+                 lambda: st.resize_page(t, shape=(2, 4), size=17)):
+        with pytest.raises((mmsb.InvalidArgumentError, mmsb.InvalidPageError)):
+            call()
+    with pytest.raises(mmsb.InvalidArgumentError):
+        with st.transaction():
+            st.resize_page(t, 32)
+    assert (st.state_hash(), len(list(st.log.records()))) == before
+    st.resize_page(t, 32)  # four rows now
+    assert t.shape == (4, 4) and t.size == 32 and st.view(t)[2:].tolist() == [[0] * 4] * 2
+    assert st.history(t).deltas[-1].epoch == 1 and t.epoch == 2
+    with pytest.raises(mmsb.InvalidArgumentError, match="resized"):
+        st.update_page(t, 5, at=0)
+        st.history(t).values()

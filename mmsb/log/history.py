@@ -127,10 +127,13 @@ class History:
         own = self.deltas
         info = self.info
         size = self.size
-        if own and [d.epoch for d in own] != list(range(1, len(own) + 1)):
+        if own and own[0].epoch != 1:
             raise InvalidArgumentError(
                 f"the history of page {self.page_id} does not start at its creation (its first delta has "
                 f"epoch {own[0].epoch}): values() rebuilds the page from every delta it had")
+        if own and [d.epoch for d in own] != list(range(1, len(own) + 1)):
+            raise InvalidArgumentError(f"page {self.page_id} was resized (its epochs skip one where it was): "
+                                       "values() rebuilds a page that kept its size")
         out = np.zeros((len(own), size), np.uint8)
         page = np.zeros(size, np.uint8)
         for row, d in zip(out, own):

@@ -15,12 +15,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .._layout import REC_BIND, REC_COMMIT, REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_INFO
+from .._layout import REC_BIND, REC_COMMIT, REC_CREATE, REC_DELETE, REC_DELTA, REC_EDGE, REC_INFO, REC_RESIZE
 from ..errors import LogCorruptError
 from .file import _kernels, base_path, read_log
 
 _NAMES = {REC_DELTA: "delta", REC_CREATE: "create", REC_DELETE: "delete", REC_COMMIT: "commit",
-          REC_EDGE: "edge", REC_BIND: "binding", REC_INFO: "info"}
+          REC_EDGE: "edge", REC_BIND: "binding", REC_INFO: "info", REC_RESIZE: "resize"}
 
 
 def inspect(path: Any, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:

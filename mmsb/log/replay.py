@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import config
 from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
-from .._layout import REC_INFO
+from .._layout import REC_INFO, REC_RESIZE
 from .._layout import ID_SLOT_MASK
 from ..errors import LogCorruptError, MMSBError
 from ..typed import PageInfo
@@ -129,6 +129,11 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
                     return nxt + (info_w0 & 0xFFFFFFFF)
         elif rtype == REC_DELETE:
             st.delete_page(int(w2))
+        elif rtype == REC_RESIZE:
+            slot = st._slot(c, int(w2))
+            if w4 != c.table.mv_size[slot] or not 1 <= w3 <= MAX_PAGE_SIZE or w5:
+                raise bad(f"resizes page {w2} from {w4} to {w3} B, but it holds {c.table.mv_size[slot]} B")
+            st._resize_slot(c, slot, int(w3))
         elif rtype == REC_INFO:
             if w3 != 1:
                 raise bad(f"gives the info of {w3} pages without the create record that made them")
