@@ -19,7 +19,7 @@ from .errors import GraphCycleError, InvalidArgumentError
 from .events import Events
 from .functions import MissingFunction, function_name, remember
 from .graph import FIRST_USER_KIND, KIND_CONTROL, KIND_SYNC
-from .propagation import Binding, check_op
+from .propagation import Binding, check_op, typed_njit, wants_typed
 from .validate import _closed
 
 _EMPTY = np.zeros(0, np.int64)
@@ -259,7 +259,9 @@ class Dependencies:
         current bytes and the function writes the new ones into it. It is
         compiled for that signature here (a mismatch is refused); the first
         such binding in a process also compiles numba's typed list of
-        functions (about a second). Or ``op`` is any other callable, run by
+        functions (about a second). An ``@njit`` function of two arguments,
+        ``f(parents, out)``, gets typed views instead: the parents (of one
+        dtype and shape) stacked as ``(k, *shape)``, and the child's values. Or ``op`` is any other callable, run by
         Python between kernel segments, in the same topological order: it gets
         the parents' bytes as read-only uint8 arrays, in order, and returns
         the child's bytes (any array of the child's size in bytes). Typed pages
@@ -282,6 +284,7 @@ class Dependencies:
         :class:`mmsb.GraphCycleError`, :class:`mmsb.RecomputeError`.
         """
         c = self._core()
+        op = self._typed_op(op, child, parents)
         if dtype is None:
             info = self._info_of(child)
             dtype = np.uint8
@@ -344,7 +347,7 @@ class Dependencies:
                 self._log.append_edge(self._id_of(p), self._id_of(ch), 0, "", False, c.lsn)
             prop.bind(ch, Binding(code, dt, ps, ws, fn, writable=bool(writable)))
             if fn is not None and not isinstance(fn, MissingFunction):
-                remember(self._annotations().functions, fn)
+                remember(self._annotations().functions, getattr(fn, "_mmsb_user", fn))
             self._log.append_bind(self._id_of(ch), code, dt | bool(writable) << 8, [self._id_of(p) for p in ps], ws,
                                   "" if fn is None else function_name(fn), c.lsn)
             try:
@@ -362,6 +365,21 @@ class Dependencies:
                 if sp is not None:
                     prop.end_undo()
                 self._log.seal(c.lsn)
+
+    def _typed_op(self, op: Any, child: Any, parents: Any) -> Any:
+        """An ``@njit`` f(parents, out) made into the cascade's byte convention (mmsb.propagation.typed_njit)."""
+        if not wants_typed(op):
+            return op
+        if isinstance(parents, (str, bytes)) or not hasattr(parents, "__iter__"):
+            parents = [parents]
+
+        def kind(page: Any) -> tuple[np.dtype, tuple[int, ...]]:
+            info = self._info_of(page)
+            if info is not None and info.dtype is not None:
+                return info.dtype, info.shape
+            return np.dtype(np.uint8), (self.page(page).size,)
+
+        return typed_njit(op, [kind(p) for p in parents], kind(child))
 
     def _check_bindable(self, c: Any, child: int, parents: list[int], op: int, dtype: int) -> None:
         mv_size = c.table.mv_size

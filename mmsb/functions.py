@@ -61,7 +61,8 @@ def default_name(fn: Callable[..., Any]) -> str:
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """The name a log records for ``fn``."""
+    """The name a log records for ``fn`` (for a typed ``@njit`` recompute, its user's function)."""
+    fn = getattr(fn, "_mmsb_user", fn)
     name = _names.get(id(fn))
     if name is not None and _by_name.get(name) is fn:
         return name

@@ -57,7 +57,8 @@ def _binding(st: Any, slot: int) -> str:
     if b is None:
         return ""
     if b.op in (OP_NJIT, OP_PYTHON):
-        name = getattr(b.fn, "__qualname__", None) or getattr(b.fn, "__name__", repr(b.fn))
+        fn = getattr(b.fn, "_mmsb_user", b.fn)  # a typed @njit recompute: its user's function
+        name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", repr(fn))
         return f"{'@njit ' if b.op == OP_NJIT else ''}{name}"
     op = _OP_NAMES.get(b.op, str(b.op))
     return op if op == "passthrough" else f"{op} ({DTYPE_NAMES[b.dtype]})"

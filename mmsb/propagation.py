@@ -447,6 +447,52 @@ def check_op(op: Any, dtype: Any) -> tuple[int, int, Callable[..., Any] | None]:
     raise InvalidArgumentError(f"a recompute op is a built-in name or a callable, got {op!r}")
 
 
+_typed_wrappers: dict[tuple, Any] = {}
+
+
+def wants_typed(op: Any) -> bool:
+    """An ``@njit`` recompute written ``f(parents, out)``: it takes typed views (see typed_njit)."""
+    code = getattr(getattr(op, "py_func", None), "__code__", None)
+    return code is not None and code.co_argcount == 2 and _is_njit(op)
+
+
+def typed_njit(op: Any, parents: list[tuple[np.dtype, tuple[int, ...]]], child: tuple[np.dtype, tuple[int, ...]]) -> Any:
+    """For an ``@njit`` recompute of two arguments, ``f(parents, out)``: the byte-convention kernel
+    function the cascade calls, which hands ``f`` the parents stacked as one array of shape
+    ``(k, *shape)`` in their common dtype and the child's values as ``out`` (views, no copies).
+    Any other op comes back as it is."""
+    if not wants_typed(op):
+        return op
+    kinds = {p for p in parents}
+    if len(kinds) != 1:
+        raise InvalidArgumentError("an @njit recompute f(parents, out) takes parents of one dtype and shape "
+                                   f"(got {sorted((str(d), s) for d, s in kinds)}); f(parents, bounds, out) takes bytes")
+    (pdt, pshape), (dt, shape) = parents[0], child
+    for d in (pdt, dt):
+        if d.fields is not None or not d.isnative or d.kind not in "biufc":
+            raise InvalidArgumentError(f"an @njit recompute f(parents, out) works on native numeric dtypes, not {d}")
+    key = (op, pdt.str, pshape, len(parents), dt.str, shape)
+    wrapper = _typed_wrappers.get(key)
+    if wrapper is None:
+        from numba import njit
+
+        full, user, pview, view = (len(parents), *pshape), op, np.dtype(pdt).type, np.dtype(dt).type
+
+        def typed(parents, bounds, out):  # noqa: ARG001 - the cascade's calling convention
+            user(parents.view(pview).reshape(full), out.view(view).reshape(shape))
+
+        wrapper = njit(typed)
+        try:
+            wrapper.compile(_NJIT_SIG)
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"@njit recompute {getattr(op, '__name__', op)!r} does not compile as f(parents: {pdt}[{full}], "
+                f"out: {dt}[{shape}]) -> None: {exc}") from None
+        wrapper._mmsb_user = op
+        _typed_wrappers[key] = wrapper
+    return wrapper
+
+
 def _is_njit(op: Any) -> bool:
     _kernels()
     from numba.core.registry import CPUDispatcher

@@ -564,3 +564,37 @@ def test_resize_refuses_what_it_cannot_do_and_changes_nothing(st):
     with pytest.raises(mmsb.InvalidArgumentError, match="resized"):
         st.update_page(t, 5, at=0)
         st.history(t).values()
+
+
+
+def _typed_mean(parents, out):
+    out[:] = 0
+    for k in range(parents.shape[0]):
+        out += parents[k]
+    out /= parents.shape[0]
+
+
+def test_a_two_argument_njit_recompute_gets_typed_arrays(tmp_path):
+    from numba import njit
+
+    mean = mmsb.register_function(njit(_typed_mean), name="tests.typed_mean")
+    with mmsb.start() as s:
+        ps = [s.create_page(shape=(2, 3), dtype=np.float32) for _ in range(3)]
+        m = s.create_page(shape=(2, 3), dtype=np.float32)
+        s.register_recompute(m, ps, mean)
+        g = np.random.default_rng(0)
+        for p in ps:
+            s.update_page(p, g.random((2, 3)).astype(np.float32))
+        want = np.mean([s.view(p) for p in ps], axis=0, dtype=np.float32)
+        np.testing.assert_allclose(s.view(m), want, rtol=1e-6)
+        assert s.replay().state_hash() == s.state_hash()
+        s.checkpoint(str(tmp_path / "c"))
+        r = mmsb.restore(str(tmp_path / "c"))  # another state: the registered name binds it again
+        assert r.missing_functions == []
+        r.update_page(ps[0].id, np.zeros((2, 3), np.float32))
+        np.testing.assert_allclose(r.view(m.id), np.mean([r.view(p.id) for p in ps], axis=0), rtol=1e-6)
+        r.close()
+        odd = s.create_page(shape=(3, 2), dtype=np.float32)
+        other = s.create_page(shape=(2, 3), dtype=np.float32)
+        with pytest.raises(mmsb.InvalidArgumentError, match="one dtype and shape"):
+            s.register_recompute(other, [ps[0], odd], mean)
