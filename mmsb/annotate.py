@@ -100,20 +100,23 @@ class Annotate:
                 raise InvalidArgumentError("update_pages writes pages of one size")
             info = self._info(int(slots[0]))
             if self._ann is not None and self._ann.info:
-                if any(self._info(s) is not info and (self._info(s) is None or info is None or
-                                                      self._info(s).to_doc() != info.to_doc())
-                       for s in slots.tolist()):
+                kinds = self._ann.kinds_of(slots)
+                if np.any(kinds != kinds[0]):
                     raise InvalidArgumentError("update_pages writes pages of one dtype and shape")
             new = _rows_bytes(info, rows, slots.size, size)
             if np.any(table.array[T_META, slots] & np.uint64(GPU_BIT)):
                 cur = np.stack([self.query_page(int(p)) for p in ids.tolist()])  # device pages: copies
-            else:
-                cur = c.arena.data[table.array[T_OFFSET, slots].astype(np.int64)[:, None] + np.arange(size)]
+            else:  # one kernel gathers the pages side by side
+                from .kernels.logfile import copy_pages
+
+                cur = np.empty((slots.size, size), np.uint8)
+                copy_pages(c.arena.data, table.array[T_OFFSET, slots], table.array[T_SIZE, slots], cur.reshape(-1),
+                           False)
             changed = cur != new
-            row, col = np.nonzero(changed)
+            at = np.flatnonzero(changed)
             starts = np.zeros(slots.size + 1, np.int64)
-            np.cumsum(np.bincount(row, minlength=slots.size), out=starts[1:])
-            return self.apply_batch(DeltaBatch(ids, starts, col, new[changed]))
+            np.cumsum(changed.sum(axis=1), out=starts[1:])
+            return self.apply_batch(DeltaBatch(ids, starts, at % size, new.reshape(-1)[at]))
 
     def _bulk_slots(self, c: Any, pages: Any) -> tuple[np.ndarray, np.ndarray]:
         """(slots, ids) of distinct live pages."""

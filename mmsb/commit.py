@@ -144,6 +144,19 @@ class Commit:
                     return None
                 if r != W_SLOW and r != W_ROOM:
                     return self._settled(c, r, (pid & ID_SLOT_MASK,))
+            elif self._ann is not None and pid >= 0 and at is None and self._c is c and type(data) is _ND:
+                # a typed page's values in its own dtype and shape: their bytes, to the same kernel
+                # (which checks pid; a slot's info met through a stale id only reaches a refusal)
+                info = self._ann.info.get(pid & ID_SLOT_MASK)
+                if info is not None and data.dtype == info.dtype and data.shape == info.shape and (
+                        data.flags.c_contiguous):
+                    r = _commit_update(c.regs, data.reshape(-1).view(_U8), pid)
+                    if r > 0:
+                        return _logged(c.logbuf._array, r - 1)
+                    if r == 0:
+                        return None
+                    if r != W_SLOW and r != W_ROOM:
+                        return self._settled(c, r, (pid & ID_SLOT_MASK,))
             if self._c is not c:  # stopped while this call waited for the lock
                 raise _closed()
             if at is not None:

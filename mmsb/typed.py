@@ -97,16 +97,32 @@ class PageInfo:
 class Annotations:
     """A state's page infos by table slot, names by name, per-page watches, and its functions."""
 
-    __slots__ = ("info", "names", "watches", "functions")
+    __slots__ = ("info", "names", "watches", "functions", "kinds", "_kind_codes")
 
     def __init__(self) -> None:
         self.info: dict[int, PageInfo] = {}
+        # per slot, a code of its (dtype, shape): 0 for bytes; update_pages compares them at once
+        self.kinds = np.zeros(64, np.int32)
+        self._kind_codes: dict[tuple[str, tuple[int, ...]], int] = {}
         self.names: dict[str, int] = {}
         self.watches: dict[int, list[Any]] = {}
         # the user functions the state was bound with, by logged name: its own replays bind them again
         self.functions: dict[str, Any] = {}
 
+    def kinds_of(self, slots: np.ndarray) -> np.ndarray:
+        inside = slots < self.kinds.size
+        return np.where(inside, self.kinds[np.minimum(slots, self.kinds.size - 1)], 0)
+
     def set(self, slot: int, info: PageInfo) -> None:
+        code = 0
+        if info.dtype is not None:
+            key = (info.dtype.str if info.dtype.fields is None else str(info.dtype.descr), info.shape)
+            code = self._kind_codes.setdefault(key, len(self._kind_codes) + 1)
+        if slot >= self.kinds.size:
+            grown = np.zeros(max(2 * self.kinds.size, slot + 1), np.int32)
+            grown[: self.kinds.size] = self.kinds
+            self.kinds = grown
+        self.kinds[slot] = code
         old = self.info.get(slot)
         if old is not None and old.name is not None:
             del self.names[old.name]
