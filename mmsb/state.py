@@ -58,8 +58,8 @@ from ._registers import address, new_registers
 from .arena import GPU_BIT as _GPU_BIT
 from .arena import KEY_MASK as _KEY_MASK
 from .arena import LIVE_BIT as _LIVE_BIT
-from .annotate import Annotate
 from .arena import Arena, PageTable, make_meta
+from .annotate import Annotate
 from .commit import Commit, load_kernels
 from .dependencies import Dependencies, _Savepoint
 from .durability import Durability, open_file_log
@@ -70,7 +70,7 @@ from .log.history import history as _history
 from .log.memory import LogBuffer, MemoryLog, NullLog
 from .page import Page
 from .propagation import Propagation
-from .typed import PageInfo, check_dtype, check_meta, check_name, check_shape, info_text, typed_view
+from .typed import PageInfo, check_info, check_name, info_text, typed_view
 from .validate import _check_location, _check_options, _check_retain, _check_size, _closed, _in_transaction
 
 __all__ = ["Page", "State"]
@@ -502,7 +502,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
 
     def _create_annotated(self, size: Any, location: str, dtype: Any, shape: Any, name: Any, meta: Any) -> Page:
         """``create_page`` of a page with a type, a name or metadata: one commit of its create and info records."""
-        size, info = _check_info(size, dtype, shape, meta)
+        size, info = check_info(size, dtype, shape, meta)
         if name is not None:
             info = info.replace(name=check_name(name))
         ids = self._create_many(1, size, location, info)
@@ -518,7 +518,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         """
         info = None
         if dtype is not None or shape is not None or meta is not None:
-            size, info = _check_info(size, dtype, shape, meta)
+            size, info = check_info(size, dtype, shape, meta)
         ids = self._create_many(count, size, location, info)
         if handles:
             return [Page(self, pid, pid & ID_SLOT_MASK, self._c.table.mv_size[pid & ID_SLOT_MASK])
@@ -783,14 +783,3 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             return "<mmsb.State closed>"
         return f"<mmsb.State pages={len(self.page_ids())} lsn={self._c.lsn}>"
 
-
-def _check_info(size: Any, dtype: Any, shape: Any, meta: Any) -> tuple[int, PageInfo]:
-    """(size, info) of a new page from ``create_page``'s typing arguments, checked."""
-    info = PageInfo(meta=None if meta is None else check_meta(meta))
-    if dtype is None and shape is None:
-        return _check_size(size), info
-    dt = check_dtype(np.uint8 if dtype is None else dtype)
-    if size is not None:
-        size = _check_size(size)
-    dims = check_shape(shape, dt, size)
-    return dt.itemsize * int(np.prod(dims)), info.replace(dtype=dt, shape=dims)

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._layout import MAX_PAGE_SIZE
 from .errors import InvalidArgumentError, InvalidDeltaError, InvalidPageError
+from .validate import _check_size
 
 __all__ = ["Annotations", "PageInfo"]
 
@@ -345,3 +346,14 @@ def typed_view(info: PageInfo | None, raw: np.ndarray) -> np.ndarray:
         return raw
     return raw.view(info.dtype).reshape(info.shape)
 
+
+def check_info(size: Any, dtype: Any, shape: Any, meta: Any) -> tuple[int, PageInfo]:
+    """(size, info) of a new page from ``create_page``'s typing arguments, checked."""
+    info = PageInfo(meta=None if meta is None else check_meta(meta))
+    if dtype is None and shape is None:
+        return _check_size(size), info
+    dt = check_dtype(np.uint8 if dtype is None else dtype)
+    if size is not None:
+        size = _check_size(size)
+    dims = check_shape(shape, dt, size)
+    return dt.itemsize * int(np.prod(dims)), info.replace(dtype=dt, shape=dims)
