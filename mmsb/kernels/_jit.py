@@ -91,6 +91,20 @@ def _pointer(typingctx, addr):
 
 
 @intrinsic
+def memmove(typingctx, dst, src, n):
+    """Copy ``n`` bytes from address ``src`` to address ``dst`` (int64s; they may overlap)."""
+    sig = types.void(types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        d = builder.inttoptr(args[0], cgutils.voidptr_t)
+        s = builder.inttoptr(args[1], cgutils.voidptr_t)
+        cgutils.raw_memmove(builder, d, s, args[2], 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def memcpy(typingctx, dst, src, n):
     """Copy ``n`` bytes from address ``src`` to address ``dst`` (int64s; no overlap)."""
     sig = types.void(types.int64, types.int64, types.int64)

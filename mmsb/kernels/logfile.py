@@ -27,7 +27,7 @@ from .._layout import (
     T_SIZE,
 )
 from .checksum import crc32c
-from ._jit import as_halves, as_words, inline, kernel, memcpy
+from ._jit import as_halves, as_words, inline, kernel, memmove
 
 FRAME_MAGIC = 0x3146534D  # "MSF1"
 # scan results
@@ -111,13 +111,14 @@ def scan_frames(data, pos, seed):
 @kernel
 def gather_payloads(data, pos, end, out, starts):
     """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order;
-    ``starts[i]`` gets where frame i's payload starts in ``out``."""
+    ``starts[i]`` gets where frame i's payload starts in ``out``. ``out`` may be ``data`` itself
+    (payloads move towards its start, over the headers already read): no second buffer to fault in."""
     at = 0
     i = 0
     src, dst = np.int64(data.ctypes.data), np.int64(out.ctypes.data)
     while pos < end:
         length = np.int64(_u64(data, pos + 8))
-        memcpy(dst + at, src + pos + FRAME_HEADER, length)  # a uint8 slice copy here ran byte by byte
+        memmove(dst + at, src + pos + FRAME_HEADER, length)  # a uint8 slice copy here ran byte by byte
         starts[i] = at
         i += 1
         at += length
