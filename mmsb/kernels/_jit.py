@@ -90,32 +90,24 @@ def _pointer(typingctx, addr):
     return sig, codegen
 
 
-@intrinsic
-def memmove(typingctx, dst, src, n):
-    """Copy ``n`` bytes from address ``src`` to address ``dst`` (int64s; they may overlap)."""
-    sig = types.void(types.int64, types.int64, types.int64)
+def _copier(raw):
+    """An intrinsic ``(dst, src, n)`` copying ``n`` bytes between int64 addresses with cgutils' ``raw``."""
+    def typer(typingctx, dst, src, n):
+        sig = types.void(types.int64, types.int64, types.int64)
 
-    def codegen(context, builder, signature, args):
-        d = builder.inttoptr(args[0], cgutils.voidptr_t)
-        s = builder.inttoptr(args[1], cgutils.voidptr_t)
-        cgutils.raw_memmove(builder, d, s, args[2], 1)
-        return context.get_dummy_value()
+        def codegen(context, builder, signature, args):
+            d = builder.inttoptr(args[0], cgutils.voidptr_t)
+            s = builder.inttoptr(args[1], cgutils.voidptr_t)
+            raw(builder, d, s, args[2], 1)
+            return context.get_dummy_value()
 
-    return sig, codegen
+        return sig, codegen
+
+    return intrinsic(typer)
 
 
-@intrinsic
-def memcpy(typingctx, dst, src, n):
-    """Copy ``n`` bytes from address ``src`` to address ``dst`` (int64s; no overlap)."""
-    sig = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        d = builder.inttoptr(args[0], cgutils.voidptr_t)
-        s = builder.inttoptr(args[1], cgutils.voidptr_t)
-        cgutils.raw_memcpy(builder, d, s, args[2], 1)
-        return context.get_dummy_value()
-
-    return sig, codegen
+memcpy = _copier(cgutils.raw_memcpy)  # the ranges must not overlap
+memmove = _copier(cgutils.raw_memmove)  # they may overlap
 
 
 @inline
