@@ -31,6 +31,13 @@ LOCATION_NAMES = ("cpu", "gpu")
 ID_SLOT_BITS = 32
 ID_SLOT_MASK = (1 << ID_SLOT_BITS) - 1
 MAX_GENERATION = (1 << 31) - 1  # keeps ids positive in int64
+# A generation is the tag of the state's history (bits GEN_TAG_SHIFT-30) over the count of the
+# slot's reuses (bits 0 .. GEN_TAG_SHIFT-1): states alive at once hold different tags, so an id
+# of one is refused by another; states of one history (a replay, a restore) share theirs.
+GEN_TAG_SHIFT = 19
+GEN_REUSE_MASK = (1 << GEN_TAG_SHIFT) - 1
+MAX_TAG = MAX_GENERATION >> GEN_TAG_SHIFT
+ID_TAG_MASK = MAX_TAG << (GEN_TAG_SHIFT + ID_SLOT_BITS)  # an id's tag bits (51-62)
 
 # 3 GiB: a dense delta record of a page (header, page-size payload and bitmask) must fit the
 # record header's 32-bit length

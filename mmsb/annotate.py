@@ -131,7 +131,7 @@ class Annotate:
                 bad = ((meta & np.uint64(LIVE_BIT)) == 0) | (
                     (meta & np.uint64(META_GEN_MASK)).astype(np.int64) != ids >> ID_SLOT_BITS)
             if bad.any():
-                raise PageNotFoundError(f"no live page with id {int(ids[np.argmax(bad)])}")
+                raise self._missing(c, int(ids[np.argmax(bad)]))
         else:
             slots = np.array([self._slot(c, p) for p in pages], np.int64)
             ids = np.array([self._id_of(s) for s in slots.tolist()], np.int64)

@@ -43,7 +43,7 @@ from ._layout import (
     FLAG_LIVE,
     ID_SLOT_BITS,
     LOC_GPU,
-    MAX_GENERATION,
+    GEN_REUSE_MASK,
     META_FLAG_SHIFT,
     META_GEN_MASK,
     META_LOC_SHIFT,
@@ -282,10 +282,12 @@ class PageTable:
 
     ``meta`` packs the slot's generation (bits 0-31), location (32-39) and
     flags (40-47). ``used`` is the high-water mark of slots ever handed out;
-    ``free`` the LIFO stack of slots of deleted pages.
+    ``free`` the LIFO stack of slots of deleted pages; ``fresh_gen`` the generation
+    a never-used slot starts at (the state's tag, no reuses).
     """
 
-    __slots__ = ("array_", "_regs", "capacity", "used", "free", "mv_offset", "mv_size", "mv_epoch", "mv_meta")
+    __slots__ = ("array_", "_regs", "capacity", "used", "free", "fresh_gen", "mv_offset", "mv_size", "mv_epoch",
+                 "mv_meta")
     array = Published(R_TABLE, R_TABLE_CAP, axis=1)
 
     def __init__(self, rows: int | None = None, regs: np.ndarray | None = None) -> None:
@@ -293,6 +295,7 @@ class PageTable:
         self.array = np.zeros((TABLE_ROWS, max(1, rows or config.TABLE_INITIAL_ROWS)), dtype=np.uint64)
         self.used = 0
         self.free: list[int] = []
+        self.fresh_gen = 0
         self._views()
 
     def _views(self) -> None:
@@ -327,6 +330,7 @@ class PageTable:
         rest = count - k
         self.reserve(rest)
         slots[k:] = np.arange(self.used, self.used + rest, dtype=np.int64)
+        self.array[T_META, self.used:self.used + rest] = self.fresh_gen
         del self.free[len(self.free) - k:]
         self.used += rest
         return slots
@@ -337,10 +341,10 @@ class PageTable:
         self.mv_offset[slot] = 0
         self.mv_size[slot] = 0
         self.mv_epoch[slot] = 0
-        if gen < MAX_GENERATION:
+        if gen & GEN_REUSE_MASK != GEN_REUSE_MASK:
             self.mv_meta[slot] = gen + 1
             self.free.append(slot)
-        else:  # a slot reused 2**31 times is retired for good rather than wrap ids
+        else:  # a slot reused 2**19 times is retired for good rather than wrap its ids (or its tag)
             self.mv_meta[slot] = gen
 
     def clear(self) -> None:

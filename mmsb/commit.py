@@ -367,7 +367,7 @@ class Commit:
             if r <= W_BAD:
                 i, offset = divmod(W_BAD - r, 2)
                 if not offset:
-                    raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+                    raise self._missing(c, int(ids[i]), f"delta {i} of the batch names page {int(ids[i])}, not a live page")
                 raise InvalidDeltaError(
                     f"delta {i} of the batch has an index out of range for page {int(ids[i])} "
                     f"of {c.table.mv_size[int(ids[i]) & ID_SLOT_MASK]} bytes"
@@ -515,7 +515,7 @@ class Commit:
                 )
             if bad.any():
                 i = int(np.argmax(bad))
-                raise PageNotFoundError(f"delta {i} of the batch names page {int(ids[i])}, which does not exist")
+                raise self._missing(c, int(ids[i]), f"delta {i} of the batch names page {int(ids[i])}, not a live page")
             guarded = (table.array[T_META, slots] & np.uint64(_GUARD_BIT)) != 0
             if guarded.any():
                 self._refuse_derived(c, int(slots[np.argmax(guarded)]))

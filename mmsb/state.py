@@ -33,10 +33,13 @@ import numpy as np
 from ._interrupts import _SIGINT, _getsignal, _handler, _held, atomic, holds, install, land
 from . import config
 from ._layout import (
+    GEN_TAG_SHIFT,
     ID_SLOT_BITS,
     ID_SLOT_MASK,
+    ID_TAG_MASK,
     L_CAP,
     LOC_CPU,
+    MAX_GENERATION,
     MAX_PAGE_SIZE,
     META_GEN_MASK,
     META_LOC_SHIFT,
@@ -54,7 +57,12 @@ from ._layout import (
     T_SIZE,
     REC_CREATE,
 )
+from . import _tags
 from ._registers import address, new_registers
+from ._tags import free as _free_tags
+from ._tags import heappop as _heappop
+from ._tags import heappush as _heappush
+from ._tags import shares as _tag_shares
 from .arena import GPU_BIT as _GPU_BIT
 from .arena import KEY_MASK as _KEY_MASK
 from .arena import LIVE_BIT as _LIVE_BIT
@@ -108,7 +116,7 @@ def _latency_summary(hist: Any) -> dict[str, int | None]:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev")
+    __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev", "tag")
 
     def __init__(self) -> None:
         _kernels()
@@ -123,6 +131,7 @@ class _Core:
         self.logbuf = LogBuffer()
         self.prop = Propagation(self.table, regs)
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
+        self.tag = -1  # the history tag held (mmsb._tags) while a state uses the core
         # reentrant: event handlers and transaction bodies write while the commit holds it
         self.lock = threading.RLock()
         self.logbuf.lock = self.lock
@@ -130,6 +139,14 @@ class _Core:
         # commit kernels count into it (R_LAT)
         self.lat = np.zeros(64, np.int64)
         regs[R_LAT] = address(self.lat)
+
+    def __del__(self) -> None:
+        # the core of a state dropped without close gives its tag back (a closed one already did)
+        if self.tag >= 0:
+            try:
+                _tags.give_back(self.tag)
+            except Exception:  # at interpreter exit the module's globals may be gone
+                pass
 
     # the LSN and delta count live in the registers, where the commit kernels move them
     @property
@@ -197,7 +214,6 @@ class _Core:
 # Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
 _pool: list[_Core] = []
 
-
 def _take_core() -> _Core:
     """Reset resources from the pool, else new ones (a pool filled under another config is dropped:
     a fresh state would differ)."""
@@ -227,15 +243,21 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
     checkpoints itself (docs/MEMORY.md). Records dropped are gone for ``st.log``, :meth:`history`
     and :meth:`replay` (:class:`mmsb.LogTrimmedError` names the oldest LSN
     left), except that a replay goes on from a checkpoint that truncated.
+
+    ``tag`` is the tag the state's page ids carry (:attr:`tag`): None takes the lowest tag no
+    live state holds, so states alive at once refuse each other's ids. Pass another state's
+    ``tag`` to have a twin that gives the same ids for the same calls (and accepts that
+    state's ids: they are no longer told apart). A log recovered at start brings its own.
     """
 
     __slots__ = ("_c", "_logobj", "_events", "_txn", "sync", "gpu", "_replaying", "_base", "_pending_gpu",
                  "_ann", "_zero", "__weakref__")
 
-    def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None) -> None:
-        _check_options(log, sync, gpu)
+    def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None,
+                 tag: Any = None) -> None:
+        _check_options(log, sync, gpu, tag)
         keep = _check_retain(retain)
-        self._attach(_Core(), log, sync, gpu)
+        self._attach(_Core(), log, sync, gpu, tag)
         if retain is not None:
             self._retain_as(retain, keep)
 
@@ -280,11 +302,28 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         """A state on pooled resources, as ``mmsb.start()`` gives: what a replay builds into."""
         return State._from_core(_take_core(), None, "commit", "auto")
 
+    def _adopt_tag(self, c: _Core, tag: int) -> None:
+        """Take the tag of the history this state replays or restores: its ids are that history's."""
+        if tag != c.tag:
+            _tags.share(tag)
+            _tags.give_back(c.tag)
+            c.tag = tag
+            c.table.fresh_gen = tag << GEN_TAG_SHIFT
+
     @holds
-    def _attach(self, core: _Core, log: Any, sync: str, gpu: Any) -> None:
+    def _attach(self, core: _Core, log: Any, sync: str, gpu: Any, tag: Any = None) -> None:
         if _getsignal(_SIGINT) is not _handler:  # ensure(), inlined: interrupts held inside mmsb's calls
             install()
         self._c = core
+        if tag is None:
+            try:
+                core.tag = tag = _heappop(_free_tags)  # _tags.take(), inlined: a tenth of the cycle otherwise
+            except IndexError:
+                core.tag = tag = _tags.take()
+        else:
+            _tags.share(int(tag))
+            core.tag = tag = int(tag)
+        core.table.fresh_gen = tag << GEN_TAG_SHIFT
         rv = core.rv
         rv[R_SLOW] = 0  # no transaction, no subscribers yet
         buf = core.logbuf
@@ -322,6 +361,13 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         core, self._c = self._c, None
         if core is None:
             return None
+        tag, core.tag = core.tag, -1
+        if _tag_shares:
+            _tags.give_back(tag)
+        else:
+            _heappush(_free_tags, tag)  # _tags.give_back, inlined
+            if _tag_shares:
+                _tags.settle()
         lock = core.lock
         lock.acquire()
         try:
@@ -378,11 +424,22 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             raise PageNotFoundError(f"expected a Page, a page id or a page name, got {type(page).__name__}")
         slot = pid & ID_SLOT_MASK
         table = c.table
-        if pid < 0 or slot >= table.used:
-            raise PageNotFoundError(f"no page with id {pid}")
-        if table.mv_meta[slot] & _KEY_MASK != _LIVE_BIT | pid >> ID_SLOT_BITS:
-            raise PageNotFoundError(f"no live page with id {pid}: it was deleted or never created")
+        if pid < 0 or slot >= table.used or table.mv_meta[slot] & _KEY_MASK != _LIVE_BIT | pid >> ID_SLOT_BITS:
+            raise self._missing(c, pid)
         return slot
+
+    def _missing(self, c: _Core, pid: int, what: str = "") -> PageNotFoundError:
+        """The error for an id that names no live page of this state, saying why (``what`` leads it)."""
+        lead = what or f"no live page with id {pid}"
+        gen, slot = pid >> ID_SLOT_BITS, pid & ID_SLOT_MASK
+        if pid < 0 or gen > MAX_GENERATION:
+            return PageNotFoundError(f"{lead}: not a page id")
+        table = c.table
+        own = (table.mv_meta[slot] & META_GEN_MASK if slot < table.used else table.fresh_gen) >> GEN_TAG_SHIFT
+        if gen >> GEN_TAG_SHIFT != own:
+            return PageNotFoundError(f"{lead}: the id is of another state's history (tag {gen >> GEN_TAG_SHIFT}, "
+                                     f"this state's pages carry tag {own})")
+        return PageNotFoundError(f"{lead}: it was deleted or never created")
 
     def _table_value(self, page: Any, row: int) -> int:
         c = self._core()
@@ -406,6 +463,16 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             slots = np.flatnonzero(meta & np.uint64(_LIVE_BIT))
             gens = (meta[slots] & np.uint64(META_GEN_MASK)).astype(np.int64)
         return np.sort(slots | (gens << ID_SLOT_BITS))
+
+    @property
+    def tag(self) -> int:
+        """The tag of this state's history, carried by its page ids (bits 51-62; docs/FORMAT.md).
+
+        A state takes the lowest tag no live state holds (0 for the first state of a process),
+        so states alive at once refuse each other's ids; a replay or restore takes the tag of
+        the history it rebuilds, and accepts that history's ids.
+        """
+        return self._core().table.fresh_gen >> GEN_TAG_SHIFT
 
     @property
     def lsn(self) -> int:
@@ -478,15 +545,17 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             off = c.arena.allocate(size)  # the other step that may refuse (before any change)
             if table.free:
                 slot = table.free.pop()
+                meta = table.mv_meta
+                gen = meta[slot] & META_GEN_MASK
             else:
                 slot = table.used
                 if slot >= table.capacity:
                     table.reserve(1)
                 table.used = slot + 1
+                meta = table.mv_meta
+                gen = table.fresh_gen
             if loc != LOC_CPU:
                 c.dev.assign(np.array([slot], np.int64), c.dev.reserve(1, size))
-            meta = table.mv_meta
-            gen = meta[slot] & META_GEN_MASK
             table.mv_offset[slot] = off
             table.mv_size[slot] = size
             meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
@@ -645,7 +714,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         """A BLAKE2b digest of the live pages (ids, sizes, epochs, bytes) and the LSN.
 
         Two states with equal hashes hold the same pages with the same bytes
-        and epochs, whatever their history inside (pool reuse, slot layout).
+        and epochs, whatever their history inside (pool reuse, slot layout); the
+        ids are hashed without their :attr:`tag`.
         """
         c = self._core()
         import hashlib  # here, not at import: it loads OpenSSL (~4 ms)
@@ -656,6 +726,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                 raise _closed()
             ids = self.page_ids()
             slots = ids & ID_SLOT_MASK
+            ids &= ~ID_TAG_MASK  # a state's tag tells live states apart; it is not part of what a state holds
             a = c.table.array
             h.update(np.int64(c.lsn).tobytes())
             h.update(ids.tobytes())

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layout import LOC_CPU, LOC_GPU, MAX_PAGE_SIZE
+from ._layout import LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, MAX_TAG
 from .errors import (
     DeviceUnavailableError,
     InvalidArgumentError,
@@ -34,7 +34,11 @@ def _in_transaction(what: str) -> InvalidArgumentError:
     return InvalidArgumentError(f"{what} is not allowed inside a transaction: only page writes are")
 
 
-def _check_options(log: Any, sync: Any, gpu: Any) -> None:
+def _check_options(log: Any, sync: Any, gpu: Any, tag: Any = None) -> None:
+    if tag is not None and (isinstance(tag, bool) or not isinstance(tag, (int, np.integer))
+                            or not 0 <= tag <= MAX_TAG):
+        raise InvalidArgumentError(f"tag={tag!r}: expected None (a tag no live state holds) or an int "
+                                   f"from 0 to {MAX_TAG}")
     if log is not None and log is not False and not isinstance(log, (str, os.PathLike)):
         raise InvalidArgumentError(f"log={log!r}: expected None (in memory), False (none) or a file path")
     if sync not in _SYNC:

@@ -53,7 +53,8 @@ class Twin:
     """A state with device pages (.g) and its all-CPU twin (.c), fed the same calls."""
 
     def __init__(self):
-        self.g, self.c = mmsb.State(), mmsb.State(gpu=False)
+        self.g = mmsb.State()
+        self.c = mmsb.State(gpu=False, tag=self.g.tag)  # same calls, same ids
         self.loc, self.size, self.seen = {}, {}, ([], [])
         for st, seen in zip((self.g, self.c), self.seen):
             for name in EVENTS:

@@ -7,10 +7,20 @@ rejected calls are covered by test_errors.py, which checks that they change noth
 """
 
 SLOT_MASK = (1 << 32) - 1
+# docs/FORMAT.md: an id's generation (bits 32-62) is the state's tag (its top 12 bits) over the
+# slot's reuse count (its low 19 bits)
+TAG_SHIFT = 32 + 19
+TAG_MASK = ((1 << 12) - 1) << TAG_SHIFT
+
+
+def retag(pid, tag):
+    """The id ``pid`` names in a state of tag ``tag`` doing the same operations."""
+    return pid & ~TAG_MASK | tag << TAG_SHIFT
 
 
 class NaiveState:
-    def __init__(self):
+    def __init__(self, tag=0):
+        self.tag = tag        # the tag of the state modelled: every id carries it
         self.pages = {}       # page id -> bytearray
         self.epochs = {}      # page id -> int
         self.lsn = 0
@@ -35,7 +45,7 @@ class NaiveState:
             slot = self._next_slot
             self._next_slot += 1
             self._reuses[slot] = 0
-        pid = slot | (self._reuses[slot] << 32)
+        pid = slot | (self._reuses[slot] << 32) | self.tag << TAG_SHIFT
         self.pages[pid] = bytearray(size)
         self.epochs[pid] = 0
         self.ops.append((self.lsn, "create", size))

@@ -40,6 +40,7 @@ from mmsb.log.file import read_log
 
 sys.path.insert(0, os.path.dirname(__file__))
 import crash_writer
+from naive import retag
 
 WRITER = Path(crash_writer.__file__)
 TIMEOUT = 60.0
@@ -166,7 +167,7 @@ def probe(st: mmsb.State, salt: int) -> None:
     """A write to the first source page: cascades through every binding of the history."""
     if not st.page_ids().size:  # killed before the history created any page
         st.create_page(crash_writer.PAGE)
-    st.update_page(0, np.random.default_rng(salt).integers(0, 256, crash_writer.PAGE, dtype=np.uint8))
+    st.update_page(retag(0, st.tag), np.random.default_rng(salt).integers(0, 256, crash_writer.PAGE, dtype=np.uint8))
 
 
 def check(path: Path, seed: int, acks: list[Ack], rng: random.Random, truncating: bool = False) -> int:

@@ -301,7 +301,8 @@ def test_deleted_and_pooled_device_pages_leave_no_trace():
     assert st.stats()["device_pages"] == 2
     mmsb.stop(st)
     assert mmsb.pool.pool_size() >= 1
-    reused, new = mmsb.start(), mmsb.State()  # the pooled state against a state never used
+    reused = mmsb.start()
+    new = mmsb.State(tag=reused.tag)  # the pooled state against a state never used
     try:
         for s in (reused, new):
             assert s.stats()["device_pages"] == 0

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import mmsb
-from naive import NaiveState, check_delta_matches
+from naive import NaiveState, check_delta_matches, retag
 
 # Sizes around the 8-byte word boundary matter: kernels that work a word at a time have a tail.
 SIZES = hs.one_of(hs.just(1), hs.integers(1, 300),
@@ -53,9 +53,11 @@ def check_returned(delta, rec, images, page_size):
 def replay_into_fresh(model, log):
     """Rebuild a state from the model's structural history and mmsb's logged deltas alone.
 
-    Creates and deletes are replayed at the LSN where they happened, so ids come out the same.
+    Creates and deletes are replayed at the LSN where they happened, so ids come out the same but
+    for the tag: the original is alive, so the fresh state holds another (and refuses its ids).
     """
     fresh = mmsb.State()
+    assert fresh.tag != model.tag
     events = [(op[0], 0, i, op) for i, op in enumerate(model.ops)]
     events += [(d.lsn - 1, 1, i, d) for i, d in enumerate(log)]
     for _, kind, _, ev in sorted(events, key=lambda e: e[:3]):
@@ -63,10 +65,11 @@ def replay_into_fresh(model, log):
             if ev[1] == "create":
                 fresh.create_page(ev[2])
             else:
-                fresh.delete_page(ev[2])
+                fresh.delete_page(retag(ev[2], fresh.tag))
         else:
             idx = np.asarray(ev.indices, dtype=np.int64)
-            got = fresh.apply_delta(mmsb.Delta.sparse(ev.page_id, idx, np.asarray(ev.values, np.uint8)))
+            got = fresh.apply_delta(mmsb.Delta.sparse(retag(ev.page_id, fresh.tag), idx,
+                                                      np.asarray(ev.values, np.uint8)))
             assert got is not None and got.lsn == ev.lsn, f"replayed lsn {ev.lsn} did not re-apply"
     return fresh
 
@@ -75,7 +78,7 @@ class ModelMachine(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.s = mmsb.State()
-        self.m = NaiveState()
+        self.m = NaiveState(tag=self.s.tag)
         self.verified = []  # log records already checked in full; later only compared
 
     def teardown(self):
@@ -226,10 +229,12 @@ class ModelMachine(RuleBasedStateMachine):
     def replay_reproduces(self):
         fresh = replay_into_fresh(self.m, list(iter(self.s.log)))
         try:
-            assert fresh.page_ids().tolist() == self.m.page_ids()
+            assert fresh.page_ids().tolist() == [retag(p, fresh.tag) for p in self.m.page_ids()]
             for pid, want in self.m.pages.items():
-                assert bytes(fresh.query_page(pid)) == bytes(want)
-                assert fresh.page(pid).epoch == self.m.epochs[pid]
+                assert bytes(fresh.query_page(retag(pid, fresh.tag))) == bytes(want)
+                assert fresh.page(retag(pid, fresh.tag)).epoch == self.m.epochs[pid]
+                with pytest.raises(mmsb.PageNotFoundError, match="another state"):
+                    fresh.query_page(pid)  # the original's ids name nothing in it
             assert fresh.lsn == self.m.lsn
             assert fresh.state_hash() == self.s.state_hash()
         finally:

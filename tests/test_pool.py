@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from numba import njit
 
 import mmsb
-from naive import NaiveState
+from naive import NaiveState, retag
 
 I64, U8 = (lambda x: np.asarray(x, np.int64)), (lambda x: np.asarray(x, np.uint8))
 
@@ -143,8 +143,8 @@ def dirty_everything(st):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(a=hs.lists(OP, max_size=25), b=hs.lists(JUNK, max_size=25), n_junk=hs.integers(1, 3))
 def test_pooled_state_is_indistinguishable_from_fresh(a, b, n_junk):
-    model = NaiveState()
     fresh = mmsb.State()
+    model = NaiveState(tag=fresh.tag)
     want_trace = run_ops(fresh, a, model)
     want = snapshot(fresh)
     fresh.close()
@@ -199,7 +199,7 @@ def test_use_after_stop_raises_state_closed():
     st2 = mmsb.start()
     try:
         st2.create_page(8)
-        st2.update_page(0, b"\x02" * 8)
+        st2.update_page(retag(0, st2.tag), b"\x02" * 8)
         for name, call in CLOSED_CALLS.items():
             try:
                 call(st, pg)
@@ -214,7 +214,7 @@ def test_use_after_stop_raises_state_closed():
             except mmsb.MMSBError:
                 continue
             raise AssertionError("a handle of a stopped state was accepted by the next state")
-        assert st2.state_hash() == before and bytes(st2.query_page(0)) == b"\x02" * 8
+        assert st2.state_hash() == before and bytes(st2.query_page(retag(0, st2.tag))) == b"\x02" * 8
     finally:
         mmsb.stop(st2)
 
@@ -240,7 +240,9 @@ def test_stopping_many_states_never_blocks_and_pool_hands_out_clean_states():
         for st in again:
             assert st.page_ids().tolist() == [] and st.lsn == 0
             pg = st.create_page(64)
-            assert pg.id == 0 and bytes(st.query_page(pg)) == bytes(64)
+            assert pg.id == retag(0, st.tag) and bytes(st.query_page(pg)) == bytes(64)
+        # alive at once, they hold different tags: none takes another's first page id
+        assert len({st.tag for st in again}) == len(again)
     finally:
         for st in again:
             mmsb.stop(st)
@@ -302,7 +304,7 @@ def test_create_racing_stop_leaks_nothing_into_the_pool(log, call):
     nxt = mmsb.start(log=log)
     try:
         assert nxt.page_ids().tolist() == [] and nxt.stats()["pages"] == 0
-        assert nxt.create_page(8).id == 0
+        assert nxt.create_page(8).id == retag(0, nxt.tag)
     finally:
         mmsb.stop(nxt)
 
@@ -367,7 +369,7 @@ def test_a_pooled_state_that_had_a_graph_behaves_like_a_fresh_one():
     junk = mmsb.start()
     _graph_history(junk)  # leaves edges, bindings, signatures and event-free cascades behind
     extra = junk.create_page(16)
-    junk.register_recompute(extra, [junk.page(0)], lambda x: x[::-1].copy())
+    junk.register_recompute(extra, [junk.page(retag(0, junk.tag))], lambda x: x[::-1].copy())
     junk.register_recompute(junk.create_page(16), [extra], reverse_in_kernel)
     mmsb.stop(junk)
     again = mmsb.start()

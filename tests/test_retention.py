@@ -36,7 +36,8 @@ class Twins:
     """The same calls on a state with retention and on one without."""
 
     def __init__(self, **kw):
-        self.kept, self.full = mmsb.State(**kw), mmsb.State()
+        # both of tag 0: the tests name pages 0, 1, 2, ... as in the first state of a process
+        self.kept, self.full = mmsb.State(**kw, tag=0), mmsb.State(tag=0)
 
     def __call__(self, name, *args, **kw):
         out = []

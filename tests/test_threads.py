@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 
 import mmsb
+from naive import retag
 
 N, M = 4, 500
 
@@ -180,8 +181,8 @@ def test_concurrent_creates_grow_the_table_without_losing_pages():
             return mine
 
         made = [x for per_thread in run_threads(work) for x in per_thread]
-        assert sorted(pid for pid, _ in made) == list(range(N * per))
-        assert st.page_ids().tolist() == list(range(N * per))
+        assert sorted(pid for pid, _ in made) == [retag(i, st.tag) for i in range(N * per)]
+        assert st.page_ids().tolist() == [retag(i, st.tag) for i in range(N * per)]
         for pid, v in made:
             assert st.page(pid).epoch == 1 and st.query_page(pid)[0] == v
             assert not st.query_page(pid)[1:].any()

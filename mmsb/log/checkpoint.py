@@ -26,8 +26,10 @@ from .._layout import (
     DTYPE_NAMES,
     FLAG_LIVE,
     ID_SLOT_BITS,
+    GEN_TAG_SHIFT,
     ID_SLOT_MASK,
     MAX_GENERATION,
+    MAX_TAG,
     MAX_PAGE_SIZE,
     META_FLAG_SHIFT,
     META_GEN_MASK,
@@ -103,7 +105,7 @@ def write(st: Any, c: Any, path: str, log_ref: dict[str, Any] | None) -> Stored:
                          "weights": list(b.weights), "writable": b.writable})
     kinds = {name: code for name, code in g._kinds.items() if code >= FIRST_USER_KIND}
     doc = {"mmsb": __version__, "lsn": c.lsn, "deltas": c.deltas, "slots": used, "kinds": kinds,
-           "bindings": bindings, "log": log_ref}
+           "bindings": bindings, "log": log_ref, "tag": table.fresh_gen >> GEN_TAG_SHIFT}
     if st._ann is not None and st._ann.info:
         doc["pages"] = {str(st._id_of(slot)): info.to_doc() for slot, info in sorted(st._ann.info.items())}
     sections = [
@@ -258,6 +260,9 @@ def _check_doc(doc: dict[str, Any]) -> None:
                 and all(type(w) in (int, float) for w in b["weights"])
                 and type(b.get("writable", False)) is bool):
             raise ValueError("a binding is not well formed")
+    tag = doc.get("tag", 0)
+    if type(tag) is not int or not 0 <= tag <= MAX_TAG:
+        raise ValueError(f"the history tag is not an int from 0 to {MAX_TAG}")
     pages = doc.get("pages", {})
     if not isinstance(pages, dict) or not all(isinstance(k, str) and k.isdigit() for k in pages):
         raise ValueError("page infos are not a mapping of page ids")
@@ -299,6 +304,7 @@ def load(st: Any, ck: Checkpoint) -> None:
 
     c = st._c
     table, arena = c.table, c.arena
+    st._adopt_tag(c, ck.doc.get("tag", 0))  # a checkpoint of an older mmsb: its ids all carry tag 0
     used = ck.slots.shape[0]
     table.reserve(used)
     a = table.array

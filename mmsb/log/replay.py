@@ -20,7 +20,7 @@ import numpy as np
 from .. import config
 from .._layout import DTYPE_NAMES, LOC_CPU, LOC_GPU, MAX_PAGE_SIZE, OPS, REC_BIND, REC_CREATE, REC_DELETE, REC_EDGE, REC_HEADER
 from .._layout import REC_INFO, REC_RESIZE
-from .._layout import ID_SLOT_MASK
+from .._layout import GEN_REUSE_MASK, GEN_TAG_SHIFT, ID_SLOT_BITS, ID_SLOT_MASK, MAX_GENERATION
 from ..errors import LogCorruptError, MMSBError
 from ..typed import PageInfo
 from ..functions import MissingFunction, lookup
@@ -111,6 +111,9 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             if c.table.used + w4 > config.REPLAY_MAX_PAGES:
                 raise bad(f"creates {w4} pages, past mmsb.config.REPLAY_MAX_PAGES ({config.REPLAY_MAX_PAGES}): "
                           "raise it if the log really holds that many")
+            gen = w2 >> ID_SLOT_BITS
+            if (w2 & ID_SLOT_MASK) >= c.table.used and gen <= MAX_GENERATION and not gen & GEN_REUSE_MASK:
+                st._adopt_tag(c, gen >> GEN_TAG_SHIFT)  # a fresh slot: its generation is the history's tag
             # pages are replayed on the host; those made on the device go there at the end (see place)
             ids = st.create_pages(int(w4), int(w3)) if w4 > 1 else np.array([st.create_page(int(w3)).id])
             first = int(ids[0])
