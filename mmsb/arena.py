@@ -265,7 +265,8 @@ class Arena(Slots):
         """Zero the used span by handing its memory back to the OS; False if not possible.
 
         ``MADV_DONTNEED`` on a private anonymous mapping both zeroes the span and
-        frees its memory, so a pooled state holds no memory for pages it had.
+        frees its memory, so a pooled state holds no memory for pages it had (the reset
+        zeroes spans the pool keeps in memory instead: ``config.POOL_KEEP_ARENA_BYTES``).
         """
         start, end, _, mm = self.chunks[0]
         if not hasattr(mm, "madvise"):

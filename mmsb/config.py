@@ -24,8 +24,13 @@ _DEFAULTS: dict[str, Any] = {
     # Most stopped states the pool keeps for reuse; a stop beyond it drops the state.
     "POOL_SIZE": 8,
     # On reset, a used arena span at least this large is handed back to the
-    # kernel (madvise) instead of zeroed page by page: it frees memory too.
+    # kernel (madvise) instead of zeroed page by page, freeing its memory, once the
+    # pool's stopped states keep POOL_KEEP_ARENA_BYTES of such spans in all.
     "RESET_RELEASE_BYTES": 1 << 20,
+    # Arena bytes of large spans (see RESET_RELEASE_BYTES) the pool's stopped states keep in
+    # memory, zeroed, in all: the next state's pages are written without page faults, which
+    # cost 1-2.5 us per 4 KiB here (a replay of 4 MiB of pages spent a fifth of its time on them).
+    "POOL_KEEP_ARENA_BYTES": 1 << 26,
     # apply_batch spreads the byte writes of a batch with at least this many
     # deltas over numba's threads (page by page; logging stays in batch order).
     # High by default: on a 2-core machine the grouping sort and thread start
@@ -61,6 +66,7 @@ TABLE_INITIAL_ROWS: int = _DEFAULTS["TABLE_INITIAL_ROWS"]
 LOG_INITIAL_BYTES: int = _DEFAULTS["LOG_INITIAL_BYTES"]
 POOL_SIZE: int = _DEFAULTS["POOL_SIZE"]
 RESET_RELEASE_BYTES: int = _DEFAULTS["RESET_RELEASE_BYTES"]
+POOL_KEEP_ARENA_BYTES: int = _DEFAULTS["POOL_KEEP_ARENA_BYTES"]
 POOL_KEEP_LOG_BYTES: int = _DEFAULTS["POOL_KEEP_LOG_BYTES"]
 LOG_SPARE_BYTES: int = _DEFAULTS["LOG_SPARE_BYTES"]
 PARALLEL_BATCH_DELTAS: int = _DEFAULTS["PARALLEL_BATCH_DELTAS"]
@@ -76,6 +82,7 @@ _MINIMUM = {
     "LOG_INITIAL_BYTES": 1 << 10,
     "POOL_SIZE": 0,
     "RESET_RELEASE_BYTES": 4096,
+    "POOL_KEEP_ARENA_BYTES": 0,
     "POOL_KEEP_LOG_BYTES": 1 << 10,
     "LOG_SPARE_BYTES": 0,
     "PARALLEL_BATCH_DELTAS": 1,

@@ -201,8 +201,8 @@ def _stored(ck: Any) -> Any:
 
 def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, start: Callable[[], Any],
                 locate: Any = None, progress: Any = None) -> Any:
-    """A new state from ``start()`` (a fresh pooled one): the records ``data`` up to ``to_lsn``,
-    on top of ``base``.
+    """A new state from ``start()`` (a fresh pooled one, or one already made): the records ``data``
+    up to ``to_lsn``, on top of ``base``.
 
     ``base`` is None (the records hold the whole history) or (checkpoint,
     offset): the history is that checkpoint, then the records from offset.
@@ -220,11 +220,17 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, sta
         if base is not None:
             _ckpt.load(st, base[0].read() if isinstance(base[0], _ckpt.Stored) else base[0])
             st._base = base
-        cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
-        _replay.apply(st, data, start_at, cut, where, locate, progress)
+        if to_lsn is None:  # the whole log: the apply pass checks the records as it goes
+            cut, before = data.size, st._c.deltas
+            _replay.apply(st, data, start_at, cut, where, locate, progress)
+            deltas = st._c.deltas - before
+        else:
+            cut, deltas, _ = _replay.check(data, start_at, data.size, to_lsn, where, locate)
+            _replay.apply(st, data, start_at, cut, where, locate, progress)
         if start_at:
             deltas += _replay.check(data, 0, start_at, None, where, locate)[1]
-        log = MemoryLog(st._c.logbuf)
+        # the state's own log, made at its start: the records may have been read into its buffer
+        log = st._log if type(st._log) is MemoryLog else MemoryLog(st._c.logbuf)
         log.load(data[:cut], deltas)
         st._log = log
         st._place_pending()
@@ -238,11 +244,17 @@ def _state_from(data: np.ndarray, to_lsn: int | None, base: Any, where: str, sta
 def replay_log(log_path: Any, to_lsn: Any, progress: Any, start: Callable[[], Any]) -> Any:
     """:func:`mmsb.replay`, into a state from ``start()``."""
     limit = _check_lsn(to_lsn)
-    contents = _io()[2].read_log(os.fspath(log_path))
-    base = (_stored(_kept_base(contents)), 0) if contents.header.continues else None
+    st = start()
+    try:
+        # read into the buffer the records will live in: a pooled state's is in memory already
+        contents = _io()[2].read_log(os.fspath(log_path), into=st._c.logbuf.room)
+        base = (_stored(_kept_base(contents)), 0) if contents.header.continues else None
+    except BaseException:
+        st.close()
+        raise
     total = contents.payload.size
     tick = None if progress is None else (lambda done: progress(done, total))
-    return _state_from(contents.payload, limit, base, f"log {contents.path!r}", start, contents.file_offset,
+    return _state_from(contents.payload, limit, base, f"log {contents.path!r}", lambda: st, contents.file_offset,
                        tick)
 
 

@@ -116,7 +116,8 @@ def _latency_summary(hist: Any) -> dict[str, int | None]:
 class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
-    __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev", "tag")
+    __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev", "tag",
+                 "kept")
 
     def __init__(self) -> None:
         _kernels()
@@ -132,6 +133,7 @@ class _Core:
         self.prop = Propagation(self.table, regs)
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         self.tag = -1  # the history tag held (mmsb._tags) while a state uses the core
+        self.kept = 0  # bytes of a large arena span its last reset kept in memory (POOL_KEEP_ARENA_BYTES)
         # reentrant: event handlers and transaction bodies write while the commit holds it
         self.lock = threading.RLock()
         self.logbuf.lock = self.lock
@@ -179,8 +181,10 @@ class _Core:
                 table.array[T_EPOCH, : table.used][(meta & np.uint64(_GPU_BIT)) != 0] = 0
             self.dev.reset()
         used = table.used
-        released = (arena.bump - arena.first >= config.RESET_RELEASE_BYTES or arena.reserved != arena.first_end) and (
-            arena.release_span())
+        span = arena.bump - arena.first
+        released = (arena.reserved != arena.first_end or span >= config.RESET_RELEASE_BYTES and (
+            _pool_kept[0] + span > config.POOL_KEEP_ARENA_BYTES)) and arena.release_span()
+        self.kept = 0 if released or span < config.RESET_RELEASE_BYTES else span
         if used > _SMALL_RESET:
             _k.reset_table(table.array, arena.data, used, not released)
         elif used:
@@ -211,8 +215,10 @@ class _Core:
         rv[R_LSN] = rv[R_DELTAS] = rv[R_TICK] = 0
 
 
-# Reset resources of stopped states, reused by mmsb.start (see mmsb.pool).
+# Reset resources of stopped states, reused by mmsb.start (see mmsb.pool), and the bytes of large
+# arena spans they keep in memory (config.POOL_KEEP_ARENA_BYTES).
 _pool: list[_Core] = []
+_pool_kept = [0]
 
 def _take_core() -> _Core:
     """Reset resources from the pool, else new ones (a pool filled under another config is dropped:
@@ -221,8 +227,11 @@ def _take_core() -> _Core:
         core = _pool.pop()
     except IndexError:
         return _Core()
+    if core.kept:
+        _pool_kept[0] -= core.kept
     if core.reserve_asked != config.ARENA_RESERVE_BYTES:
         _pool.clear()
+        _pool_kept[0] = 0
         return _Core()
     return core
 
@@ -389,6 +398,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         core = self._detach()
         if core is not None and len(_pool) < config.POOL_SIZE:
             _pool.append(core)
+            if core.kept:
+                _pool_kept[0] += core.kept
         if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
             land()
 

@@ -375,3 +375,28 @@ def test_a_pooled_state_that_had_a_graph_behaves_like_a_fresh_one():
     again = mmsb.start()
     assert _graph_history(again) == expected
     mmsb.stop(again)
+
+
+@pytest.mark.parametrize("keep", [1 << 26, 0], ids=["kept in memory", "given back"])
+def test_large_written_spans_come_back_as_zeros_whether_kept_or_given_back(keep):
+    """Spans of 1 MiB and more go back to the OS or stay in memory, zeroed, within
+    POOL_KEEP_ARENA_BYTES: either way the next state's pages are fresh zeros."""
+    mmsb.config.set(POOL_KEEP_ARENA_BYTES=keep)
+    try:
+        states = [mmsb.start() for _ in range(3)]
+        for st in states:
+            for pid in st.create_pages(24, 128 << 10).tolist():  # 3 MiB of written pages each
+                st.update_page(pid, np.full(128 << 10, 0xAB, np.uint8))
+        for st in states:
+            mmsb.stop(st)
+        again = [mmsb.start() for _ in range(3)]
+        try:
+            for st in again:
+                ids = st.create_pages(24, 128 << 10)
+                assert all(not st.view(int(p)).any() for p in ids)
+                assert st.page(int(ids[0])).epoch == 0
+        finally:
+            for st in again:
+                mmsb.stop(st)
+    finally:
+        mmsb.config.reset()

@@ -33,7 +33,7 @@ FRAME_MAGIC = 0x3146534D  # "MSF1"
 # scan results
 SCAN_CLEAN, SCAN_TORN, SCAN_CORRUPT = 0, 1, 2
 # replay results
-R_DONE, R_STOP, R_BAD = 0, 1, 2
+R_DONE, R_STOP, R_BAD, R_MALFORMED = 0, 1, 2, 3
 _MAX_TYPE = max(REC_TYPES)
 
 
@@ -71,18 +71,24 @@ def _frame_ok(data, pos, n, seed):
 
 
 @kernel
-def scan_frames(data, pos, seed):
+def scan_frames(data, pos, seed, starts):
     """Walk the frames from ``pos``: (valid end, frames, payload bytes, last LSN, status).
 
     A frame that fails its checks (or whose number is not its place) is a
     torn tail when no valid frame follows it anywhere (a crash cut the last
     write short), and damage when one does (status ``SCAN_CORRUPT``, the
     valid end is where the damage starts).
+
+    Each valid frame's payload moves to the front of ``data``, after the ones before it, while
+    its checksummed bytes are still in cache (a pass of its own over the file cost a twentieth
+    of a replay): ``starts[i]`` gets where frame i's payload starts. A move only writes over
+    bytes before the frame's end, so the search past a bad frame reads the file as it was.
     """
     n = data.size
     frames = 0
     payload = 0
     lsn = np.uint64(0)
+    base = np.int64(data.ctypes.data)
     while pos < n:
         end = _frame_ok(data, pos, n, seed)
         if end >= 0 and _u64(data, pos + 24) != np.uint64(frames):
@@ -102,28 +108,12 @@ def scan_frames(data, pos, seed):
                 k += 8
             return pos, frames, payload, lsn, SCAN_TORN
         lsn = _u64(data, pos + 16)
+        memmove(base + payload, base + pos + FRAME_HEADER, end - pos - FRAME_HEADER)  # a uint8 slice: byte by byte
+        starts[frames] = payload
         payload += end - pos - FRAME_HEADER
         frames += 1
         pos = end
     return pos, frames, payload, lsn, SCAN_CLEAN
-
-
-@kernel
-def gather_payloads(data, pos, end, out, starts):
-    """Copy the payloads of the (checked) frames in ``data[pos:end]`` into ``out``, in order;
-    ``starts[i]`` gets where frame i's payload starts in ``out``. ``out`` may be ``data`` itself
-    (payloads move towards its start, over the headers already read): no second buffer to fault in."""
-    at = 0
-    i = 0
-    src, dst = np.int64(data.ctypes.data), np.int64(out.ctypes.data)
-    while pos < end:
-        length = np.int64(_u64(data, pos + 8))
-        memmove(dst + at, src + pos + FRAME_HEADER, length)  # a uint8 slice copy here ran byte by byte
-        starts[i] = at
-        i += 1
-        at += length
-        pos += FRAME_HEADER + length
-    return at
 
 
 @kernel
@@ -179,38 +169,45 @@ def _live_slot(table, used, pid):
 
 
 @kernel
-def replay_deltas(table, used, arena, data, pos, end, lsn):
-    """Apply the delta records from ``pos`` on, checking each; (pos, lsn, deltas, status).
+def replay_deltas(table, used, arena, data, pos, end, limit, lsn, sealed):
+    """Apply the delta records from ``pos`` on, checking each; (pos, lsn, deltas, status, sealed).
 
     Stops at a page, graph or binding record (``R_STOP``: Python applies it),
-    at ``end`` (``R_DONE``), or at a record that does not fit the state
-    (``R_BAD`` at ``pos``: a wrong LSN, epoch, page, size or offset).
+    at ``end`` (``R_DONE``), at a record that does not fit the state
+    (``R_BAD`` at ``pos``: a wrong LSN, epoch, page, size or offset), or at one that is not
+    well formed within ``data[:limit]`` (``R_MALFORMED``): so a replay needs no pass of its own
+    to check the records first. ``sealed`` is where the last commit record seen ends.
     """
     applied = 0
     # records are 8-aligned: read header words and sparse offsets through wide views
     words = as_words(data[: data.size & ~7])
     halves = as_halves(data[: data.size & ~7])
     while pos < end:
+        if limit - pos < REC_HEADER:
+            return pos, lsn, applied, R_MALFORMED, sealed
         w0 = words[pos >> 3]
         length = np.int64(w0 & np.uint64(0xFFFFFFFF))
         rtype = np.int64((w0 >> np.uint64(32)) & np.uint64(0xFF))
+        if length < REC_HEADER or length & 7 or length > limit - pos or rtype < 1 or rtype > _MAX_TYPE:
+            return pos, lsn, applied, R_MALFORMED, sealed
         w = pos >> 3
         if rtype == REC_COMMIT:
             if words[w + 1] != np.uint64(lsn):
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             pos += length
+            sealed = pos
             continue
         if rtype != REC_DELTA:
-            return pos, lsn, applied, R_STOP
+            return pos, lsn, applied, R_STOP, sealed
         enc = np.int64((w0 >> np.uint64(40)) & np.uint64(0xFF))
         ncauses = np.int64(w0 >> np.uint64(48))
         slot = _live_slot(table, used, words[w + 2])
         if words[w + 1] != np.uint64(lsn + 1) or slot < 0:
-            return pos, lsn, applied, R_BAD
+            return pos, lsn, applied, R_BAD, sealed
         size = np.int64(table[T_SIZE, slot])
         count = words[w + 4]
         if words[w + 3] != table[T_EPOCH, slot] + np.uint64(1) or words[w + 5] != np.uint64(size):
-            return pos, lsn, applied, R_BAD
+            return pos, lsn, applied, R_BAD, sealed
         # the epoch moves before any byte is written: if the record then proves bad, the
         # state is thrown away, and the pool's reset zeroes pages whose epoch moved
         table[T_EPOCH, slot] += np.uint64(1)
@@ -218,24 +215,24 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
         body = pos + REC_HEADER
         if enc == ENC_SPARSE:
             if count > np.uint64(length):
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             n = np.int64(count)
             vals = body + 4 * n
             if ((vals + n + 7) & ~7) + 8 * ncauses != pos + length:
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             # a bad offset stops replay mid-record: the state being built is thrown away then
             uo, uv, uh, us = np.uint64(off), np.uint64(vals), np.uint64(body >> 2), np.uint64(size)
             for j in range(np.uint64(n)):  # unsigned: no wrap-around check per write
                 i = np.uint64(halves[uh + j])
                 if i >= us:
-                    return pos, lsn, applied, R_BAD
+                    return pos, lsn, applied, R_BAD, sealed
                 arena[uo + i] = data[uv + j]
         elif enc == ENC_DENSE:
             if count != np.uint64(size):
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             nmask = (size + 7) >> 3
             if nmask > length:
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             m = 0
             for k in range(nmask):
                 bits = data[body + k]
@@ -243,9 +240,9 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
                     m += 1
                     bits &= bits - np.uint8(1)
             if size & 7 and data[body + nmask - 1] >> np.uint8(size & 7):
-                return pos, lsn, applied, R_BAD  # mask bits past the page's end
+                return pos, lsn, applied, R_BAD, sealed  # mask bits past the page's end
             if ((body + nmask + m + 7) & ~7) + 8 * ncauses != pos + length:
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
             p = body + nmask
             for k in range(nmask):
                 bits = data[body + k]
@@ -257,16 +254,16 @@ def replay_deltas(table, used, arena, data, pos, end, lsn):
                     bits >>= np.uint8(1)
                     b += 1
         else:
-            return pos, lsn, applied, R_BAD
+            return pos, lsn, applied, R_BAD, sealed
         cz = (pos + length) >> 3
         for j in range(cz - ncauses, cz):
             cause = words[j]
             if cause == np.uint64(0) or cause > np.uint64(lsn):
-                return pos, lsn, applied, R_BAD
+                return pos, lsn, applied, R_BAD, sealed
         lsn += 1
         applied += 1
         pos += length
-    return pos, lsn, applied, R_DONE
+    return pos, lsn, applied, R_DONE, sealed
 
 
 @kernel

@@ -44,7 +44,7 @@ import numpy as np
 from .._interrupts import holds
 from .. import _layout as _w
 from .. import config
-from .._layout import L_ADDR, LOG_KEEP, R_SLOW, REC_CREATE, REC_HEADER
+from .._layout import FRAME_HEADER, L_ADDR, LOG_KEEP, R_SLOW, REC_CREATE, REC_HEADER
 from ..errors import InvalidArgumentError, LogCorruptError, LogInUseError, LogIOError, LogTruncatedWarning
 from .memory import _NO_DISK, LogBuffer, MemoryLog, _signed
 
@@ -140,33 +140,38 @@ class LogContents:
         return self.file_size - self.valid_end if self.status == _kernels().SCAN_TORN else 0
 
 
-def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: bool = True) -> LogContents:
+def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: bool = True,
+             into: Any = None) -> LogContents:
     """Read and check a log file. A torn tail is dropped (with a warning); damage before it
-    raises :class:`mmsb.LogCorruptError` unless ``strict`` is False (then reading stops there)."""
+    raises :class:`mmsb.LogCorruptError` unless ``strict`` is False (then reading stops there).
+
+    ``into(n)``, if given, hands the uint8 array of at least ``n`` bytes to read the file into
+    (the buffer of the log the records will live in: see ``LogBuffer.room``); the records end
+    up at its front.
+    """
     k = _kernels()
     what = f"log {path!r}"
     try:
         if fd is None:
             with open(path, "rb") as f:
-                data = _read_all(f.fileno())
+                data = _read_all(f.fileno(), into)
         else:
-            data = _read_all(fd)
+            data = _read_all(fd, into)
     except FileNotFoundError:
         raise InvalidArgumentError(f"{what} does not exist") from None
     except OSError as exc:
         raise LogIOError(f"cannot read {what}: {exc}") from exc
     header = LogHeader.unpack(data[:FILE_HEADER_SIZE].tobytes(), what)
-    end, frames, payload_bytes, lsn, status = k.scan_frames(data, FILE_HEADER_SIZE, header.seed)
+    # the payloads move to the front of the buffer they were read into (a second buffer of the
+    # file's size cost its page faults: a fifth of a replay); ``starts`` is touched a frame at a time
+    starts = np.empty(max(0, data.size - FILE_HEADER_SIZE) // FRAME_HEADER + 1, np.int64)
+    end, frames, payload_bytes, lsn, status = k.scan_frames(data, FILE_HEADER_SIZE, header.seed, starts)
     if status == k.SCAN_CORRUPT and strict:
         raise LogCorruptError(f"{what} is damaged at offset {end}: a frame there fails its checks and whole "
                               "frames follow it", int(end))
-    starts = np.zeros(int(frames), np.int64)
     size = data.size
-    # the payloads move to the front of the buffer they were read into (a second buffer of the
-    # file's size cost its page faults: a fifth of a replay)
-    k.gather_payloads(data, FILE_HEADER_SIZE, end, data, starts)
     contents = LogContents(path, header, data[: int(payload_bytes)], int(frames), int(end), size, int(status),
-                           starts)
+                           starts[: int(frames)].copy())
     if status == k.SCAN_TORN and warn:
         warnings.warn(f"{what}: a torn tail of {contents.torn_bytes} bytes at offset {end} was cut "
                       f"(a write a crash interrupted); the log ends at LSN {int(lsn)}",
@@ -174,10 +179,10 @@ def read_log(path: str, *, fd: int | None = None, strict: bool = True, warn: boo
     return contents
 
 
-def _read_all(fd: int) -> np.ndarray:
-    """The whole file as a uint8 array, read straight into it."""
+def _read_all(fd: int, into: Any = None) -> np.ndarray:
+    """The whole file as a uint8 array (a new one, or the front of ``into(size)``), read straight into it."""
     size = os.fstat(fd).st_size
-    data = np.empty(size, np.uint8)
+    data = np.empty(size, np.uint8) if into is None else into(size)[:size]
     view, at = memoryview(data), 0
     while at < size:
         n = os.preadv(fd, [view[at:]], at)
@@ -264,8 +269,8 @@ class FileLog(MemoryLog):
     mode = LOG_KEEP  # the commit kernels leave sealing to seal(), which writes the file
 
     def __init__(self, path: str, policy: str, buffer: LogBuffer | None, header: LogHeader, fd: int,
-                 file_end: int, frames: int) -> None:
-        super().__init__(buffer)
+                 file_end: int, frames: int, keep: bool = False) -> None:
+        super().__init__(buffer, keep)
         self.path, self.fd, self.policy, self.header = path, fd, policy, header
         # what has been written, shared with the writer thread's kernel (mmsb.kernels.writer)
         self.fc = np.zeros(_w.F_WORDS, np.int64)
@@ -371,11 +376,11 @@ class FileLog(MemoryLog):
                 os.fsync(fd)
                 _fsync_dir(path)
                 return cls(path, policy, buffer, header, fd, FILE_HEADER_SIZE, 0), None
-            contents = read_log(path, fd=fd)
+            contents = read_log(path, fd=fd, into=buffer.room)
             if contents.valid_end < size:
                 os.ftruncate(fd, contents.valid_end)
                 os.fsync(fd)
-            log = cls(path, policy, buffer, contents.header, fd, contents.valid_end, contents.frames)
+            log = cls(path, policy, buffer, contents.header, fd, contents.valid_end, contents.frames, keep=True)
             return log, contents
         except BaseException as exc:
             os.close(fd)

@@ -56,7 +56,9 @@ def check(data: np.ndarray, start: int, end: int, to_lsn: int | None, where: str
 
 def apply(st: Any, data: np.ndarray, start: int, end: int, where: str, locate: Callable[[int], int] = _same,
           progress: Callable[[int], None] | None = None) -> None:
-    """Apply the checked records ``data[start:end]`` to ``st``, which must be where they start.
+    """Apply the records ``data[start:end]`` to ``st``, which must be where they start: checked as
+    they are applied (what :func:`check` would refuse raises the same error, and then the state
+    is thrown away), so a replay of a whole log reads it once.
 
     ``progress``, if given, is called with the bytes applied so far, every
     ``chunk`` bytes or so.
@@ -65,32 +67,39 @@ def apply(st: Any, data: np.ndarray, start: int, end: int, where: str, locate: C
     c = st._c
     log, st._log = st._log, NullLog(LogBuffer(1024))
     st._replaying = True
-    pos = start
+    pos = sealed = start
     # a kernel call stops once it passes its end: chunks only matter for progress reports
     chunk = end - start if progress is None else 1 << 24
     try:
         while pos < end:
             stop = min(end, pos + chunk)
-            pos, lsn, n, status = k.replay_deltas(c.table.array, c.table.used, c.arena.data, data, pos, stop,
-                                                  c.lsn)
+            pos, lsn, n, status, sealed = k.replay_deltas(c.table.array, c.table.used, c.arena.data, data, pos,
+                                                          stop, end, c.lsn, sealed)
             c.lsn = int(lsn)
             c.deltas += int(n)
             if progress is not None:
                 progress(int(pos) - start)
             if status == k.R_DONE:
                 continue
+            if status == k.R_MALFORMED:
+                at = locate(int(pos))
+                raise LogCorruptError(f"{where}: the record at offset {at} is not well formed", at)
             if status == k.R_BAD:
                 at = locate(int(pos))
                 raise LogCorruptError(
                     f"{where}: the delta record at offset {at} does not fit the state "
                     f"(its LSN, page, epoch, size or offsets disagree with the records before it)", at)
-            pos = _apply_other(st, c, data, int(pos), where, locate)
+            pos = _apply_other(st, c, data, int(pos), end, where, locate)
+        if sealed != end:  # records no commit record closes: a log only ever holds whole commits
+            at = locate(int(sealed))
+            raise LogCorruptError(f"{where}: the record at offset {at} is not well formed", at)
     finally:
         st._replaying = False
         st._log = log
 
 
-def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate: Callable[[int], int]) -> int:
+def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, end: int, where: str,
+                 locate: Callable[[int], int]) -> int:
     w0, w1, w2, w3, w4, w5 = _HEADER.unpack_from(data, pos)
     length, rtype, extra = w0 & 0xFFFFFFFF, (w0 >> 32) & 0xFF, w0 >> 48
 
@@ -122,10 +131,11 @@ def _apply_other(st: Any, c: Any, data: np.ndarray, pos: int, where: str, locate
             if first != w2:
                 raise bad(f"creates page {w2}, but replaying it gives page {first}")
             nxt = pos + length
-            if nxt + REC_HEADER <= data.size and (_HEADER.unpack_from(data, nxt)[0] >> 32) & 0xFF == REC_INFO:
+            if nxt + REC_HEADER <= end and (_HEADER.unpack_from(data, nxt)[0] >> 32) & 0xFF == REC_INFO:
                 # the info of the pages just made: it is of the same commit, so it applies to their ids
                 info_w0, info_lsn, info_first, count = _HEADER.unpack_from(data, nxt)[:4]
-                if info_first == first and count == w4:
+                info_len = info_w0 & 0xFFFFFFFF
+                if REC_HEADER <= info_len <= end - nxt and not info_len & 7 and info_first == first and count == w4:
                     if info_lsn != c.lsn:
                         return nxt  # the check at the top of the next call names it
                     _apply_info(st, data, nxt, info_w0, ids, int(w3), bad)
