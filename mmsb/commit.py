@@ -373,7 +373,9 @@ class Commit:
                     f"of {c.table.mv_size[int(ids[i]) & ID_SLOT_MASK]} bytes"
                 )
             if r < 0:
-                self._settled(c, r, (ids & ID_SLOT_MASK).tolist(), batch=True)
+                # only a resumed cascade needs the written slots (a file log's seal, W_SEAL, does not:
+                # listing 4096 of them cost a third of the batch)
+                self._settled(c, r, (ids & ID_SLOT_MASK).tolist() if r == W_RESUME else (), batch=True)
             return out
         finally:
             lock.release()
