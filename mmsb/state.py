@@ -774,7 +774,8 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
           log made (0 for a log in memory).
         - ``device_pages``: live pages on the device; ``device_launches``: CUDA
           kernel launches made; ``device_bytes_in``/``device_bytes_out``: bytes
-          copied to/from the device (see :mod:`mmsb.gpu` for what crosses when).
+          copied to/from the device (see :mod:`mmsb.gpu` for what crosses when);
+          ``device_arena_bytes``: device memory the state's arena holds.
         - ``write_time_samples``, ``write_time_p50_ns``, ``write_time_p99_ns``,
           ``write_time_max_ns``: duration of the commits of ``update_page``/
           ``apply_delta``/``apply_batch`` calls (apply, log and cascade, from inside the
@@ -824,6 +825,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                 "device_launches": dev.launches if dev is not None else 0,
                 "device_bytes_in": dev.bytes_in if dev is not None else 0,
                 "device_bytes_out": dev.bytes_out if dev is not None else 0,
+                "device_arena_bytes": dev.data.size if dev is not None else 0,
                 **_latency_summary(c.lat),
             }
 

@@ -2,7 +2,7 @@
 
 Layout mirrors the host arena: slots by size class (:class:`mmsb.arena.Slots`),
 in one ``numba.cuda`` device array that doubles when full (copied on the
-device). A device page keeps a host slot too, reserved and never touched, so
+device), or grows to what the device has free when doubling would not fit. A device page keeps a host slot too, reserved and never touched, so
 every host kernel that walks the page table stays in bounds; its bytes live
 here, at ``offsets[slot]``.
 
@@ -28,6 +28,11 @@ from .device import simulated
 _U8 = np.uint8
 
 
+_STAGE, _SCRATCH = 1 << 16, 1 << 12  # first sizes of the staging buffers and the scratch array
+_DEVICE_SPARE = 1 << 28  # device memory a growth leaves free (the driver, kernels' own needs)
+_GRAIN = 1 << 21  # a growth that cannot double rounds to this
+
+
 def _pad8(n: int) -> int:
     return (n + 7) & ~7
 
@@ -39,19 +44,29 @@ class DeviceArena:
         self.cuda = _cuda()
         self.launches = self.bytes_in = self.bytes_out = 0
         self.slots = Slots(1 << 62)  # bounded by device memory, found when growing
-        # the simulator's device memory is host memory: start small there (growth gets exercised too)
-        first = 1 << (config.DEVICE_ARENA_INITIAL_BYTES - 1).bit_length()  # dtype views need 8 | size
-        self.data = self._zeros(min(first, 1 << 16) if simulated() else first)
+        self.data = self._zeros(self._first_size())
         self.writing: set[int] = set()  # slots inside State.device_write
         self.offsets = np.zeros(1024, np.int64)
         self.pages = 0  # live device pages
         self.dirty = False  # written since the last reset (a reset zeroes only then)
-        self.stage_h = self.cuda.pinned_array(1 << 16, _U8)
-        self.stage_d = self.cuda.device_array(1 << 16, _U8)
-        self.scratch = self.cuda.device_array(1 << 12, _U8)
+        self.stage_h = self.cuda.pinned_array(_STAGE, _U8)
+        self.stage_d = self.cuda.device_array(_STAGE, _U8)
+        self.scratch = self.cuda.device_array(_SCRATCH, _U8)
         self.saved: dict[int, Any] = {}  # undo: slot -> the page's bytes before the commit
 
     # -- memory ---------------------------------------------------------------------
+
+    @staticmethod
+    def _first_size() -> int:
+        # the simulator's device memory is host memory: start small there (growth gets exercised too)
+        first = 1 << (config.DEVICE_ARENA_INITIAL_BYTES - 1).bit_length()  # dtype views need 8 | size
+        return min(first, 1 << 16) if simulated() else first
+
+    def _free_bytes(self) -> int | None:
+        """Device memory free now (None under the simulator, whose memory is the host's)."""
+        if simulated():
+            return None
+        return int(self.cuda.current_context().get_memory_info()[0])
 
     def _zeros(self, n: int) -> Any:
         try:
@@ -84,6 +99,14 @@ class DeviceArena:
         size = self.data.size
         while size < end:
             size *= 2
+        free = self._free_bytes()
+        if free is not None and size > free - _DEVICE_SPARE:
+            # doubling would ask for more than the device has: grow to what is free instead (the
+            # copy needs the old array and the new one at once, so that is as far as it can go)
+            size = max(end, (free - _DEVICE_SPARE) & ~(_GRAIN - 1))
+            if size > free:
+                raise CapacityError(f"the device cannot hold a {end} B arena: {free} B of its memory are free "
+                                    f"beside the {self.data.size} B arena it has")
         bigger = self._zeros(size)
         bigger[: self.data.size].copy_to_device(self.data)
         self.data = bigger
@@ -119,9 +142,18 @@ class DeviceArena:
         self.pages -= 1
 
     def reset(self) -> None:
-        """Back to no pages, all bytes zero (for the pool)."""
-        if self.dirty and self.slots.bump:
+        """Back to no pages, all bytes zero (for the pool): an arena or buffer that grew past its
+        first size gives its device memory back (a stopped state holding tens of GiB kept every
+        other state off the device)."""
+        if self.data.size > self._first_size():
+            self.data = self._zeros(self._first_size())  # the old array is freed as numba drops it
+        elif self.dirty and self.slots.bump:
             self._memset0(self.data[: self.slots.bump])
+        if self.stage_h.size > _STAGE:
+            self.stage_h = self.cuda.pinned_array(_STAGE, _U8)
+            self.stage_d = self.cuda.device_array(_STAGE, _U8)
+        if self.scratch.size > _SCRATCH:
+            self.scratch = self.cuda.device_array(_SCRATCH, _U8)
         self.slots.clear()
         self.pages = 0
         self.dirty = False
