@@ -220,6 +220,7 @@ class _Core:
 _pool: list[_Core] = []
 _pool_kept = [0]
 
+
 def _take_core() -> _Core:
     """Reset resources from the pool, else new ones (a pool filled under another config is dropped:
     a fresh state would differ)."""
@@ -326,7 +327,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         self._c = core
         if tag is None:
             try:
-                core.tag = tag = _heappop(_free_tags)  # _tags.take(), inlined: a tenth of the cycle otherwise
+                core.tag = tag = _heappop(_free_tags)  # _tags.take()'s common case, inlined: one C call, no lock
             except IndexError:
                 core.tag = tag = _tags.take()
         else:
