@@ -4,13 +4,17 @@ Byte pages in preallocated NumPy arenas; every change a delta with a per-page
 epoch and a state-wide LSN, kept in a transaction log. See the README and
 ``docs/`` for the full picture. ``import mmsb`` does not import numba: the
 kernels load with the first state; ``numba.cuda`` loads with the first
-question about a device (``mmsb.gpu``).
+question about a device (``mmsb.gpu``), and the cross-process bus
+(``mmsb.attach``) with its first use.
 """
 
 from . import config, gpu
 from ._version import __version__
 from .delta import Delta, DeltaBatch
 from .errors import (
+    BusBusyError,
+    BusExistsError,
+    BusNotFoundError,
     CapacityError,
     DeviceUnavailableError,
     GraphCycleError,
@@ -24,6 +28,7 @@ from .errors import (
     LogTruncatedWarning,
     MissingFunctionWarning,
     MMSBError,
+    OwnerGoneError,
     PageNotFoundError,
     RecomputeError,
     StateClosedError,
@@ -43,6 +48,8 @@ __all__ = [
     "replay",
     "restore",
     "register_function",
+    "attach",
+    "Attached",
     "State",
     "Page",
     "Delta",
@@ -62,6 +69,20 @@ __all__ = [
     "LogInUseError",
     "LogIOError",
     "LogTrimmedError",
+    "BusExistsError",
+    "BusNotFoundError",
+    "OwnerGoneError",
+    "BusBusyError",
     "LogTruncatedWarning",
     "MissingFunctionWarning",
 ]
+
+
+def __getattr__(name: str):
+    # the bus (ctypes, fcntl, mmap and its own modules) costs a tenth of a cold import;
+    # a process that never shares a state never pays it
+    if name in ("attach", "Attached"):
+        from . import bus
+
+        return getattr(bus, name)
+    raise AttributeError(f"module 'mmsb' has no attribute {name!r}")

@@ -187,3 +187,42 @@ SEAL_NOTHING, SEAL_AWAKE, SEAL_ASLEEP, SEAL_ROOM = 0, 1, 2, -1
 # rows of a log's index of delta records (mmsb.log.history.HistoryIndex): page id, LSN, log position
 E_PAGE, E_LSN, E_OFF = 0, 1, 2
 E_ROWS = 3
+
+# -- a shared state's header segment (mmsb.bus; docs/BUS.md) --------------------------
+# int64 words; the owner writes everything but H_WAITERS, H_HOLD and the mailbox words marked
+# below, which attached processes move with atomics
+H_MAGIC = 0x3153554242534D4D  # "MMSBBUS1" read as a little-endian int64
+H_VERSION_1 = 1
+H_MAGIC_W, H_VERSION, H_PID, H_READY = 0, 1, 2, 3
+H_SEQ = 4  # seqlock: odd while the owner is inside a call that may change pages
+H_LSN, H_DELTAS = 5, 6  # the state's counters, as of the last call that ended
+H_CLOSED = 7  # 1 once the owner closed the state
+H_WAKE = 8  # moves with every call that moved the LSN; its low 32 bits are the readers' futex word
+H_WAITERS = 9  # processes asleep on H_WAKE (attached processes add and take away)
+H_HOLD = 10  # the pid of a reader asking for a quiet moment for a long consistent read, or 0
+H_TABLE_GEN, H_TABLE_CAP = 11, 12  # the page table's segment ("<name>.t<gen>") and its rows
+H_NCHUNKS = 13  # arena chunks ("<name>.a<k>"), described at H_CHUNKS
+H_DOORBELL = 14  # moves with every submitted request; the owner's futex word
+H_TAG = 15  # the tag of the state's page ids
+H_HOLDS_BROKEN = 16  # quiet moments the owner ended because a reader held it too long
+H_MAILBOXES = 17  # mailboxes in use
+H_ROBUST_OK = 18  # 1: the owner holds the robust mutex at H_ROBUST (else readers test its pid)
+H_ROBUST = 32  # a process-shared robust pthread mutex (64 bytes), held by the owner for life:
+# when its thread ends without unlocking it, the kernel sets OWNER_DIED in its first 32-bit word
+H_CHUNKS = 64  # (owner offset of the first byte, of the end) per chunk
+H_MAX_CHUNKS = 96
+H_MB = 256  # the mailboxes: H_MB_WORDS words each
+H_MB_COUNT = 64
+H_MB_WORDS = 8
+# mailbox words: the submitter's token (its segment "<name>.m<token>", 0: free), the request's
+# number (moved by the submitter once the request is whole), the last number done, the result
+# and the bytes of the request
+MB_TOKEN, MB_REQ, MB_DONE, MB_STATUS, MB_NBYTES, MB_RESULT_AT, MB_PID = 0, 1, 2, 3, 4, 5, 6
+H_ERRORS = 1024  # byte offset / 8 of the error texts: H_ERROR_BYTES per mailbox
+H_ERROR_BYTES = 512
+H_BYTES = 8 * H_ERRORS + H_MB_COUNT * H_ERROR_BYTES
+# read_pages' arguments (int64 words) and its refusals
+RP_HEADER, RP_TABLE, RP_CAP, RP_GEN, RP_CHUNKS, RP_NCHUNKS, RP_IDS, RP_COUNT, RP_SIZES, RP_EPOCHS, RP_OUT = range(11)
+RP_WORDS = 12
+RP_BUSY, RP_REMAP, RP_RESIZED = -1, -2, -3
+RP_MISSING = -16  # RP_MISSING - i: id i names no live page

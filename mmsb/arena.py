@@ -199,10 +199,12 @@ class Arena(Slots):
     state reserves address space in proportion to what it holds.
     """
 
-    __slots__ = ("data", "limit", "chunks", "first", "first_end")
+    __slots__ = ("data", "limit", "chunks", "first", "first_end", "backing")
 
-    def __init__(self, nbytes: int | None = None) -> None:
+    def __init__(self, nbytes: int | None = None, backing: Any = None) -> None:
         super().__init__(0)
+        # what makes a chunk: reserve_arena, or a shared state's segments (mmsb.bus.owner)
+        self.backing = backing or reserve_arena
         self.data = address_space()
         self.limit = int(nbytes if nbytes is not None else config.ARENA_RESERVE_BYTES)
         # [first offset, end offset, array, mapping] of each chunk, in the order they came
@@ -220,7 +222,7 @@ class Arena(Slots):
         if size < nbytes or size <= 0:
             raise CapacityError(f"arena full: {what}, and {held} B of mmsb.config.ARENA_RESERVE_BYTES "
                                 f"({self.limit} B) are reserved already; raise it")
-        arr, mm = reserve_arena(size)
+        arr, mm = self.backing(size)
         if arr.size < nbytes:
             raise CapacityError(f"arena full: {what}, and the system grants {arr.size} B more address space")
         start = address(arr) - _ORIGIN
@@ -278,6 +280,10 @@ class Arena(Slots):
         return True  # later chunks are unmapped by restart()
 
 
+def _zeroed_table(rows: int) -> np.ndarray:
+    return np.zeros((TABLE_ROWS, rows), dtype=np.uint64)
+
+
 class PageTable:
     """The page table: rows offset, size, epoch, meta of one ``uint64`` array.
 
@@ -288,12 +294,14 @@ class PageTable:
     """
 
     __slots__ = ("array_", "_regs", "capacity", "used", "free", "fresh_gen", "mv_offset", "mv_size", "mv_epoch",
-                 "mv_meta")
+                 "mv_meta", "alloc")
     array = Published(R_TABLE, R_TABLE_CAP, axis=1)
 
-    def __init__(self, rows: int | None = None, regs: np.ndarray | None = None) -> None:
+    def __init__(self, rows: int | None = None, regs: np.ndarray | None = None, alloc: Any = None) -> None:
         self._regs = regs
-        self.array = np.zeros((TABLE_ROWS, max(1, rows or config.TABLE_INITIAL_ROWS)), dtype=np.uint64)
+        # what makes a zeroed table of a given number of rows: NumPy, or a shared state's segments
+        self.alloc = alloc or _zeroed_table
+        self.array = self.alloc(max(1, rows or config.TABLE_INITIAL_ROWS))
         self.used = 0
         self.free: list[int] = []
         self.fresh_gen = 0
@@ -314,7 +322,7 @@ class PageTable:
             cap *= 2
         if cap >= 1 << ID_SLOT_BITS:
             raise CapacityError(f"page table full: {need} slots asked, at most {1 << ID_SLOT_BITS}")
-        bigger = np.zeros((TABLE_ROWS, cap), dtype=np.uint64)
+        bigger = self.alloc(cap)
         bigger[:, : self.used] = self.array[:, : self.used]
         self.array = bigger
         self._views()

@@ -58,6 +58,10 @@ _DEFAULTS: dict[str, Any] = {
     # the default): a log of a few hundred bytes can ask for any number of pages, and refusing
     # one that asks for more beats the OOM killer. Raise it for states that really hold more.
     "REPLAY_MAX_PAGES": 1 << 24,
+    # A shared state (mmsb.start(shared=...)): the longest its owner holds back its next call
+    # while an attached process finishes a consistent read it asked quiet for (a read of more
+    # bytes than can be copied in this time may not finish while the owner writes without pause).
+    "BUS_HOLD_US": 2000,
 }
 
 ARENA_RESERVE_BYTES: int = _DEFAULTS["ARENA_RESERVE_BYTES"]
@@ -74,6 +78,7 @@ LOG_GROUP_INTERVAL_US: int = _DEFAULTS["LOG_GROUP_INTERVAL_US"]
 GPU_THRESHOLD_BYTES: int = _DEFAULTS["GPU_THRESHOLD_BYTES"]
 DEVICE_ARENA_INITIAL_BYTES: int = _DEFAULTS["DEVICE_ARENA_INITIAL_BYTES"]
 REPLAY_MAX_PAGES: int = _DEFAULTS["REPLAY_MAX_PAGES"]
+BUS_HOLD_US: int = _DEFAULTS["BUS_HOLD_US"]
 
 _MINIMUM = {
     "ARENA_RESERVE_BYTES": 1 << 20,
@@ -90,6 +95,7 @@ _MINIMUM = {
     "GPU_THRESHOLD_BYTES": 0,
     "DEVICE_ARENA_INITIAL_BYTES": 1 << 12,
     "REPLAY_MAX_PAGES": 1,
+    "BUS_HOLD_US": 10,
 }
 
 

@@ -25,6 +25,10 @@ __all__ = [
     "LogInUseError",
     "LogIOError",
     "LogTrimmedError",
+    "BusExistsError",
+    "BusNotFoundError",
+    "OwnerGoneError",
+    "BusBusyError",
     "LogTruncatedWarning",
     "MissingFunctionWarning",
 ]
@@ -108,6 +112,23 @@ class LogTrimmedError(InvalidArgumentError, LookupError):
     def __init__(self, message: str, first_lsn: int) -> None:
         super().__init__(message)
         self.first_lsn = first_lsn
+
+
+class BusExistsError(MMSBError, FileExistsError):
+    """A shared state of that name is open already (in this process or another)."""
+
+
+class BusNotFoundError(MMSBError, FileNotFoundError):
+    """No shared state of that name is open to attach to."""
+
+
+class OwnerGoneError(MMSBError, RuntimeError):
+    """The process that owned a shared state ended without closing it (it crashed or was
+    killed). Its log, if it wrote one, recovers as after any crash."""
+
+
+class BusBusyError(MMSBError, TimeoutError):
+    """A consistent read of a shared state, or a submitted request, did not finish in its time."""
 
 
 class LogTruncatedWarning(UserWarning):

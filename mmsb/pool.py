@@ -22,7 +22,8 @@ _new = object.__new__
 
 
 @holds
-def start(log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None, tag: Any = None) -> State:
+def start(log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None, tag: Any = None,
+          shared: Any = None) -> State:
     """A state from the pool (or a fresh one), indistinguishable from ``State()``.
 
     ``log``: None keeps the log in memory, False keeps none, a path writes
@@ -33,8 +34,11 @@ def start(log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any 
     are the same. ``gpu``: "auto" (device pages where asked, see
     ``State.create_page``), True (raises :class:`mmsb.DeviceUnavailableError`
     when no CUDA device is usable) or False (no device pages). ``retain``: what the
-    log keeps in memory, ``tag``: the tag its page ids carry (see :class:`mmsb.State`).
+    log keeps in memory, ``tag``: the tag its page ids carry, ``shared``: a name under which
+    other processes attach to it (see :class:`mmsb.State`; a shared state is never pooled).
     """
+    if shared is not None:
+        return State(log, sync, gpu, retain, tag, shared=shared)
     if log is not None or sync != "commit" or gpu != "auto" or retain is not None or tag is not None:
         _check_options(log, sync, gpu, tag)
         keep = _check_retain(retain)

@@ -89,6 +89,12 @@ _SMALL_RESET = 8
 _DEPENDENTS = ("refuse", "unbind", "delete")
 
 
+def _bus_owner() -> Any:
+    from .bus import owner
+
+    return owner
+
+
 def _kernels() -> Any:
     global _k
     if _k is None:
@@ -117,25 +123,30 @@ class _Core:
     """The pooled part of a state: everything that is costly to make."""
 
     __slots__ = ("arena", "table", "logbuf", "lock", "regs", "rv", "reserve_asked", "prop", "lat", "dev", "tag",
-                 "kept")
+                 "kept", "bus")
 
-    def __init__(self) -> None:
+    def __init__(self, bus: Any = None) -> None:
         _kernels()
         # the commit kernels reach every array below through these (mmsb._registers)
         self.regs = regs = new_registers()
         self.rv = memoryview(regs)
         # pooled resources must be those a fresh state would get under today's config
         self.reserve_asked = config.ARENA_RESERVE_BYTES
-        self.arena = Arena(self.reserve_asked)
+        # a shared state's arena and table are segments other processes map (mmsb.bus.owner)
+        self.bus = bus
+        self.arena = Arena(self.reserve_asked) if bus is None else _bus_owner().SharedArena(self.reserve_asked, bus)
         regs[R_ARENA], regs[R_ARENA_SIZE] = address(self.arena.data), self.arena.data.size
-        self.table = PageTable(regs=regs)
+        self.table = PageTable(regs=regs, alloc=None if bus is None else bus.table)
         self.logbuf = LogBuffer()
         self.prop = Propagation(self.table, regs)
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         self.tag = -1  # the history tag held (mmsb._tags) while a state uses the core
         self.kept = 0  # bytes of a large arena span its last reset kept in memory (POOL_KEEP_ARENA_BYTES)
-        # reentrant: event handlers and transaction bodies write while the commit holds it
-        self.lock = threading.RLock()
+        # reentrant: event handlers and transaction bodies write while the commit holds it; a shared
+        # state's also marks each call for readers in other processes
+        self.lock = threading.RLock() if bus is None else _bus_owner().BusLock(bus)
+        if bus is not None:
+            bus.rv = self.rv
         self.logbuf.lock = self.lock
         # write latency histogram: lat[b] counts commits that took [2**(b-1), 2**b) ns; the
         # commit kernels count into it (R_LAT)
@@ -143,6 +154,13 @@ class _Core:
         regs[R_LAT] = address(self.lat)
 
     def __del__(self) -> None:
+        bus = getattr(self, "bus", None)
+        if bus is not None and not bus.closed:  # a shared state dropped without close: its files go
+            try:
+                bus.stop_serving()
+                bus.close()
+            except Exception:
+                pass
         # the core of a state dropped without close gives its tag back (a closed one already did)
         if self.tag >= 0:
             try:
@@ -254,6 +272,11 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
     and :meth:`replay` (:class:`mmsb.LogTrimmedError` names the oldest LSN
     left), except that a replay goes on from a checkpoint that truncated.
 
+    ``shared``: a name (letters, digits, ``_``, ``-``) puts the state's pages, page table and
+    counters in shared memory under that name, where other processes :func:`mmsb.attach` to
+    read, wait for changes and submit writes (docs/BUS.md). Such a state keeps its pages in
+    host memory and is not pooled; closing it removes its segments.
+
     ``tag`` is the tag the state's page ids carry (:attr:`tag`): None takes the lowest tag no
     live state holds, so states alive at once refuse each other's ids. Pass another state's
     ``tag`` to have a twin that gives the same ids for the same calls (and accepts that
@@ -264,12 +287,32 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                  "_ann", "_zero", "__weakref__")
 
     def __init__(self, log: Any = None, sync: str = "commit", gpu: Any = "auto", retain: Any = None,
-                 tag: Any = None) -> None:
+                 tag: Any = None, shared: Any = None) -> None:
         _check_options(log, sync, gpu, tag)
         keep = _check_retain(retain)
-        self._attach(_Core(), log, sync, gpu, tag)
+        if shared is None:
+            self._attach(_Core(), log, sync, gpu, tag)
+        else:
+            self._attach_shared(shared, log, sync, gpu, tag)
         if retain is not None:
             self._retain_as(retain, keep)
+
+    def _attach_shared(self, name: Any, log: Any, sync: str, gpu: Any, tag: Any) -> None:
+        """Build on a bus named ``name`` (mmsb.bus): segments other processes attach to."""
+        if gpu is True:
+            raise InvalidArgumentError("a shared state keeps its pages in host memory, where other processes "
+                                       "map them: gpu=True cannot hold there")
+        bus = _bus_owner().Bus(name)
+        try:
+            core = _Core(bus)
+        except BaseException:
+            bus.close()
+            raise
+        self._attach(core, log, sync, False, tag)
+        from .bus.mailbox import Server
+
+        bus.server = Server(self, bus)  # it also holds the owner's mark, which readers test
+        bus.ready(core.tag)
 
     def _retain_as(self, retain: Any, keep: int | None) -> None:
         self._logobj.retain(keep, truncates=retain == "checkpoint")
@@ -378,6 +421,9 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             _heappush(_free_tags, tag)  # _tags.give_back, inlined
             if _tag_shares:
                 _tags.settle()
+        bus = core.bus
+        if bus is not None:  # its requests are refused from now on: none is waiting for this lock
+            bus.stop_serving()
         lock = core.lock
         lock.acquire()
         try:
@@ -387,7 +433,10 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                     log.close()
             finally:
                 log.detach()
-                core.reset()
+                if bus is None:
+                    core.reset()
+                else:  # a shared core is not pooled: its segments go instead
+                    bus.close()
         finally:
             lock.release()
         return core
@@ -397,7 +446,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         """Close the state: a file log is written out, synced and released; the
         resources go back to the pool. Closing twice is harmless."""
         core = self._detach()
-        if core is not None and len(_pool) < config.POOL_SIZE:
+        if core is not None and core.bus is None and len(_pool) < config.POOL_SIZE:
             _pool.append(core)
             if core.kept:
                 _pool_kept[0] += core.kept
