@@ -14,7 +14,9 @@ submitted from one process.
 - ``WakeLatency``: the owner stamps ``time.perf_counter()`` (CLOCK_MONOTONIC, one clock for all
   processes) into a page and commits it, every 2 ms; this process sleeps in ``Attached.wait``
   and, woken, takes the difference. The peer puts the stamp on a ``multiprocessing.Queue`` this
-  process sleeps on. Median over WAKE_SAMPLES.
+  process sleeps on. The floor: the same stamp under a bare futex on an anonymous shared
+  mapping (two ctypes system calls, no mmsb), what any wake-up on this machine costs.
+  Median over WAKE_SAMPLES.
 - ``Submit``: 1, 2 or 4 processes each submit SUBMIT_BATCHES batches of BATCH_DELTAS 8-byte
   deltas on distinct pages (``Attached.apply_batch``); deltas / (last acknowledgement - start).
   The peer: the same arrays pickled through one ``multiprocessing.Queue`` to this process, which
@@ -24,6 +26,7 @@ Why track_ for most: the helpers are processes that setup starts once, and a sam
 median over many round trips, so each benchmark times its own samples.
 """
 
+import mmap
 import multiprocessing as mp
 import time
 import uuid
@@ -32,6 +35,8 @@ from multiprocessing import resource_tracker, shared_memory
 import numpy as np
 
 import mmsb
+from mmsb._registers import address
+from mmsb.bus.segment import futex_wait, futex_wake
 
 from .common import INNER, unit
 
@@ -98,6 +103,15 @@ def _stamping_queue(q, ready, stop):
     while not stop.is_set():
         time.sleep(WAKE_PERIOD_S)
         q.put(time.perf_counter())
+
+
+def _stamping_futex(word, ready, stop):
+    ready.set()
+    while not stop.is_set():
+        time.sleep(WAKE_PERIOD_S)
+        word[1] = time.perf_counter()
+        word.view(np.int64)[0] += 1
+        futex_wake(address(word))
 
 
 def _batch_arrays(seed):
@@ -244,11 +258,14 @@ class WakeLatency:
         self.stamp = np.empty(8, np.uint8)
         self.queue = _fork.Queue()
         self.qproc, self.qstop = _started(_stamping_queue, self.queue)
+        self.word = np.frombuffer(mmap.mmap(-1, 4096), np.float64)  # [wake count, stamp], shared
+        self.fproc, self.fstop = _started(_stamping_futex, self.word)
 
     def teardown(self):
         self.att.close()
         _stopped(self.proc, self.stop)
         _stopped(self.qproc, self.qstop)
+        _stopped(self.fproc, self.fstop)
 
     @unit("us")
     def track_wait_wake_us(self):
@@ -271,6 +288,20 @@ class WakeLatency:
         for _ in range(WAKE_SAMPLES):
             sent = q.get(timeout=10)
             samples.append(time.perf_counter() - sent)
+        return float(np.median(samples)) * 1e6
+
+    @unit("us")
+    def track_bare_futex_us(self):
+        word = self.word
+        count, at = word.view(np.int64), address(word)
+        seen = count[0]
+        samples = []
+        while len(samples) < WAKE_SAMPLES:
+            futex_wait(at, int(seen), 1.0)
+            now = time.perf_counter()
+            if count[0] != seen:
+                seen = count[0]
+                samples.append(now - word[1])
         return float(np.median(samples)) * 1e6
 
 

@@ -53,7 +53,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
-            if not line:
+            if not line.endswith("\n"):  # EOF; a line cut short by a kill is not a line
                 raise AssertionError(f"worker ended (rc {self.proc.wait()}) before {prefix!r}; saw {self.lines[-5:]}")
             line = line.strip()
             self.lines.append(line)
@@ -63,8 +63,10 @@ class Worker:
 
     def finish(self, timeout: float = 120) -> int:
         # read through the text stream: lines expect() buffered are there and not on the pipe,
-        # where communicate() would look
-        reader = threading.Thread(target=lambda: self.lines.extend(x.strip() for x in self.proc.stdout))
+        # where communicate() would look. A worker killed while its pipe was full may have written
+        # part of a line; only whole lines (newline included) count.
+        reader = threading.Thread(
+            target=lambda: self.lines.extend(x.strip() for x in self.proc.stdout if x.endswith("\n")))
         reader.start()
         reader.join(timeout)
         if reader.is_alive():
@@ -412,8 +414,9 @@ def test_a_killed_submitter_leaves_nothing_half_applied_and_its_mailbox_goes(nam
             w.kill()
             values = {int(v) for p in ids for v in np.unique(st.query_page(p))}
             assert len(values) == 1  # every batch applied whole or not at all
-            acked = [int(x.split()[2]) for x in w.lines if x.startswith("ACK")]
-            assert st.lsn >= acked[-1]  # acknowledged means applied
+            acked = [x.split() for x in w.lines if x.startswith("ACK")]
+            assert all(len(a) == 4 for a in acked), w.lines[-5:]
+            assert st.lsn >= int(acked[-1][2])  # acknowledged means applied
         with mmsb.attach(name) as att:
             deadline = time.monotonic() + 30
             while att.stats()["mailboxes"] and time.monotonic() < deadline:

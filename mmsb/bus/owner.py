@@ -44,7 +44,7 @@ from .._layout import (
 from .._registers import address
 from ..arena import _ORIGIN, Arena
 from ..errors import BusExistsError, CapacityError
-from .segment import Segment, check_name, futex_wake, path, sweep
+from .segment import SYS_FUTEX, Segment, check_name, futex_wake, path, sweep
 
 
 def _kernels() -> Any:
@@ -162,8 +162,7 @@ class Bus:
 
     def leave(self) -> None:
         rv = self.rv
-        if self._leave(self.addr, rv[R_LSN], rv[R_DELTAS]):
-            futex_wake(self.addr + 8 * H_WAKE)
+        self._leave(self.addr, rv[R_LSN], rv[R_DELTAS], SYS_FUTEX)  # it wakes the sleepers itself
 
     def _quiet(self) -> None:
         """A reader asks for a moment without calls, for a long consistent read: wait until it is

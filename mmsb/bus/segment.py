@@ -226,6 +226,7 @@ def mark_dead(word: int) -> bool:
 _SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower())
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1
 HAVE_FUTEX = sys.platform.startswith("linux") and _SYS_FUTEX is not None
+SYS_FUTEX = _SYS_FUTEX if HAVE_FUTEX else 0  # what the owner's commit kernel calls (0: nothing)
 _POLL_S = 200e-6
 
 

@@ -93,12 +93,21 @@ def seq_enter(header):
     fence()
 
 
-@lazy("int64(int64, int64, int64)")
-def seq_leave(header, lsn, deltas):
-    """The owner's call ended: publish its counters, turn the sequence word even.
+# the C library's syscall(2), for futexes straight from the kernels below: no Python round
+# trip between a commit and its wake-up, or between a wake-up and the reader's next look.
+# Resolved by name when a kernel is linked, so the kernels still cache.
+_syscall = types.ExternalFunction(
+    "syscall", types.int64(types.int64, types.int64, types.int64, types.int64, types.int64))
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+_WAKE_ALL = 0x7FFFFFFF
 
-    Returns 1 when a reader sleeps on the wake word or asks for a quiet moment
-    (the caller wakes them: a futex call is Python's), else 0.
+
+@lazy("int64(int64, int64, int64, int64)")
+def seq_leave(header, lsn, deltas, sys_futex):
+    """The owner's call ended: publish its counters, turn the sequence word even, and wake
+    the readers asleep on the wake word (``sys_futex``: the futex system call's number; 0 where
+    there is none, and sleepers poll). Returns 1 when some reader slept, else 0.
     """
     fence()
     moved = atomic_load(header + 8 * H_LSN) != lsn
@@ -109,8 +118,22 @@ def seq_leave(header, lsn, deltas):
     if moved:
         atomic_add(header + 8 * H_WAKE, 1)
         if atomic_load(header + 8 * H_WAITERS) > 0:
+            if sys_futex > 0:
+                _syscall(sys_futex, header + 8 * H_WAKE, _FUTEX_WAKE, _WAKE_ALL, 0)
             return 1
     return 0
+
+
+@lazy("int64(int64, int64, int64, int64)")
+def sleep_on_wake(header, seen, timespec, sys_futex):
+    """A reader sleeps while the wake word still holds ``seen`` (its low 32 bits, as the
+    futex compares), at most the time in the ``{seconds, nanoseconds}`` pair at
+    ``timespec``, counted among the sleepers meanwhile; the wake word after. The GIL
+    is free throughout; a signal ends the sleep early."""
+    atomic_add(header + 8 * H_WAITERS, 1)
+    _syscall(sys_futex, header + 8 * H_WAKE, _FUTEX_WAIT, seen & 0xFFFFFFFF, timespec)
+    atomic_add(header + 8 * H_WAITERS, -1)
+    return atomic_add(header + 8 * H_WAKE, 0)
 
 
 @lazy("int64(int64, int64, int64)")
