@@ -222,6 +222,67 @@ def test_snapshot_of_chosen_pages_and_the_handle_api(name):
         assert "lsn" in repr(att) and att.tag == st.tag
 
 
+def test_history_from_another_process_is_the_owners_log(name):
+    with mmsb.start(shared=name) as st, mmsb.attach(name) as att:
+        a = st.create_page(dtype=np.float64, shape=(4,))
+        b = st.create_page(dtype=np.float64, shape=(4,))
+        st.register_passthrough(b, a)
+        written, lsns = [], []
+        for k in range(5):
+            x = np.full(4, k + 0.5)
+            written.append(x)
+            lsns.append(st.update_page(a, x).lsn)
+        h = att.history(b.id)
+        assert [d.lsn for d in h.upstream] == lsns and set(h.hops[x] for x in lsns) == {1}
+        assert len(h.deltas) == 5 and all(d.page_id == b.id for d in h.deltas)
+        np.testing.assert_array_equal(h.values(), np.array(written))  # the page's dtype came along
+        assert not h.truncated
+        assert [d.lsn for d in att.history(a.id, last=2).deltas] == lsns[-2:]
+        assert att.history(b.id, depth=0).upstream == ()
+        with pytest.raises(mmsb.InvalidArgumentError):
+            att.history(a.id, depth=-1)  # refused here, the owner never asked
+        with pytest.raises(mmsb.PageNotFoundError):
+            att.history(a.id + (1 << 32))
+
+
+def test_a_history_larger_than_the_mailbox_is_asked_again(name):
+    with mmsb.start(shared=name) as st, mmsb.attach(name) as att:
+        p = st.create_page(1 << 16)
+        rng = np.random.default_rng(3)
+        pages = [rng.integers(0, 256, 1 << 16, dtype=np.uint8) for _ in range(24)]  # > 1 MiB of records
+        for x in pages:
+            st.update_page(p, x)
+        h = att.history(p.id)
+        np.testing.assert_array_equal(h.values(), np.array(pages))
+        assert len(h) == 24 and not h.truncated
+
+
+def test_history_errors_come_from_the_owners_log(name):
+    with mmsb.start(shared=name, log=False) as st, mmsb.attach(name) as att:
+        p = st.create_page(8)
+        with pytest.raises(mmsb.InvalidArgumentError, match="log=False"):
+            att.history(p.id)
+
+
+def test_a_packed_history_cut_short_is_refused():
+    from mmsb.log.history import pack, unpack
+
+    st = mmsb.start()
+    try:
+        p = st.create_page(dtype=np.int32, shape=(2,))
+        for k in range(3):
+            st.update_page(p, np.array([k, -k], np.int32))
+        raw = pack(st.history(p))
+        again = unpack(raw + b"spare room")
+        assert [d.lsn for d in again] == [d.lsn for d in st.history(p)]
+        np.testing.assert_array_equal(again.values(), st.history(p).values())
+        for cut in range(len(raw)):
+            with pytest.raises(ValueError):
+                unpack(raw[:cut])
+    finally:
+        mmsb.stop(st)
+
+
 def test_errors_of_names_and_options(name):
     with pytest.raises(mmsb.BusNotFoundError):
         mmsb.attach(name)

@@ -74,6 +74,7 @@ from ..errors import (
     PageNotFoundError,
     StateClosedError,
 )
+from ..log.history import limits
 from .segment import SYS_FUTEX, Segment, check_name, futex_wait, holder_alive, mark_dead, path, sweep
 
 _OWNER_DIED = 0x40000000  # see mmsb.bus.segment.mark_dead
@@ -576,6 +577,13 @@ class Attached:
         piece; the LSN of each delta. Errors are the owner's, raised here; then nothing applied."""
         self._check_owner()
         return self._mailbox().apply_batch(batch, timeout)
+
+    def history(self, page: Any, depth: int = 32, last: int | None = None, timeout: float | None = None) -> Any:
+        """The owner's :meth:`mmsb.State.history` of the page (a :class:`mmsb.History`), asked
+        through this process's mailbox: the owner's log answers, as far as it keeps records."""
+        self._check_owner()
+        depth, last = limits(depth, last)
+        return self._mailbox().history(self._page_id(page), depth, last, timeout)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

@@ -11,10 +11,13 @@ done number and wakes the submitter. Numbers only grow, so no request is
 applied twice; one thread applies them all, so they apply in one order.
 
 Request layout (little-endian; offsets in bytes from the segment's start):
-word 0 kind (1 update_page, 2 apply_batch), word 1 page id or delta count,
-word 2 value bytes, word 3 the result LSN (written by the owner); from byte 64
-an update's bytes, or a batch's pages, starts, indices (int64) and values
-(uint8), then room for its LSNs (int64, written by the owner) at ``MB_RESULT_AT``.
+word 0 kind (1 update_page, 2 apply_batch, 3 history), word 1 page id or delta
+count, word 2 value bytes (a history: its depth), word 3 the result (written by
+the owner: an LSN; for a history the bytes of its answer, negated when the
+segment is too small for them), word 4 a history's ``last`` (-1: all); from
+byte 64 an update's bytes, or a batch's pages, starts, indices (int64) and
+values (uint8), then room for its LSNs (int64, written by the owner) at
+``MB_RESULT_AT``, or the owner's answer to a history (``mmsb.log.history.pack``).
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ from .._layout import (
     MB_TOKEN,
 )
 from ..delta import DeltaBatch, as_uint8
+from ..log.history import History, pack, unpack
 from ..errors import BusBusyError, InvalidArgumentError, InvalidDeltaError, MMSBError, OwnerGoneError
 from .segment import Segment, drop_mark, futex_wait, futex_wake, hold_mark, holder_alive, path
 
-KIND_UPDATE, KIND_BATCH = 1, 2
+KIND_UPDATE, KIND_BATCH, KIND_HISTORY = 1, 2, 3
 _HEAD = 64
 _MIN_SEGMENT = 1 << 20
 _REAP_S = 1.0
@@ -160,6 +164,26 @@ class Submitter:
             self._hv[_row(self._row, MB_RESULT_AT)] = at_result
             self._submit(at_result, timeout)
             return a[at_result:at_result + 8 * n].view(np.int64).copy()
+
+    def history(self, pid: int, depth: int, last: int, timeout: float | None) -> History:
+        """The owner's ``State.history`` of page ``pid`` (``last`` -1: all), asked again in a
+        segment large enough when the first answer did not fit (a read: asking twice is safe)."""
+        with self._lock:
+            need = _HEAD
+            while True:
+                seg = self._room(need)
+                words = seg.array[:_HEAD].view(np.int64)
+                words[0], words[1], words[2], words[4] = KIND_HISTORY, pid, depth, last
+                self._submit(_HEAD, timeout)
+                answer = int(words[3])
+                if answer >= 0:
+                    break
+                need = _HEAD - answer
+            try:
+                return unpack(seg.array[_HEAD:_HEAD + answer])
+            except ValueError as exc:
+                raise errors.LogCorruptError(f"the owner of shared state {self._name!r} answered a history request "
+                                      f"with something else: {exc}") from None
 
     def _submit(self, nbytes: int, timeout: float | None) -> None:
         hv, k = self._hv, self._row
@@ -320,6 +344,13 @@ class Server:
             lsns = state.apply_batch(batch)
             a[result_at:result_at + 8 * n].view(np.int64)[:] = lsns
             return int(lsns.max()) if n else 0
+        if kind == KIND_HISTORY:
+            last = int(words[4])
+            answer = pack(state.history(n, m, None if last < 0 else last))
+            if _HEAD + len(answer) > a.size:
+                return -len(answer)  # the submitter grows its segment and asks again
+            a[_HEAD:_HEAD + len(answer)] = np.frombuffer(answer, np.uint8)
+            return len(answer)
         raise InvalidArgumentError(f"unknown request kind {kind}")
 
     def _write_error(self, k: int, exc: BaseException) -> None:

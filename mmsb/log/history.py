@@ -15,6 +15,7 @@ truncates it (``MemoryLog.rollback`` calls :meth:`HistoryIndex.forget_after`).
 from __future__ import annotations
 
 import bisect
+import json
 from typing import Any, Iterator
 
 import numpy as np
@@ -22,8 +23,9 @@ import numpy as np
 from .._layout import E_OFF, E_ROWS, REC_HEADER
 from ..delta import Delta
 from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
+from ..typed import PageInfo
 
-__all__ = ["History", "HistoryIndex", "history"]
+__all__ = ["History", "HistoryIndex", "history", "limits", "pack", "unpack"]
 
 DEFAULT_DEPTH = 32
 # The tail of the index (entries not yet in its by-page CSR) is scanned linearly on each
@@ -310,10 +312,14 @@ def _count(value: Any, what: str) -> int:
     return min(int(value), 1 << 62)  # more than any log holds: everything
 
 
+def limits(depth: Any, last: Any) -> tuple[int, int]:
+    """``depth`` and ``last`` checked, as ints (``last`` None: -1)."""
+    return _count(depth, "depth"), -1 if last is None else _count(last, "last")
+
+
 def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None = None) -> History:
     """What :meth:`mmsb.State.history` does (see there)."""
-    depth = _count(depth, "depth")
-    cap = -1 if last is None else _count(last, "last")
+    depth, cap = limits(depth, last)
     c = state._core()
     with c.lock:
         if state._c is not c:  # stopped while this call waited for the lock
@@ -334,3 +340,39 @@ def history(state: Any, page: Any, depth: int = DEFAULT_DEPTH, last: int | None 
         blob = _kh.gather(words, disk, rows).tobytes()
     starts, lens, hops, lsns = rows.tolist()
     return History(page_id, depth, truncated, blob, starts, lens, lsns, hops, size, info)
+
+
+# -- a History as bytes: how an attached process (mmsb.bus) gets the owner's answer ---------------
+# int64 words: page id, depth, truncated, page size, rows, blob bytes, info bytes; then the rows'
+# starts, lengths, LSNs and hops (int64 each); then the page info as JSON; then the records.
+_PACK_WORDS = 7
+
+
+def pack(h: History) -> bytes:
+    """``h`` as bytes that :func:`unpack` turns back into an equal History."""
+    info = b"" if h.info is None else h.info.to_json().encode()
+    n = len(h._lsns)
+    head = np.array([h.page_id, h.depth, h.truncated, h.size, n, len(h._blob), len(info)], np.int64)
+    rows = np.array([h._starts, h._lens, h._lsns, h._hops], np.int64).reshape(4, n)
+    return head.tobytes() + rows.tobytes() + info + h._blob
+
+
+def unpack(raw: Any) -> History:
+    """The History :func:`pack` wrote into ``raw`` (bytes-like, possibly longer); ValueError
+    when ``raw`` does not hold one."""
+    raw = memoryview(raw).cast("B")
+    if len(raw) < 8 * _PACK_WORDS:
+        raise ValueError("a packed history is shorter than its header")
+    page_id, depth, truncated, size, n, nblob, ninfo = np.frombuffer(raw, np.int64, _PACK_WORDS).tolist()
+    at = 8 * _PACK_WORDS
+    if min(n, nblob, ninfo, size) < 0 or at + 32 * n + ninfo + nblob > len(raw):
+        raise ValueError("a packed history's header does not match its length")
+    starts, lens, lsns, hops = np.frombuffer(raw, np.int64, 4 * n, at).reshape(4, n).tolist()
+    at += 32 * n
+    if any(s < 0 or k < 0 or s + k > nblob for s, k in zip(starts, lens)):
+        raise ValueError("a packed history's records lie outside it")
+    info = None
+    if ninfo:
+        info = PageInfo.from_doc(json.loads(bytes(raw[at:at + ninfo])), size)
+    blob = bytes(raw[at + ninfo:at + ninfo + nblob])
+    return History(page_id, depth, bool(truncated), blob, starts, lens, lsns, hops, size, info)
