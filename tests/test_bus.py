@@ -402,6 +402,26 @@ def test_closing_the_owner_fails_readers_and_removes_every_file(name):
         mmsb.attach(name)
 
 
+def test_an_owner_closing_over_a_live_submitter_leaves_its_tracker_quiet(name):
+    # the owner removes the submitter's mailbox file, which only the submitter's resource
+    # tracker knows: telling the owner's own tracker to forget it would print a traceback
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, mmsb\n"
+        f"st = mmsb.start(shared={name!r}); st.create_page(8)\n"
+        "print('READY', flush=True); sys.stdin.readline(); mmsb.stop(st)\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "READY"
+        with mmsb.attach(name) as att:
+            assert att.update_page(att.page_ids()[0], b"abcdefgh") > 0  # this process's mailbox exists
+            _, err = owner.communicate("stop\n", timeout=60)
+            assert owner.returncode == 0
+        assert "Traceback" not in err, err
+        assert files_of(name) == []
+    finally:
+        owner.kill()
+
+
 def test_a_dropped_owner_state_removes_its_files(name):
     st = mmsb.start(shared=name)
     st.create_page(8)

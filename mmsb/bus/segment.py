@@ -65,17 +65,24 @@ def _tracked(p: str) -> str | None:
     return "/" + base if d == _SHM else None
 
 
+# what this process registered: the tracker logs a traceback when asked to forget a name it
+# never had (the owner sweeping a submitter's mailbox)
+_mine: set[str] = set()
+
+
 def track(p: str) -> None:
     name = _tracked(p)
     if name is not None:
         from multiprocessing import resource_tracker
 
         resource_tracker.register(name, "shared_memory")
+        _mine.add(name)
 
 
 def untrack(p: str) -> None:
     name = _tracked(p)
-    if name is not None:
+    if name in _mine:
+        _mine.discard(name)
         from multiprocessing import resource_tracker
 
         try:
