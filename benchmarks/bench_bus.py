@@ -199,9 +199,11 @@ class SharedMemoryRead:
     def setup(self, size):
         name = _name()
         self.lock = _fork.Lock()
+        # one resource tracker for both processes (its record of names is a set): the writer's
+        # create and this attach register the name once, the writer's unlink forgets it
+        resource_tracker.ensure_running()
         self.proc, self.stop = _started(_shm_writer, name, size, self.lock)
         self.shm = shared_memory.SharedMemory(name=name)
-        resource_tracker.unregister(self.shm._name, "shared_memory")  # the writer unlinks it
         self.src = np.ndarray(size, np.uint8, self.shm.buf)
         self.out = np.empty(size, np.uint8)
 

@@ -78,6 +78,8 @@ from ..log.history import limits
 from .segment import SYS_FUTEX, Segment, check_name, futex_wait, holder_alive, mark_dead, path, sweep
 
 _OWNER_DIED = 0x40000000  # see mmsb.bus.segment.mark_dead
+_U8 = np.dtype(np.uint8)
+_ONE = (1,)
 _TRIES = 64  # optimistic reads before asking the owner for a quiet moment
 _READ_TIMEOUT_S = 10.0
 
@@ -351,8 +353,9 @@ class Attached:
         """A copy of the page's bytes as they were at one LSN (a ``uint8`` array; into ``out``,
         a writable contiguous ``uint8`` array of the page's size, if given)."""
         pid = page if type(page) is int else self._page_id(page)
-        if out is not None and not (isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.ndim == 1
-                                    and out.flags.c_contiguous and out.flags.writeable):
+        # strides (1,) of a uint8 array: 1-d and contiguous, one attribute where flags makes an object
+        if out is not None and not (isinstance(out, np.ndarray) and out.dtype == _U8 and out.strides == _ONE
+                                    and out.flags.writeable):
             raise InvalidArgumentError("out must be a writable, contiguous 1-d uint8 array")
         lock = self._lock
         lock.acquire()
