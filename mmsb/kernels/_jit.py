@@ -310,3 +310,25 @@ def load64(typingctx, addr):
         return builder.load(ptr, align=1)
 
     return sig, codegen
+
+
+# the intrinsic's name carries its pointer type: "ptr" in llvmlite's opaque-pointer IR, i8* before
+_PREFETCH = "llvm.prefetch.p0" if str(ir.IntType(8).as_pointer()) == "ptr" else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def prefetch(typingctx, addr):
+    """Ask the CPU to bring the cache line at ``addr`` in for writing, without waiting for it:
+    a hint, never a fault (an address outside memory is ignored)."""
+    sig = types.void(addr)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        ptr_t = ir.IntType(8).as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [ptr_t, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        ptr = builder.inttoptr(args[0], ptr_t)
+        builder.call(fn, [ptr, ir.Constant(i32, 1), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -40,7 +40,7 @@ from .cascade import (
 from .diff import commit_bytes
 from .graph import E_CHILD, E_COLS, E_NEXT_OUT, N_COLS, N_OUT
 from .records import U, write_header, write_sparse
-from ._jit import as_halves, as_words, at, atomic_load, atomic_store, inline, kernel, lazy, wall_ns
+from ._jit import as_halves, as_words, at, atomic_load, atomic_store, inline, kernel, lazy, prefetch, wall_ns
 
 _NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
@@ -429,6 +429,9 @@ def _batch_slots(table, ids, reach, slots):
     return reach[ids.size]
 
 
+_AHEAD = 8
+
+
 @inline
 def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, end, lsn, distinct):
     """Apply and log the deltas in batch order; (log end, last LSN, pages changed), the changed
@@ -439,11 +442,18 @@ def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, en
     buf32 = as_halves(buf)
     buf64 = as_words(buf)
     changed = 0
+    base = U(arena.ctypes.data)
+    n = U(slots.size)
     for i in range(slots.size):
         s = U(slots[i])
         lo = U(starts[i])
         hi = U(starts[i + 1])
         off = table[T_OFFSET, s]
+        ahead = U(i) + U(_AHEAD)
+        if ahead < n:  # the bytes of a delta a few ahead: its cache misses overlap this one's work
+            fo = base + table[T_OFFSET, U(slots[ahead])]
+            for j in range(U(starts[ahead]), U(starts[ahead + U(1)])):
+                prefetch(fo + U(indices[j]))
         if distinct:
             wrote = _write_distinct(arena, off, indices, values, lo, hi)
         else:
