@@ -7,10 +7,11 @@ It starts ``mmsb.start(shared=NAME)`` with three typed pages: ``walkers`` (rando
 positions), ``step`` (the walk's step size, which other processes may write) and ``counts``
 (a histogram of the walkers, derived from them by a recompute function, so every write of
 the walkers also writes their counts, in the same call). It prints the page ids on one line,
-then moves the walkers every 10 ms until SECONDS have passed or someone writes a negative
-step.
+then moves the walkers every 10 ms until SECONDS have passed, someone writes a negative
+step, or the process that started it ends.
 """
 
+import os
 import sys
 import time
 
@@ -33,7 +34,8 @@ def main(name: str, seconds: float) -> int:
         print(walkers.id, step.id, counts.id, flush=True)
         x = np.zeros(WALKERS)
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        parent = os.getppid()
+        while time.monotonic() < end and os.getppid() == parent:  # the notebook's kernel ended: stop too
             size = float(st.view(step)[0])
             if size < 0:
                 break

@@ -8,7 +8,8 @@
   <value>`` per snapshot and ``TORN ...`` (exit 1) for any page that is not
   uniform or a snapshot whose pages differ.
 - ``submitter NAME SEED COUNT``: COUNT batches, each filling every page with one
-  value (SEED * 1000 + i) % 251 + 1; prints ``ACK <first lsn> <last lsn> <value>``.
+  value (SEED * COUNT + i) % 255 + 1 (distinct across seeds while SEEDS * COUNT <= 255, so no
+  batch rewrites what a page holds and every batch takes LSNs); prints ``ACK <first lsn> <last lsn> <value>``.
 - ``waiter NAME TIMEOUT``: one ``wait``; prints ``WOKE <lsn>`` or ``TIMEOUT``.
 - ``owner NAME LOG COUNT``: starts a shared state on file log LOG with 4 pages,
   then COUNT (0: endless) calls filling them; prints ``ACK <lsn> <value>``.
@@ -80,7 +81,7 @@ def submitter(name: str, seed: int, count: int) -> int:
     sizes = [att.query_page(int(p)).size for p in ids]
     say("READY")
     for i in range(count):
-        value = (seed * 1000 + i) % 251 + 1
+        value = (seed * count + i) % 255 + 1
         lsns = att.apply_batch(fill_batch(ids, sizes, value))
         say("ACK", int(lsns.min()), int(lsns.max()), value)
     att.close()

@@ -264,7 +264,7 @@ def test_history_errors_come_from_the_owners_log(name):
             att.history(p.id)
 
 
-def test_a_packed_history_cut_short_is_refused():
+def test_a_packed_history_cut_short_or_damaged_is_refused():
     from mmsb.log.history import pack, unpack
 
     st = mmsb.start()
@@ -279,6 +279,16 @@ def test_a_packed_history_cut_short_is_refused():
         for cut in range(len(raw)):
             with pytest.raises(ValueError):
                 unpack(raw[:cut])
+        for at in range(len(raw)):  # any byte damaged: refused as ValueError, or read (never another error)
+            damaged = bytearray(raw)
+            damaged[at] ^= 0xFF
+            try:
+                unpack(damaged)
+            except ValueError:
+                pass
+        bad_info = pack(st.history(p)).replace(b'"<i4"', b'[1]  ')  # JSON of the wrong shape
+        with pytest.raises(ValueError):
+            unpack(bad_info)
     finally:
         mmsb.stop(st)
 

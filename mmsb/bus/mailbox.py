@@ -99,6 +99,15 @@ class Submitter:
                 seg = Segment.create(_mailbox_path(self._name, token), size)
             except FileExistsError:  # pragma: no cover - 60 random bits
                 continue
+            try:
+                # its memory now: a full /dev/shm refuses here, not with SIGBUS at a first write
+                # (the owner's, when it writes an answer into pages this process never touched)
+                os.posix_fallocate(seg.fd, 0, size)
+            except OSError as exc:
+                seg.remove()
+                seg.close()
+                raise errors.CapacityError(f"no room for a {size} B mailbox of shared state {self._name!r} "
+                                           f"({exc})") from None
             seg.lock(True)  # held for life: the owner tells a dead submitter by it
             return seg, token
 
@@ -168,17 +177,21 @@ class Submitter:
     def history(self, pid: int, depth: int, last: int, timeout: float | None) -> History:
         """The owner's ``State.history`` of page ``pid`` (``last`` -1: all), asked again in a
         segment large enough when the first answer did not fit (a read: asking twice is safe)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             need = _HEAD
             while True:
                 seg = self._room(need)
                 words = seg.array[:_HEAD].view(np.int64)
                 words[0], words[1], words[2], words[4] = KIND_HISTORY, pid, depth, last
-                self._submit(_HEAD, timeout)
+                self._submit(_HEAD, None if deadline is None else max(0.0, deadline - time.monotonic()))
                 answer = int(words[3])
                 if answer >= 0:
                     break
                 need = _HEAD - answer
+                if need <= seg.array.size:  # an answer that fits was refused: not an owner of this version
+                    raise errors.LogCorruptError(f"the owner of shared state {self._name!r} asked for {need} B "
+                                                 f"of mailbox for a history and had {seg.array.size}")
             try:
                 return unpack(seg.array[_HEAD:_HEAD + answer])
             except ValueError as exc:
@@ -247,7 +260,8 @@ class Server:
     def __init__(self, state: Any, bus: Any) -> None:
         self._state = weakref.ref(state)
         self._bus = bus
-        self._segments: dict[int, Segment] = {}
+        self._segments: dict[int, Segment] = {}  # by token
+        self._tokens: dict[int, int] = {}  # mailbox row -> the token last served there
         self._stop = False
         self._reaped = time.monotonic()
         self._marked = threading.Event()
@@ -299,12 +313,17 @@ class Server:
             if not pending.size and not self._stop:
                 futex_wait(bell, ring, 0.25)
 
-    def _segment(self, token: int) -> Segment:
+    def _segment(self, k: int, token: int) -> Segment:
         seg = self._segments.get(token)
         if seg is None:
             seg = Segment.open(_mailbox_path(self._bus.name, token), True)
             seg.close()  # the mapping is what is used; the submitter's lock stays its own
             self._segments[token] = seg
+            # a row whose submitter grew its mailbox: the old mapping's pages go back now
+            old = self._tokens.get(k)
+            if old is not None and old != token:
+                self._segments.pop(old, None)
+            self._tokens[k] = token
         return seg
 
     def _serve(self, k: int, rows: np.ndarray) -> None:
@@ -312,7 +331,7 @@ class Server:
         req = int(rows[k, MB_REQ])
         status = 0
         try:
-            seg = self._segment(int(rows[k, MB_TOKEN]))
+            seg = self._segment(k, int(rows[k, MB_TOKEN]))
             result = self._apply(seg.array, int(rows[k, MB_RESULT_AT]), int(rows[k, MB_NBYTES]))
             seg.array[:_HEAD].view(np.int64)[3] = result
         except BaseException as exc:  # every failure goes back to the submitter, and the thread goes on
@@ -371,6 +390,7 @@ class Server:
             if bus._swap(bus.addr, _row(int(k), MB_TOKEN), token, 0) == token:
                 bus._add(bus.addr, H_MAILBOXES, -1)
                 seg = self._segments.pop(token, None)
+                self._tokens.pop(int(k), None)
                 if seg is not None:
                     seg.close()
                 try:

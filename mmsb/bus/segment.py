@@ -68,6 +68,8 @@ def _tracked(p: str) -> str | None:
 # what this process registered: the tracker logs a traceback when asked to forget a name it
 # never had (the owner sweeping a submitter's mailbox)
 _mine: set[str] = set()
+if hasattr(os, "register_at_fork"):  # a forked child shares the tracker: the names stay the parent's
+    os.register_at_fork(after_in_child=_mine.clear)
 
 
 def track(p: str) -> None:

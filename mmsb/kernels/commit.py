@@ -452,7 +452,8 @@ def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, en
         ahead = U(i) + U(_AHEAD)
         if ahead < n:  # the bytes of a delta a few ahead: its cache misses overlap this one's work
             fo = base + table[T_OFFSET, U(slots[ahead])]
-            for j in range(U(starts[ahead]), U(starts[ahead + U(1)])):
+            first = U(starts[ahead])
+            for j in range(first, min(U(starts[ahead + U(1)]), first + U(_AHEAD))):  # a few lines will do
                 prefetch(fo + U(indices[j]))
         if distinct:
             wrote = _write_distinct(arena, off, indices, values, lo, hi)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .._layout import E_OFF, E_ROWS, REC_HEADER
+from .._layout import E_OFF, E_ROWS, REC_DELTA, REC_HEADER
 from ..delta import Delta
 from ..errors import InvalidArgumentError, LogCorruptError, StateClosedError
 from ..typed import PageInfo
@@ -369,10 +369,18 @@ def unpack(raw: Any) -> History:
         raise ValueError("a packed history's header does not match its length")
     starts, lens, lsns, hops = np.frombuffer(raw, np.int64, 4 * n, at).reshape(4, n).tolist()
     at += 32 * n
-    if any(s < 0 or k < 0 or s + k > nblob for s, k in zip(starts, lens)):
+    if any(s < 0 or k < REC_HEADER or s + k > nblob for s, k in zip(starts, lens)):
         raise ValueError("a packed history's records lie outside it")
     info = None
     if ninfo:
-        info = PageInfo.from_doc(json.loads(bytes(raw[at:at + ninfo])), size)
+        try:
+            info = PageInfo.from_doc(json.loads(bytes(raw[at:at + ninfo])), size)
+        except (TypeError, RecursionError, UnicodeDecodeError) as exc:  # JSON of the wrong shapes
+            raise ValueError(f"a packed history's page info does not read: {exc}") from None
     blob = bytes(raw[at + ninfo:at + ninfo + nblob])
+    # each record says its own length and kind first: both must be what the rows say
+    for s_, k in zip(starts, lens):
+        word = int.from_bytes(blob[s_:s_ + 8], "little")
+        if word & 0xFFFFFFFF != k or (word >> 32) & 0xFF != REC_DELTA:
+            raise ValueError(f"a packed history's record at {s_} is not a delta record of {k} bytes")
     return History(page_id, depth, bool(truncated), blob, starts, lens, lsns, hops, size, info)
