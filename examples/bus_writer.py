@@ -6,7 +6,7 @@ changing it, the way a simulation would.
 It starts ``mmsb.start(shared=NAME)`` with three typed pages: ``walkers`` (random walkers'
 positions), ``step`` (the walk's step size, which other processes may write) and ``counts``
 (a histogram of the walkers, derived from them by a recompute function, so every write of
-the walkers also writes their counts, in the same call). It prints the page ids on one line,
+the walkers also writes their counts, in the same call). It prints ``ready`` once they exist,
 then moves the walkers every 10 ms until SECONDS have passed, someone writes a negative
 step, or the process that started it ends.
 """
@@ -31,7 +31,7 @@ def main(name: str, seconds: float) -> int:
         counts = st.create_page(dtype=np.int64, shape=EDGES.size - 1, name="counts")
         st.register_recompute(counts, [walkers], lambda x: np.histogram(x, EDGES)[0])
         st.update_page(step, [0.05])
-        print(walkers.id, step.id, counts.id, flush=True)
+        print("ready", flush=True)  # the pages exist: other processes may look them up by name
         x = np.zeros(WALKERS)
         end = time.monotonic() + seconds
         parent = os.getppid()

@@ -207,7 +207,9 @@ def test_snapshot_of_chosen_pages_and_the_handle_api(name):
         with pytest.raises(mmsb.InvalidArgumentError):
             att.query_page(a.id, out=np.empty(3, np.uint8))
         with pytest.raises(mmsb.InvalidArgumentError):
-            att.query_page("a")
+            att.query_page(2.5)
+        with pytest.raises(mmsb.PageNotFoundError):
+            att.query_page("a")  # a name the owner does not know
         with pytest.raises(mmsb.PageNotFoundError):
             att.query_page(a.id + (1 << 32))  # a later generation of its slot
         v = att.view(a.id)
@@ -243,6 +245,37 @@ def test_history_from_another_process_is_the_owners_log(name):
             att.history(a.id, depth=-1)  # refused here, the owner never asked
         with pytest.raises(mmsb.PageNotFoundError):
             att.history(a.id + (1 << 32))
+
+
+def test_pages_by_id_or_name_carry_the_owners_dtype_shape_and_metadata(name):
+    with mmsb.start(shared=name) as st, mmsb.attach(name) as att:
+        grid = st.create_page(dtype=np.float32, shape=(3, 4), name="grid", meta={"unit": "K"})
+        raw = st.create_page(6)
+        values = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+        st.update_page(grid, values)
+        for key in ("grid", grid.id):
+            pg = att.page(key)
+            assert (pg.id, pg.size, pg.dtype, pg.shape, pg.name, pg.meta) == (
+                grid.id, 48, np.dtype(np.float32), (3, 4), "grid", {"unit": "K"})
+            np.testing.assert_array_equal(pg.read(), values)
+        assert pg.epoch == grid.epoch == 1 and "grid" in repr(pg)
+        live = pg.view()
+        st.update_page(grid, values + 1)
+        np.testing.assert_array_equal(live, values + 1)  # the owner's memory itself
+        assert [d.lsn for d in pg.history().deltas] == [d.lsn for d in st.history(grid).deltas]
+        b = att.page(raw.id)
+        assert (b.dtype, b.shape, b.name, b.meta) == (np.dtype(np.uint8), (6,), None, {})
+        # a name works wherever an id does
+        assert att.update_page("grid", (values * 0).view(np.uint8).reshape(-1)) > 0
+        assert att.query_page("grid").tobytes() == bytes(48) and att.query_page(pg).tobytes() == bytes(48)
+        assert len(att.history("grid").deltas) == 3
+        with pytest.raises(mmsb.PageNotFoundError):
+            att.page("no such page")
+        st.delete_page(raw)
+        with pytest.raises(mmsb.PageNotFoundError):
+            att.page(raw.id)
+        with pytest.raises(mmsb.InvalidArgumentError):
+            att.page(2.5)
 
 
 def test_a_history_larger_than_the_mailbox_is_asked_again(name):

@@ -75,6 +75,7 @@ from ..errors import (
     StateClosedError,
 )
 from ..log.history import limits
+from .page import AttachedPage
 from .segment import SYS_FUTEX, Segment, check_name, futex_wait, holder_alive, mark_dead, path, sweep
 
 _OWNER_DIED = 0x40000000  # see mmsb.bus.segment.mark_dead
@@ -336,8 +337,13 @@ class Attached:
                 self._word_swap(self._addr, H_HOLD, me, 0)
 
     def _page_id(self, page: Any) -> int:
+        if isinstance(page, str):  # a name: the owner knows it (one round trip through the mailbox)
+            return self.page(page).id
+        if isinstance(page, AttachedPage):
+            return page.id
         if isinstance(page, (bool, np.bool_)) or not isinstance(page, (int, np.integer)):
-            raise InvalidArgumentError(f"a page id is an int, got {type(page).__name__}")
+            raise InvalidArgumentError(f"a page is an id (int), a name (str) or an AttachedPage, "
+                                       f"got {type(page).__name__}")
         return int(page)
 
     def _size_hint(self, pid: int) -> int:
@@ -580,6 +586,17 @@ class Attached:
         piece; the LSN of each delta. Errors are the owner's, raised here; then nothing applied."""
         self._check_owner()
         return self._mailbox().apply_batch(batch, timeout)
+
+    def page(self, page: Any, timeout: float | None = None) -> AttachedPage:
+        """The page with this id or name, as the owner describes it (its dtype, shape, name and
+        metadata; one round trip through this process's mailbox): an :class:`AttachedPage`,
+        whose ``read()`` gives the values in its dtype and shape."""
+        self._check_owner()
+        if isinstance(page, AttachedPage):
+            page = page.id
+        if not isinstance(page, str):
+            page = self._page_id(page)
+        return AttachedPage(self, self._mailbox().describe(page, timeout))
 
     def history(self, page: Any, depth: int = 32, last: int | None = None, timeout: float | None = None) -> Any:
         """The owner's :meth:`mmsb.State.history` of the page (a :class:`mmsb.History`), asked

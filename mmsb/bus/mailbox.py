@@ -11,17 +11,20 @@ done number and wakes the submitter. Numbers only grow, so no request is
 applied twice; one thread applies them all, so they apply in one order.
 
 Request layout (little-endian; offsets in bytes from the segment's start):
-word 0 kind (1 update_page, 2 apply_batch, 3 history), word 1 page id or delta
-count, word 2 value bytes (a history: its depth), word 3 the result (written by
-the owner: an LSN; for a history the bytes of its answer, negated when the
+word 0 kind (1 update_page, 2 apply_batch, 3 history, 4 a page's description),
+word 1 page id (-1: by name) or delta count, word 2 value bytes (a history: its
+depth; a page by name: the name's bytes), word 3 the result (written by the
+owner: an LSN; for a history or a page the bytes of its answer, negated when the
 segment is too small for them), word 4 a history's ``last`` (-1: all); from
 byte 64 an update's bytes, or a batch's pages, starts, indices (int64) and
 values (uint8), then room for its LSNs (int64, written by the owner) at
-``MB_RESULT_AT``, or the owner's answer to a history (``mmsb.log.history.pack``).
+``MB_RESULT_AT``, or a page's name; the owner's answer to a history
+(``mmsb.log.history.pack``) or a page (JSON: id, size, info) also from byte 64.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -52,10 +55,11 @@ from .._layout import (
 )
 from ..delta import DeltaBatch, as_uint8
 from ..log.history import History, pack, unpack
+from ..typed import PageInfo
 from ..errors import BusBusyError, InvalidArgumentError, InvalidDeltaError, MMSBError, OwnerGoneError
 from .segment import Segment, drop_mark, futex_wait, futex_wake, hold_mark, holder_alive, path
 
-KIND_UPDATE, KIND_BATCH, KIND_HISTORY = 1, 2, 3
+KIND_UPDATE, KIND_BATCH, KIND_HISTORY, KIND_PAGE = 1, 2, 3, 4
 _HEAD = 64
 _MIN_SEGMENT = 1 << 20
 _REAP_S = 1.0
@@ -175,28 +179,48 @@ class Submitter:
             return a[at_result:at_result + 8 * n].view(np.int64).copy()
 
     def history(self, pid: int, depth: int, last: int, timeout: float | None) -> History:
-        """The owner's ``State.history`` of page ``pid`` (``last`` -1: all), asked again in a
-        segment large enough when the first answer did not fit (a read: asking twice is safe)."""
+        """The owner's ``State.history`` of page ``pid`` (``last`` -1: all)."""
+        answer = self._ask(KIND_HISTORY, pid, depth, last, b"", timeout)
+        try:
+            return unpack(answer)
+        except ValueError as exc:
+            raise errors.LogCorruptError(f"the owner of shared state {self._name!r} answered a history request "
+                                         f"with something else: {exc}") from None
+
+    def describe(self, page: int | str, timeout: float | None) -> dict[str, Any]:
+        """What the owner says of a page, by id or name: ``{"id", "size", "info"}`` (a PageInfo
+        document, see ``mmsb.typed.PageInfo.to_doc``)."""
+        name = page.encode() if isinstance(page, str) else b""
+        answer = self._ask(KIND_PAGE, -1 if name else int(page), len(name), 0, name, timeout)
+        try:
+            doc = json.loads(bytes(answer))
+            if not (isinstance(doc, dict) and set(doc) == {"id", "size", "info"}):
+                raise ValueError(f"{doc!r} is not a page's description")
+            return doc
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise errors.LogCorruptError(f"the owner of shared state {self._name!r} answered a page request "
+                                         f"with something else: {exc}") from None
+
+    def _ask(self, kind: int, w1: int, w2: int, w4: int, payload: bytes, timeout: float | None) -> np.ndarray:
+        """A read request whose answer the owner writes after the request's head; asked again
+        in a larger mailbox when the answer did not fit (a read: asking twice is safe). The
+        answer's bytes (a copy)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            need = _HEAD
+            need = _HEAD + len(payload)
             while True:
                 seg = self._room(need)
                 words = seg.array[:_HEAD].view(np.int64)
-                words[0], words[1], words[2], words[4] = KIND_HISTORY, pid, depth, last
-                self._submit(_HEAD, None if deadline is None else max(0.0, deadline - time.monotonic()))
+                words[0], words[1], words[2], words[4] = kind, w1, w2, w4
+                seg.array[_HEAD:_HEAD + len(payload)] = np.frombuffer(payload, np.uint8)
+                self._submit(_HEAD + len(payload), None if deadline is None else max(0.0, deadline - time.monotonic()))
                 answer = int(words[3])
                 if answer >= 0:
-                    break
-                need = _HEAD - answer
-                if need <= seg.array.size:  # an answer that fits was refused: not an owner of this version
-                    raise errors.LogCorruptError(f"the owner of shared state {self._name!r} asked for {need} B "
-                                                 f"of mailbox for a history and had {seg.array.size}")
-            try:
-                return unpack(seg.array[_HEAD:_HEAD + answer])
-            except ValueError as exc:
-                raise errors.LogCorruptError(f"the owner of shared state {self._name!r} answered a history request "
-                                      f"with something else: {exc}") from None
+                    return seg.array[_HEAD:_HEAD + min(answer, seg.array.size - _HEAD)].copy()
+                if _HEAD - answer <= seg.array.size:  # an answer that fits was refused: not an owner of this version
+                    raise errors.LogCorruptError(f"the owner of shared state {self._name!r} asked for {-answer} B "
+                                                 f"of mailbox and had {seg.array.size - _HEAD}")
+                need = max(need, _HEAD - answer)
 
     def _submit(self, nbytes: int, timeout: float | None) -> None:
         hv, k = self._hv, self._row
@@ -366,11 +390,18 @@ class Server:
         if kind == KIND_HISTORY:
             last = int(words[4])
             answer = pack(state.history(n, m, None if last < 0 else last))
-            if _HEAD + len(answer) > a.size:
-                return -len(answer)  # the submitter grows its segment and asks again
-            a[_HEAD:_HEAD + len(answer)] = np.frombuffer(answer, np.uint8)
-            return len(answer)
-        raise InvalidArgumentError(f"unknown request kind {kind}")
+        elif kind == KIND_PAGE:
+            if n < 0 and not 0 < m <= nbytes - _HEAD:
+                raise InvalidArgumentError("a malformed page request")
+            page = state.page(n if n >= 0 else bytes(a[_HEAD:_HEAD + m]).decode("utf-8", "replace"))
+            info = PageInfo(page.dtype, page.shape, page.name, page.meta)
+            answer = json.dumps({"id": page.id, "size": page.size, "info": info.to_doc()}).encode()
+        else:
+            raise InvalidArgumentError(f"unknown request kind {kind}")
+        if _HEAD + len(answer) > a.size:
+            return -len(answer)  # the submitter grows its segment and asks again
+        a[_HEAD:_HEAD + len(answer)] = np.frombuffer(answer, np.uint8)
+        return len(answer)
 
     def _write_error(self, k: int, exc: BaseException) -> None:
         text = type(exc).__name__.encode("ascii", "replace") + b"\0" + str(exc).encode("utf-8", "replace")
