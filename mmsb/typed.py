@@ -225,7 +225,10 @@ _RANK = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}
 def _as_dtype(data: Any, dtype: np.dtype, what: str) -> np.ndarray:
     """``data`` as an array of ``dtype``, converting only where no meaning is lost (see _RANK)."""
     if type(data) is not np.ndarray:
-        probe = np.asarray(data)
+        try:
+            probe = np.asarray(data)
+        except (TypeError, ValueError) as exc:  # a ragged list, say
+            raise InvalidDeltaError(f"{what} is not an array: {exc}") from None
         if dtype.fields is not None or probe.dtype.kind not in "biufc":
             try:
                 return np.asarray(data, dtype=dtype)

@@ -278,6 +278,32 @@ def test_pages_by_id_or_name_carry_the_owners_dtype_shape_and_metadata(name):
             att.page(2.5)
 
 
+def test_a_write_from_another_process_converts_values_as_a_local_one(name):
+    """Each input goes to a shared state through an attached handle and to a local twin through
+    State.update_page, for a typed page and a byte page: same bytes after, or the same error class."""
+    inputs = [np.arange(12, dtype=np.int16).reshape(3, 4), np.full((3, 4), 0.25), [[1.5] * 4] * 3,
+              np.ones((3, 4), bool), np.arange(12, dtype=np.float32), np.full((3, 4), 1 + 2j), np.zeros((4, 3)),
+              np.arange(48, dtype=np.uint8), bytes(range(48)), np.array(7.0), "words", [[1, 2], [3]],
+              np.full((3, 4), 2 ** 40, np.int64)]
+    with mmsb.start(shared=name) as st, mmsb.attach(name) as att:
+        twin = mmsb.start()
+        try:
+            typed = [s.create_page(dtype=np.float32, shape=(3, 4)) for s in (st, twin)]
+            raw = [s.create_page(48) for s in (st, twin)]
+            for pages, data in [(pages, data) for pages in (typed, raw) for data in inputs]:
+                outcome = []
+                for write in (lambda: att.update_page(pages[0].id, data), lambda: twin.update_page(pages[1], data)):
+                    try:
+                        write()
+                        outcome.append(None)
+                    except mmsb.MMSBError as exc:
+                        outcome.append(type(exc))
+                assert outcome[0] == outcome[1], (data, outcome)
+                assert st.query_page(pages[0]).tobytes() == twin.query_page(pages[1]).tobytes(), data
+        finally:
+            mmsb.stop(twin)
+
+
 def test_a_history_larger_than_the_mailbox_is_asked_again(name):
     with mmsb.start(shared=name) as st, mmsb.attach(name) as att:
         p = st.create_page(1 << 16)

@@ -576,8 +576,10 @@ class Attached:
         return self._submitter
 
     def update_page(self, page: Any, data: Any, timeout: float | None = None) -> int:
-        """Have the owner make the page hold ``data`` (its size in bytes), as ``State.update_page``
-        does; the LSN of the change (0 when no byte differed). Errors are the owner's, raised here."""
+        """Have the owner make the page hold ``data``, as ``State.update_page`` does: bytes of the
+        page's size, or values (any array of numbers, or what NumPy makes one of) that the owner
+        converts to a typed page's dtype and shape by the same rules. The LSN of the change (0
+        when no byte differed). Errors are the owner's, raised here."""
         self._check_owner()
         return self._mailbox().update_page(self._page_id(page), data, timeout)
 

@@ -15,8 +15,9 @@ word 0 kind (1 update_page, 2 apply_batch, 3 history, 4 a page's description),
 word 1 page id (-1: by name) or delta count, word 2 value bytes (a history: its
 depth; a page by name: the name's bytes), word 3 the result (written by the
 owner: an LSN; for a history or a page the bytes of its answer, negated when the
-segment is too small for them), word 4 a history's ``last`` (-1: all); from
-byte 64 an update's bytes, or a batch's pages, starts, indices (int64) and
+segment is too small for them), word 4 a history's ``last`` (-1: all), words
+5 and 6 an update's dtype (``dtype.str``, ASCII) and number of dimensions; from
+byte 64 an update's shape (int64 each) then its values' bytes, or a batch's pages, starts, indices (int64) and
 values (uint8), then room for its LSNs (int64, written by the owner) at
 ``MB_RESULT_AT``, or a page's name; the owner's answer to a history
 (``mmsb.log.history.pack``) or a page (JSON: id, size, info) also from byte 64.
@@ -25,6 +26,7 @@ values (uint8), then room for its LSNs (int64, written by the owner) at
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import threading
@@ -53,13 +55,16 @@ from .._layout import (
     MB_STATUS,
     MB_TOKEN,
 )
-from ..delta import DeltaBatch, as_uint8
+from ..delta import DeltaBatch
 from ..log.history import History, pack, unpack
 from ..typed import PageInfo
 from ..errors import BusBusyError, InvalidArgumentError, InvalidDeltaError, MMSBError, OwnerGoneError
 from .segment import Segment, drop_mark, futex_wait, futex_wake, hold_mark, holder_alive, path
 
 KIND_UPDATE, KIND_BATCH, KIND_HISTORY, KIND_PAGE = 1, 2, 3, 4
+_NUMBERS = "biufc"  # the dtype kinds an update may carry: bool, integers, floats, complex
+_MAX_NDIM = 32
+_BYTES = b"bytes"  # an update's dtype code for bytes-like data
 _HEAD = 64
 _MIN_SEGMENT = 1 << 20
 _REAP_S = 1.0
@@ -143,18 +148,18 @@ class Submitter:
         return new
 
     def update_page(self, pid: int, data: Any, timeout: float | None) -> int:
-        try:
-            raw = as_uint8(data, "data")
-        except MMSBError:
-            raise
-        except Exception as exc:
-            raise InvalidDeltaError(f"update_page data must be bytes-like or a uint8 array: {exc}") from None
+        arr = _values(data)
+        head = _HEAD + 8 * arr.ndim
+        # bytes-like data travels as bytes: State.update_page treats bytes and arrays apart
+        code = _BYTES if isinstance(data, (bytes, bytearray, memoryview)) else arr.dtype.str.encode("ascii")
         with self._lock:
-            seg = self._room(_HEAD + raw.size)
+            seg = self._room(head + arr.nbytes)
             words = seg.array[:_HEAD].view(np.int64)
-            words[0], words[1], words[2] = KIND_UPDATE, pid, raw.size
-            seg.array[_HEAD:_HEAD + raw.size] = raw
-            self._submit(_HEAD + raw.size, timeout)
+            words[0], words[1], words[2] = KIND_UPDATE, pid, arr.nbytes
+            words[5], words[6] = int.from_bytes(code.ljust(8, b"\0"), "little"), arr.ndim
+            seg.array[_HEAD:head].view(np.int64)[:] = arr.shape
+            seg.array[head:head + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+            self._submit(head + arr.nbytes, timeout)
             return int(words[3])
 
     def apply_batch(self, batch: Any, timeout: float | None) -> np.ndarray:
@@ -267,6 +272,42 @@ class Submitter:
             self._seg = None
 
 
+def _values(data: Any) -> np.ndarray:
+    """What an update sends: the data as a contiguous array of numbers, with its dtype and shape
+    (the owner converts it as ``State.update_page`` does); bytes-like data as uint8."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, np.uint8)
+    try:
+        arr = np.asarray(data)
+    except Exception as exc:
+        raise InvalidDeltaError(f"update_page data must be bytes or numbers: {exc}") from None
+    if arr.dtype.kind not in _NUMBERS or arr.ndim > _MAX_NDIM:
+        raise InvalidDeltaError(f"update_page data must be bytes or an array of numbers (at most {_MAX_NDIM} "
+                                f"dimensions), got dtype {arr.dtype} and shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _update_values(a: np.ndarray, words: np.ndarray, nbytes: int) -> np.ndarray | bytes:
+    """The array an update request carries (a view into the mailbox), checked whole."""
+    ndim, m = int(words[6]), int(words[2])
+    head = _HEAD + 8 * ndim
+    if not 0 <= ndim <= _MAX_NDIM or m < 0 or head + m > nbytes:
+        raise InvalidArgumentError("a malformed update request")
+    code = int(words[5]).to_bytes(8, "little", signed=True).rstrip(b"\0")
+    if code == _BYTES:
+        if ndim != 1 or int(a[_HEAD:head].view(np.int64)[0]) != m:
+            raise InvalidArgumentError("a malformed update request")
+        return bytes(a[head:head + m])
+    try:
+        dtype = np.dtype(code.decode("ascii"))
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise InvalidArgumentError("an update request names no dtype") from None
+    shape = tuple(int(x) for x in a[_HEAD:head].view(np.int64))
+    if dtype.kind not in _NUMBERS or min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize != m:
+        raise InvalidArgumentError("a malformed update request")
+    return a[head:head + m].view(dtype).reshape(shape)
+
+
 def _error_from(h: np.ndarray, k: int) -> MMSBError:
     raw = h.view(np.uint8)[8 * H_ERRORS + k * H_ERROR_BYTES: 8 * H_ERRORS + (k + 1) * H_ERROR_BYTES]
     text = bytes(raw).split(b"\0", 2)
@@ -372,9 +413,7 @@ class Server:
         words = a[:_HEAD].view(np.int64)
         kind, n, m = int(words[0]), int(words[1]), int(words[2])
         if kind == KIND_UPDATE:
-            if _HEAD + m > nbytes or m < 0:
-                raise InvalidArgumentError("a malformed update request")
-            d = state.update_page(n, a[_HEAD:_HEAD + m])
+            d = state.update_page(n, _update_values(a, words, nbytes))
             return 0 if d is None else int(d.lsn)
         if kind == KIND_BATCH:
             at_starts = _HEAD + 8 * n
