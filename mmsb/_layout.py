@@ -142,7 +142,7 @@ L_ADDR, L_CAP = 0, 1  # the buffer's address and size in bytes
 L_USED, L_DELTAS, L_SEALED = 2, 3, 4  # bytes of records, delta records, end of the last sealed commit
 L_MODE = 5  # what a commit kernel does at the end: see LOG_*
 L_WORDS = 8
-LOG_DROP = 0  # log=False: records are written to scratch space and dropped
+LOG_DROP = 0  # log=False: records are written to scratch space, dropped when it fills (NullLog)
 LOG_SEAL = 1  # in memory: the kernel seals the commit (writes its commit record)
 LOG_KEEP = 2  # a file: the kernel keeps the records, Python seals (and writes the file)
 

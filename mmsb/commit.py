@@ -46,7 +46,7 @@ from ._layout import (
 from .arena import GPU_BIT as _GPU_BIT
 from .arena import GUARD_BIT as _GUARD_BIT
 from .arena import LIVE_BIT as _LIVE_BIT
-from .delta import Delta, DeltaBatch, _copied, _logged, _new_delta
+from .delta import Delta, DeltaBatch, _logged, _new_delta
 from .dependencies import _Savepoint
 from .errors import InvalidArgumentError, InvalidDeltaError, PageNotFoundError
 from .page import Page
@@ -267,7 +267,7 @@ class Commit:
         delta = None
         if not batch:
             pos = rv[R_SEED_POS]
-            delta = _logged(c.logbuf._array, pos) if log.keeps_records else _copied(c.logbuf._array, pos)
+            delta = _logged(c.logbuf._array, pos)
         if r == W_RESUME:
             prop = c.prop
             # the kernel saved before-images only if the cascade could reach user code

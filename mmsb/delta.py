@@ -323,13 +323,6 @@ def _logged(arr: np.ndarray, pos: int) -> Delta:
     return d
 
 
-def _copied(arr: np.ndarray, pos: int) -> Delta:
-    """The Delta of the record at ``arr[pos:]``, read now (scratch space that the next write reuses)."""
-    d = _new_delta(Delta)
-    d._arr, d._pos = arr, pos
-    return d._load()
-
-
 class DeltaBatch:
     """Many sparse deltas in four flat arrays, applied by ``State.apply_batch`` in one call.
 

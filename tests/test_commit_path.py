@@ -5,6 +5,8 @@ size limit takes the general path with the same result."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmsb
 from mmsb._layout import FAST_MAX
@@ -105,3 +107,68 @@ def test_update_page_takes_any_array_layout_the_same_way_as_bytes():
         assert st.lsn == 0 and not st.query_page(pg).any()
         with pytest.raises(mmsb.PageNotFoundError):
             st.update_page(1 << 70, base[:128])
+
+
+def _same_delta(got, want):
+    assert got is not None and want is not None
+    assert (got.lsn, got.page_id, got.epoch) == (want.lsn, want.page_id, want.epoch)
+    assert got.indices.tolist() == want.indices.tolist() and got.values.tolist() == want.values.tolist()
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.integers(0, 2**32 - 1)), min_size=1, max_size=60))
+def test_a_state_without_a_log_returns_the_deltas_a_logged_twin_does_and_each_keeps_its_bytes(ops):
+    """log=False writes its records to scratch space that starts over when full: every Delta
+    returned, held across the writes after it, must still read what a twin with a log gave."""
+    mmsb.config.set(LOG_INITIAL_BYTES=1 << 10)  # scratch space that fills every write or two
+    nolog = mmsb.State(log=False)
+    twin = mmsb.State(tag=nolog.tag)  # the same ids for the same calls
+    try:
+        sizes = (24, 2048)
+        for s in (nolog, twin):
+            small, big, derived = s.create_page(sizes[0]), s.create_page(sizes[1]), s.create_page(sizes[1])
+            s.register_passthrough(derived, big)
+        held = []
+        for kind, which, seed in ops:
+            pid, n = (1, sizes[1]) if which else (0, sizes[0])
+            rng = np.random.default_rng(seed)
+            data = rng.integers(0, 4, n, dtype=np.uint8)  # few values: some bytes stay, some change
+            idx = np.unique(rng.integers(0, n, 5))
+            got = []
+            for s in (nolog, twin):
+                if kind == 0:
+                    got.append(s.update_page(pid, data))
+                elif kind == 1:
+                    got.append(s.apply_delta(mmsb.Delta.sparse(pid, idx, data[idx])))
+                elif kind == 2:
+                    with pytest.raises(RuntimeError):
+                        with s.transaction():
+                            s.update_page(pid, data)
+                            raise RuntimeError("rolled back")
+                    got.append(s.update_page(pid, data[::-1].copy()))
+                else:
+                    s.apply_batch(mmsb.DeltaBatch.from_sparse([pid], [0, idx.size], idx, data[idx]))
+                    got.append(None)
+            assert (got[0] is None) == (got[1] is None)
+            if got[0] is not None:
+                held.append(got)
+        for got, want in held:
+            _same_delta(got, want)
+        for pid in range(3):
+            assert nolog.query_page(pid).tobytes() == twin.query_page(pid).tobytes()
+        assert nolog.lsn == twin.lsn and nolog.log is None
+    finally:
+        nolog.close()
+        twin.close()
+        mmsb.config.reset()
+
+
+def test_a_state_without_a_log_keeps_one_scratch_buffer_when_no_delta_is_held():
+    st = mmsb.State(log=False)
+    pg = st.create_page(4096)
+    start = st._c.logbuf.array.size
+    rng = np.random.default_rng(7)
+    for _ in range(200):  # 200 whole-page records: far past the scratch space's size
+        st.update_page(pg, rng.integers(0, 256, 4096, dtype=np.uint8))
+    assert st._c.logbuf.array.size <= max(start, 2 * 4096 + 1024) and st.lsn == 200
+    st.close()

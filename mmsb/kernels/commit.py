@@ -176,7 +176,7 @@ def _timed(regs):
 
 @inline
 def _seal(regs, ctr, buf, first):
-    """End the commit: its commit record (in memory), or leave that to Python."""
+    """End the commit: its commit record (in memory), or leave that to Python (a file log)."""
     mode = ctr[L_MODE]
     if mode == LOG_SEAL:
         end = ctr[L_USED]
@@ -188,7 +188,11 @@ def _seal(regs, ctr, buf, first):
         _timed(regs)
         return first
     if mode == LOG_DROP:
-        ctr[L_USED] = 0
+        # log=False: the records stay in scratch space, where a returned Delta reads its own, until
+        # the space is full (NullLog.reserve); there is nothing to seal
+        ctr[L_SEALED] = ctr[L_USED]
+        _timed(regs)
+        return first
     return W_SEAL
 
 

@@ -634,17 +634,28 @@ class MemoryLog:
 
 
 class NullLog(MemoryLog):
-    """What ``log=False`` gives: records are written to scratch space and dropped."""
+    """What ``log=False`` gives: records are written to scratch space and dropped.
+
+    The commit kernels write every record as they would for a memory log, and a
+    write's Delta reads its own from there when first used. Between commits, a
+    scratch space that is full starts again at its beginning (where a Delta still
+    holds the array, in another: ``LogBuffer.recycle``), so a state without a log
+    keeps one buffer, as large as its largest commit needs.
+    """
 
     __slots__ = ()
     keeps_records = False
     mode = LOG_DROP
 
-    def commit(self, end: int, deltas: int) -> None:
-        self.used = 0
+    def reserve(self, nbytes: int) -> np.ndarray:
+        buf = self._live()
+        if self.used + nbytes > buf.array.size and self.used == self.sealed:
+            buf.recycle(0)
+            self.used = self.sealed = 0
+        return super().reserve(nbytes)
 
     def seal(self, lsn: int) -> None:
-        pass
+        self.sealed = self.used
 
     def _append_named(self, *args: object) -> None:
         pass
@@ -654,10 +665,6 @@ class NullLog(MemoryLog):
 
     def append_create(self, *args: object) -> None:
         pass
-
-    def rollback(self, used: int, deltas: int) -> None:
-        """Forget the records after ``used`` (a commit that did not complete)."""
-        self.used, self.deltas = used, deltas
 
     def _append(self, rtype: int, lsn: int, page_id: int, w3: int, w4: int, w5: int) -> None:
         pass
