@@ -60,6 +60,48 @@ class NumpyAllocationCycle:
             pages[0] = np.zeros(PAGE_SIZE, np.uint8)
 
 
+class AllocationCycleFloor:
+    """1000 × the allocation cycle's bare shape: three Python calls, a new state object holding a
+    pooled core, a new page handle, the core back in the pool; no bookkeeping at all (no table
+    row, arena slot, log record or reset). What any Python API of this shape costs: beside the
+    NumPy script, it shows how much "≥ 2× NumPy" leaves for the work (docs/PERFORMANCE.md)."""
+
+    def setup(self):
+        class Core:
+            __slots__ = ()
+
+        class State:
+            __slots__ = ("core",)
+
+        class Page:
+            __slots__ = ("state", "id", "slot", "size")
+
+        pool, new = [Core()], object.__new__
+
+        def start():
+            st = new(State)
+            st.core = pool.pop()
+            return st
+
+        def create_page(st, size):
+            page = new(Page)
+            page.state, page.id, page.slot, page.size = st, 0, 0, size
+            return page
+
+        def stop(st):
+            core, st.core = st.core, None
+            pool.append(core)
+
+        self.calls = start, create_page, stop
+
+    def time_1000_cycles(self):
+        start, create_page, stop = self.calls
+        for _ in range(INNER):
+            st = start()
+            create_page(st, PAGE_SIZE)
+            stop(st)
+
+
 class CreatePage:
     """1000 create_page(1024) on a fresh state per timed call (ms per call = µs per page).
 

@@ -132,6 +132,7 @@ R_SLOW = 36
 # the current one began, 0 if it is not timed) into a histogram of log2 buckets (R_LAT: int64[64]);
 # counted by calls, not LSNs, since a commit's LSN step follows its cascade and would bias the sample
 R_T0, R_LAT, R_TICK = 37, 38, 39
+R_BUMP = 40  # out: the host arena's bump pointer after a page made by mmsb.kernels.create
 # The update kernel holds the GIL (releasing and taking it back cost a tenth of a small update):
 # the general path writes pages larger than this, with kernels that release it
 FAST_MAX = 1 << 16

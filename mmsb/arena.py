@@ -111,7 +111,10 @@ class Slots:
         cls = (size - 1).bit_length() if size > MIN_SLOT else 3
         free = self.free.get(cls)
         if free:
-            return free.pop()
+            off = free.pop()
+            if not free:  # an empty free list goes: no free list at all lets create_page take its fast path
+                del self.free[cls]
+            return off
         step = 1 << cls
         align = (step if step < 4096 else 4096) - 1
         off = (self.bump + align) & ~align
@@ -146,6 +149,8 @@ class Slots:
         offs[:k] = reused
         offs[k:] = np.arange(start, end, step, dtype=np.uint64)
         del free[len(free) - k:]
+        if not free:
+            self.free.pop(cls, None)
         if rest:
             self.bump = end
         return offs

@@ -45,6 +45,7 @@ from ._layout import (
     META_LOC_SHIFT,
     R_ARENA,
     R_ARENA_SIZE,
+    R_BUMP,
     R_DELTAS,
     R_LAT,
     R_LOG,
@@ -85,6 +86,7 @@ __all__ = ["Page", "State"]
 
 _new = object.__new__
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
+_create: Any = None  # mmsb.kernels.create.create_page, called without numba's dispatch
 _SMALL_RESET = 8
 _DEPENDENTS = ("refuse", "unbind", "delete")
 
@@ -96,9 +98,13 @@ def _bus_owner() -> Any:
 
 
 def _kernels() -> Any:
-    global _k
+    global _k, _create
     if _k is None:
         _k = load_kernels()
+        from .kernels import create
+        from .kernels._jit import entry
+
+        _create = entry(create.create_page)
     return _k
 
 
@@ -600,28 +606,18 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
                 raise _in_transaction("create_page")
             if self._logobj.failed is not None:  # _check_writable, inlined
                 self._logobj._raise()
-            table = c.table
-            if loc != LOC_CPU:
-                self._device(c).make_room(1, size)  # may refuse, and then nothing changed
-            off = c.arena.allocate(size)  # the other step that may refuse (before any change)
-            if table.free:
-                slot = table.free.pop()
-                meta = table.mv_meta
-                gen = meta[slot] & META_GEN_MASK
-            else:
+            table, arena = c.table, c.arena
+            if loc == LOC_CPU and not table.free and not arena.free and c.bus is None:
+                # the common case, one kernel call: a fresh slot, its row and its records
                 slot = table.used
-                if slot >= table.capacity:
-                    table.reserve(1)
-                table.used = slot + 1
-                meta = table.mv_meta
-                gen = table.fresh_gen
-            if loc != LOC_CPU:
-                c.dev.assign(np.array([slot], np.int64), c.dev.reserve(1, size))
-            table.mv_offset[slot] = off
-            table.mv_size[slot] = size
-            meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
-            pid = slot | gen << ID_SLOT_BITS
-            self._logobj.append_create(pid, 1, size, loc, c.rv[R_LSN])  # a whole commit: sealed too
+                pid = _create(c.regs, size, arena.bump, arena.reserved, slot, table.fresh_gen)
+                if pid >= 0:
+                    table.used = slot + 1
+                    arena.bump = c.rv[R_BUMP]
+                else:
+                    pid, slot = self._create_one(c, size, loc)
+            else:
+                pid, slot = self._create_one(c, size, loc)
         finally:
             lock.release()
             if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
@@ -629,6 +625,31 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         page = _new(Page)  # Page.__init__ without its call: a fifth of the page's creation
         page._state, page.id, page._slot, page._size = self, pid, slot, size
         return page
+
+    def _create_one(self, c: _Core, size: int, loc: int) -> tuple[int, int]:
+        """``create_page``'s general path, under the lock: a freed slot reused, a new chunk or a
+        larger table, a device page, records through the log object. Returns (id, slot)."""
+        table = c.table
+        if loc != LOC_CPU:
+            self._device(c).make_room(1, size)  # may refuse, and then nothing changed
+        off = c.arena.allocate(size)  # the other step that may refuse (before any change)
+        if table.free:
+            slot = table.free.pop()
+            gen = table.mv_meta[slot] & META_GEN_MASK
+        else:
+            slot = table.used
+            if slot >= table.capacity:
+                table.reserve(1)
+            table.used = slot + 1
+            gen = table.fresh_gen
+        if loc != LOC_CPU:
+            c.dev.assign(np.array([slot], np.int64), c.dev.reserve(1, size))
+        table.mv_offset[slot] = off
+        table.mv_size[slot] = size
+        table.mv_meta[slot] = gen | loc << META_LOC_SHIFT | _LIVE_BIT
+        pid = slot | gen << ID_SLOT_BITS
+        self._logobj.append_create(pid, 1, size, loc, c.rv[R_LSN])  # a whole commit: sealed too
+        return pid, slot
 
     def _create_annotated(self, size: Any, location: str, dtype: Any, shape: Any, name: Any, meta: Any) -> Page:
         """``create_page`` of a page with a type, a name or metadata: one commit of its create and info records."""

@@ -189,3 +189,64 @@ def test_thousands_of_states_live_side_by_side():
     assert all(int(st.query_page(pg)[0]) == i % 255 + 1 for i, (st, pg) in enumerate(states))
     for st, _ in states:
         mmsb.stop(st)
+
+
+def _records_without_times(st):
+    """The log's records as (type, words), commit records without their wall-clock time."""
+    out = []
+    for rtype, pos, length in st._log.records():
+        words = st._log._live().array[pos:pos + length].view(np.uint64).tolist()
+        out.append((rtype, words[:2] if rtype == 4 else words))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(st.one_of(st.tuples(st.just("create"), st.sampled_from([1, 8, 9, 1000, 1024, 5000, 70000])),
+                              st.tuples(st.just("delete"), st.integers(0, 50)),
+                              st.tuples(st.just("bulk"), st.integers(1, 4))), max_size=40),
+       log=st.sampled_from([None, False]))
+def test_create_pages_one_kernel_call_matches_the_python_path(ops, log):
+    """``create_page`` makes a page in one kernel call when no freed slot waits; the Python path it
+    replaced (kept for every other case) is the reference: the same ids, table rows, arena slots
+    and log records, whatever came before."""
+    import mmsb.state as state_module
+
+    fast, slow = mmsb.State(log=log), None
+    kernel = state_module._create
+    try:
+        state_module._create = lambda *args: -1  # every create refused: the Python path
+        try:
+            slow = mmsb.State(log=log, tag=fast.tag)
+            slow_ids = _run_creates(slow, ops)
+        finally:
+            state_module._create = kernel
+        fast_ids = _run_creates(fast, ops)
+        assert fast_ids == slow_ids
+        used = fast._c.table.used
+        assert used == slow._c.table.used
+        rows = []
+        for s in (fast, slow):  # offsets are addresses: compared from the start of each state's arena
+            first, table = s._c.arena.first, s._c.table.array[:, :used].astype(np.int64)
+            table[0] = np.where(table[0] != 0, table[0] - first, 0)
+            rows.append((s._c.arena.bump - first, table.tolist()))
+        assert rows[0] == rows[1]
+        if log is None:
+            assert _records_without_times(fast) == _records_without_times(slow)
+    finally:
+        fast.close()
+        if slow is not None:
+            slow.close()
+
+
+def _run_creates(st, ops):
+    ids = []
+    for op, arg in ops:
+        if op == "create":
+            ids.append(st.create_page(arg).id)
+        elif op == "bulk":
+            ids.extend(st.create_pages(arg, 64).tolist())
+        elif ids:
+            pid = ids[arg % len(ids)]
+            if pid in st.page_ids().tolist():
+                st.delete_page(pid)
+    return ids

@@ -126,7 +126,8 @@ def test_a_state_without_a_log_returns_the_deltas_a_logged_twin_does_and_each_ke
     try:
         sizes = (24, 2048)
         for s in (nolog, twin):
-            small, big, derived = s.create_page(sizes[0]), s.create_page(sizes[1]), s.create_page(sizes[1])
+            s.create_page(sizes[0])  # page 0: small
+            big, derived = s.create_page(sizes[1]), s.create_page(sizes[1])  # pages 1 and 2
             s.register_passthrough(derived, big)
         held = []
         for kind, which, seed in ops:
