@@ -301,6 +301,8 @@ class Side:
     run: Callable[[int], None]
     result: Callable[[], list[bytes]]
     close: Callable[[], None] = lambda: None
+    # the bytes of log the side's state holds (mmsb sides whose log grows with each operation)
+    log_bytes: Callable[[], int] | None = None
 
 
 @dataclass
@@ -381,6 +383,11 @@ def _allocation(impl: str) -> Side:
     return Side(peer_run, peer_result)
 
 
+def _log_of(st: mmsb.State) -> Callable[[], int]:
+    """A side's ``log_bytes``: the bytes of records ``st`` holds in memory."""
+    return lambda: st.stats()["log_bytes"]
+
+
 def _hops(n: int) -> Callable[[str], Side]:
     def make(impl: str) -> Side:
         a, b = update_buffers("random")
@@ -388,7 +395,7 @@ def _hops(n: int) -> Callable[[str], Side]:
             st, ids = mmsb_chain(n)
             head, update = int(ids[0]), st.update_page
             return Side(_alternate(lambda d: update(head, d), a, b),
-                        lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+                        lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st), _log_of(st))
         peer = peer_chain(n)
         return Side(_alternate(lambda d: peer.update(0, d), a, b),
                     lambda: [peer.pages[k].tobytes() for k in range(n)])
@@ -401,7 +408,7 @@ def _hop_with_njit(impl: str) -> Side:
         st, ids = mmsb_hop_with_njit_binding()
         head, update = int(ids[0]), st.update_page
         return Side(_alternate(lambda d: update(head, d), a, b),
-                    lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+                    lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st), _log_of(st))
     peer = peer_hop_with_binding()
     return Side(_alternate(lambda d: peer.update(0, d), a, b),
                 lambda: [peer.pages[k].tobytes() for k in range(4)])
@@ -416,7 +423,7 @@ def _chain_batch(n: int, deltas: int) -> Callable[[str], Side]:
             offs = np.tile(np.arange(PAGE_SIZE), deltas)
             a, b = (mmsb.DeltaBatch.from_sparse(head, starts, offs, np.concatenate(r)) for r in rows)
             return Side(_alternate(st.apply_batch, a, b),
-                        lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+                        lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st), _log_of(st))
         peer, offs = peer_chain(n), np.arange(PAGE_SIZE)
         a, b = ([(0, offs, v) for v in r] for r in rows)
         return Side(_alternate(peer.apply, a, b), lambda: [peer.pages[k].tobytes() for k in range(n)])
@@ -431,7 +438,7 @@ def _small_deltas(impl: str) -> Side:
         ids = st.create_pages(BATCH_PAGES, PAGE_SIZE)
         a, b = (mmsb.DeltaBatch.from_sparse(ids[order], starts, indices, v) for v in (values_a, values_b))
         return Side(_alternate(st.apply_batch, a, b),
-                    lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st))
+                    lambda: [st.query_page(p).tobytes() for p in ids], lambda: mmsb.stop(st), _log_of(st))
     if impl == "numpy_scatter":
         flat = np.zeros(BATCH_PAGES * PAGE_SIZE, np.uint8)
         offs = scatter_offsets(order, starts, indices)
@@ -554,20 +561,40 @@ def _gpu_note(original: str) -> str:
 # -- measuring ------------------------------------------------------------------------------------
 
 def _calibrated(w: Workload, impl: str, sample_s: float) -> int:
-    """How many operations of ``w`` on side ``impl`` take about ``sample_s``."""
+    """How many operations of ``w`` on side ``impl`` take about ``sample_s``, timed after the
+    side's first operations as :func:`_sample` times them: the first batch of a fresh state
+    faults its pages in, and sized from it a sample was two batches long."""
     side = w.make(impl)
     try:
+        side.run(2)
+        logged, ops = side.log_bytes() if side.log_bytes else 0, 0
         k, dt = 2, 0.0
         while True:
             t = time.perf_counter()
             side.run(k)
             dt = time.perf_counter() - t
+            ops += k
             if dt >= sample_s / 8 or k >= 1 << 22:
                 break
             k *= 8
+        per_op = (side.log_bytes() - logged) / ops if side.log_bytes else 0
     finally:
         side.close()
-    return max(2, int(k * sample_s / max(dt, 1e-9)) & ~1)
+    k = int(k * sample_s / max(dt, 1e-9))
+    if per_op > 0:  # a sample's log stays within the buffers the pool keeps (see _LOG_PER_SAMPLE)
+        k = min(k, int(_log_per_sample() / per_op))
+    return max(2, k & ~1)
+
+
+def _log_per_sample() -> int:
+    """The most log one sample writes: half of what the pool keeps in spare log buffers
+    (``mmsb.config.LOG_SPARE_BYTES``; a log lives in a buffer up to twice its size). Past them a
+    log grows into memory the system has to fault in, at 1-2.5 us per 4 KiB on the machines
+    the budgets are set for: more than a hop's work. That cost belongs to memory, which the
+    asv suite measures, not to the hot path; and it made a row's figure depend on how many
+    operations a sample happened to run (the 128-page batch: 22 us up to 1400 batches, 75 us
+    at 2000)."""
+    return mmsb.config.LOG_SPARE_BYTES // 2
 
 
 def _sample(w: Workload, impl: str, k: int) -> float:
