@@ -413,9 +413,11 @@ def _batch_reach(starts, indices, reach):
 
 
 @inline
-def _batch_slots(table, ids, reach, slots):
-    """Check the batch (pages live, offsets inside them) and find its slots: 1 when every
-    delta's offsets increase, 0 when some do not, or the W_BAD code."""
+def _batch_slots(table, ids, reach, slots, offs):
+    """Check the batch (pages live, offsets inside them) and find its slots, and their pages'
+    arena offsets in ``offs`` (the caller's ``out``, which the apply loop overwrites with LSNs as
+    it goes: it then reads the offsets in order, not from the table's row at random): 1 when
+    every delta's offsets increase, 0 when some do not, or the W_BAD code."""
     bad_offset = -1
     for i in range(ids.size):
         pid = ids[i]
@@ -426,6 +428,7 @@ def _batch_slots(table, ids, reach, slots):
         if table[T_META, s] & _NOT_FAST:
             return W_SLOW
         slots[i] = s
+        offs[i] = np.int64(table[T_OFFSET, s])
         if U(reach[i]) > table[T_SIZE, s] and bad_offset < 0:
             bad_offset = i
     if bad_offset >= 0:
@@ -434,12 +437,17 @@ def _batch_slots(table, ids, reach, slots):
 
 
 _AHEAD = 8
+# the log's lines are asked for this far ahead of its end: they are written in order, 88 bytes a
+# delta, into memory no cache holds (together with reading the offsets in order, see
+# _batch_slots: small deltas 23.1-24.7 -> 20.3-22.1 ns each, 0.45-0.51x -> 0.51-0.55x the scatter)
+_LOG_AHEAD = 2048
 
 
 @inline
 def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, end, lsn, distinct):
     """Apply and log the deltas in batch order; (log end, last LSN, pages changed), the changed
-    pages' slots moved to the front of ``slots``. With ``distinct`` (no delta repeats an offset)
+    pages' slots moved to the front of ``slots``. ``out[i]`` holds delta i's page offset when
+    called (:func:`_batch_slots`) and its LSN (0: no change) on return. With ``distinct`` (no delta repeats an offset)
     the loop holds no call: a call anywhere in it, even one never made, costs it half its speed.
     A record's page id is the checked ``ids[i]``, not read back from the table (a third fewer
     table reads in a loop that misses the cache on every delta)."""
@@ -448,14 +456,16 @@ def _apply_batch(table, arena, buf, ids, slots, starts, indices, values, out, en
     changed = 0
     base = U(arena.ctypes.data)
     n = U(slots.size)
+    logat = U(buf.ctypes.data) + U(_LOG_AHEAD)
     for i in range(slots.size):
+        prefetch(logat + end)
         s = U(slots[i])
         lo = U(starts[i])
         hi = U(starts[i + 1])
-        off = table[T_OFFSET, s]
+        off = U(out[i])  # its page's offset, until the LSN takes its place below
         ahead = U(i) + U(_AHEAD)
         if ahead < n:  # the bytes of a delta a few ahead: its cache misses overlap this one's work
-            fo = base + table[T_OFFSET, U(slots[ahead])]
+            fo = base + U(out[ahead])
             first = U(starts[ahead])
             for j in range(first, min(U(starts[ahead + U(1)]), first + U(_AHEAD))):  # a few lines will do
                 prefetch(fo + U(indices[j]))
@@ -557,7 +567,7 @@ def commit_batch(regs, ids, starts, indices, values, reach, out):
     slots = np.empty(ids.size, np.int64)
     if atomic_load(reach.ctypes.data + 8 * ids.size) < 0:
         _batch_reach(starts, indices, reach)
-    distinct = _batch_slots(table, ids, reach, slots)
+    distinct = _batch_slots(table, ids, reach, slots, out)
     if distinct < 0:
         return distinct
     undo_bytes = np.int64(-1)  # -1: the batch saves no before-images
