@@ -645,3 +645,29 @@ def test_the_owners_crash_is_a_typed_error_and_its_log_recovers(name, tmp_path):
         assert len(values) == 1
     finally:
         mmsb.stop(st)
+
+
+def test_a_mailbox_given_back_while_the_owner_scans_for_dead_ones_is_counted_once(name):
+    """The owner's reaper scans the mailbox rows, then looks at each: a row its submitter gave
+    back in between reads token 0 there, and must be left alone, not freed a second time."""
+    from mmsb._layout import H_MAILBOXES, H_MB, H_MB_COUNT, H_MB_WORDS, MB_TOKEN
+
+    class ScannedHeld:
+        """The rows as a scan saw them (every row held), then as they are (all free)."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def __getitem__(self, key):
+            if key == (slice(None), MB_TOKEN):
+                return np.ones(len(self.real), np.int64)
+            return self.real[key]
+
+    with mmsb.start(shared=name) as st:
+        p = st.create_page(8)
+        with mmsb.attach(name) as att:
+            att.update_page(p.id, np.full(8, 1, np.uint8))  # claims a mailbox, then gives it back
+        bus = st._c.bus
+        assert bus.h[H_MAILBOXES] == 0
+        bus.server._reap(ScannedHeld(bus.h[H_MB:H_MB + H_MB_COUNT * H_MB_WORDS].reshape(H_MB_COUNT, H_MB_WORDS)))
+        assert bus.h[H_MAILBOXES] == 0

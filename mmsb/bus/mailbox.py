@@ -454,6 +454,8 @@ class Server:
         bus = self._bus
         for k in np.flatnonzero(rows[:, MB_TOKEN]):
             token = int(rows[k, MB_TOKEN])
+            if token == 0:  # given back since the scan: a swap of 0 for 0 would "free" it twice
+                continue
             p = _mailbox_path(bus.name, token)
             if rows[k, MB_REQ] > rows[k, MB_DONE] or holder_alive(p):
                 continue
