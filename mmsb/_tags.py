@@ -45,7 +45,7 @@ def take() -> int:
 
 
 def give_back(tag: int) -> None:
-    """Let go of ``tag`` (freed when no other state holds it). ``State._detach`` inlines the
+    """Let go of ``tag`` (freed when no other state holds it). ``State.close`` inlines the
     common case: no tag shared, one push."""
     if not shares:
         heappush(free, tag)

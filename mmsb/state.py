@@ -37,7 +37,8 @@ from ._layout import (
     ID_SLOT_BITS,
     ID_SLOT_MASK,
     ID_TAG_MASK,
-    L_CAP,
+    L_MODE,
+    LOG_SEAL,
     LOC_CPU,
     MAX_GENERATION,
     MAX_PAGE_SIZE,
@@ -50,8 +51,6 @@ from ._layout import (
     R_LAT,
     R_LOG,
     R_LSN,
-    R_SLOW,
-    R_TICK,
     T_EPOCH,
     T_META,
     T_OFFSET,
@@ -76,7 +75,7 @@ from .errors import InvalidArgumentError, InvalidPageError, LogIOError, PageNotF
 from .gpu.writes import DeviceWrites
 from .log.history import History
 from .log.history import history as _history
-from .log.memory import LogBuffer, MemoryLog, NullLog
+from .log.memory import LogBuffer, MemoryLog, NullLog, started
 from .page import Page
 from .propagation import Propagation
 from .typed import PageInfo, check_info, check_name, info_text, typed_view
@@ -87,7 +86,7 @@ __all__ = ["Page", "State"]
 _new = object.__new__
 _k: Any = None  # mmsb.kernels, imported with the first state (it imports numba)
 _create: Any = None  # mmsb.kernels.create.create_page, called without numba's dispatch
-_SMALL_RESET = 8
+_reset: Any = None  # mmsb.kernels.arena.reset_core, likewise
 _DEPENDENTS = ("refuse", "unbind", "delete")
 
 
@@ -98,13 +97,13 @@ def _bus_owner() -> Any:
 
 
 def _kernels() -> Any:
-    global _k, _create
+    global _k, _create, _reset
     if _k is None:
         _k = load_kernels()
-        from .kernels import create
+        from .kernels import arena, create
         from .kernels._jit import entry
 
-        _create = entry(create.create_page)
+        _create, _reset = entry(create.create_page), entry(arena.reset_core)
     return _k
 
 
@@ -144,6 +143,8 @@ class _Core:
         regs[R_ARENA], regs[R_ARENA_SIZE] = address(self.arena.data), self.arena.data.size
         self.table = PageTable(regs=regs, alloc=None if bus is None else bus.table)
         self.logbuf = LogBuffer()
+        self.logbuf.ctr[L_MODE] = LOG_SEAL  # as a reset leaves it (a start then sets nothing)
+        regs[R_LOG] = self.logbuf.ctr_addr
         self.prop = Propagation(self.table, regs)
         self.dev: Any = None  # the DeviceArena (mmsb.gpu.arena), made with the first device page
         self.tag = -1  # the history tag held (mmsb._tags) while a state uses the core
@@ -194,49 +195,44 @@ class _Core:
     def reset(self) -> None:
         """Back to the state of a fresh core, at a cost that follows what was touched.
 
-        It runs on every stop, so the common case (a few pages, no graph, a small log) reads and
-        writes the counters and table rows directly rather than through properties.
+        It runs on every stop. The common case (a few pages in the first chunk, nothing freed, no
+        graph, no device page, a log of the pooled size) is checked in one expression; then one
+        kernel call clears the rows, counters and log counters that Python would take a
+        microsecond to clear, and anything else takes :meth:`_reset_all`. Either way the counters
+        a start would otherwise set are left as a fresh state's (``mmsb.kernels.arena.reset_core``).
         """
-        arena, table, rv = self.arena, self.table, self.rv
+        table, arena, buf = self.table, self.arena, self.logbuf
+        if (table.free or arena.free or self.dev is not None or arena.reserved != arena.first_end
+                or arena.bump - arena.first >= config.RESET_RELEASE_BYTES or self.prop.bindings
+                or self.prop.graph._n or buf.phys.size > config.POOL_KEEP_LOG_BYTES):
+            self._reset_all()
+            return
+        _reset(self.regs, table.used, True, buf.ctr_addr)
+        self.kept = 0
+        table.used = 0
+        arena.bump = arena.first
+
+    def _reset_all(self) -> None:
+        arena, table = self.arena, self.table
         if self.dev is not None:
             if self.dev.pages:
                 # a device page's host slot was never written: keep the reset from touching it
                 meta = table.array[T_META, : table.used]
                 table.array[T_EPOCH, : table.used][(meta & np.uint64(_GPU_BIT)) != 0] = 0
             self.dev.reset()
-        used = table.used
         span = arena.bump - arena.first
         released = (arena.reserved != arena.first_end or span >= config.RESET_RELEASE_BYTES and (
             _pool_kept[0] + span > config.POOL_KEEP_ARENA_BYTES)) and arena.release_span()
         self.kept = 0 if released or span < config.RESET_RELEASE_BYTES else span
-        if used > _SMALL_RESET:
-            _k.reset_table(table.array, arena.data, used, not released)
-        elif used:
-            # a few rows are cheaper to clear here than through a kernel call
-            data = arena.data
-            mv_o, mv_s, mv_e, mv_m = table.mv_offset, table.mv_size, table.mv_epoch, table.mv_meta
-            for s in range(used):
-                if mv_e[s] and not released:  # a page never written holds zeros already
-                    data[mv_o[s]:mv_o[s] + mv_s[s]] = 0
-                mv_o[s] = mv_s[s] = mv_e[s] = mv_m[s] = 0
-        # table.clear() and arena.clear(), inlined
-        table.used = 0
-        if arena.reserved != arena.first_end:
-            arena.restart()
-        arena.bump = arena.first
-        if table.free:
-            table.free.clear()
-        if arena.free:
-            arena.free.clear()
         prop = self.prop
         if prop.bindings or prop.graph.num_nodes:
             prop.clear()
-        if self.logbuf.cv[L_CAP] > config.POOL_KEEP_LOG_BYTES:
+        if self.logbuf.phys.size > config.POOL_KEEP_LOG_BYTES:
             self.logbuf.retire()
             self.logbuf = LogBuffer()
-        if rv[R_LSN]:  # only committed writes outside transactions are timed, and they moved the LSN
-            self.lat[:] = 0
-        rv[R_LSN] = rv[R_DELTAS] = rv[R_TICK] = 0
+        _reset(self.regs, table.used, not released, self.logbuf.ctr_addr)
+        table.clear()
+        arena.clear()
 
 
 # Reset resources of stopped states, reused by mmsb.start (see mmsb.pool), and the bytes of large
@@ -383,11 +379,12 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             _tags.share(int(tag))
             core.tag = tag = int(tag)
         core.table.fresh_gen = tag << GEN_TAG_SHIFT
-        rv = core.rv
-        rv[R_SLOW] = 0  # no transaction, no subscribers yet
-        buf = core.logbuf
-        self._logobj = NullLog(buf) if log is False else MemoryLog(buf)
-        rv[R_LOG] = buf.ctr_addr  # what the _log setter does
+        if log is None:  # the reset left the registers and log counters as an empty memory log's
+            self._logobj = started(core.logbuf)
+        else:
+            buf = core.logbuf
+            self._logobj = NullLog(buf) if log is False else MemoryLog(buf)
+            core.rv[R_LOG] = buf.ctr_addr  # what the _log setter does
         self._events = None
         self._ann: Any = None  # page types, names, metadata, watches (mmsb.typed), from the first page with any
         self._zero: tuple[int, int] | None = None  # (log position, syncs) at the last reset_stats
@@ -400,7 +397,7 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
             try:
                 open_file_log(self, log, sync)
             except BaseException:
-                self._detach()
+                self.close()
                 raise
 
     @property
@@ -415,47 +412,41 @@ class State(Commit, DeviceWrites, Dependencies, Durability, Annotate):
         if c is not None and log._buf is not None:
             c.rv[R_LOG] = log._buf.ctr_addr  # where the commit kernels append
 
-    @holds
-    def _detach(self) -> _Core | None:
-        core, self._c = self._c, None
-        if core is None:
-            return None
-        tag, core.tag = core.tag, -1
-        if _tag_shares:
-            _tags.give_back(tag)
-        else:
-            _heappush(_free_tags, tag)  # _tags.give_back, inlined
-            if _tag_shares:
-                _tags.settle()
-        bus = core.bus
-        if bus is not None:  # its requests are refused from now on: none is waiting for this lock
-            bus.stop_serving()
-        lock = core.lock
-        lock.acquire()
-        try:
-            log = self._logobj
-            try:
-                if log.durable:  # only a file log has anything to write out and release
-                    log.close()
-            finally:
-                log.detach()
-                if bus is None:
-                    core.reset()
-                else:  # a shared core is not pooled: its segments go instead
-                    bus.close()
-        finally:
-            lock.release()
-        return core
-
     @holds  # not @atomic: its wrapper would cost a tenth of the allocation cycle
     def close(self) -> None:
         """Close the state: a file log is written out, synced and released; the
         resources go back to the pool. Closing twice is harmless."""
-        core = self._detach()
-        if core is not None and core.bus is None and len(_pool) < config.POOL_SIZE:
-            _pool.append(core)
-            if core.kept:
-                _pool_kept[0] += core.kept
+        core, self._c = self._c, None
+        if core is not None:
+            tag, core.tag = core.tag, -1
+            if _tag_shares:
+                _tags.give_back(tag)
+            else:
+                _heappush(_free_tags, tag)  # _tags.give_back, inlined
+                if _tag_shares:
+                    _tags.settle()
+            bus = core.bus
+            if bus is not None:  # its requests are refused from now on: none is waiting for this lock
+                bus.stop_serving()
+            lock = core.lock
+            lock.acquire()
+            try:
+                log = self._logobj
+                try:
+                    if log.durable:  # only a file log has anything to write out and release
+                        log.close()
+                finally:
+                    log.detach()
+                    if bus is None:
+                        core.reset()
+                    else:  # a shared core is not pooled: its segments go instead
+                        bus.close()
+            finally:
+                lock.release()
+            if bus is None and len(_pool) < config.POOL_SIZE:
+                _pool.append(core)
+                if core.kept:
+                    _pool_kept[0] += core.kept
         if _held:  # an interrupt held during the call lands now (mmsb._interrupts)
             land()
 

@@ -27,6 +27,7 @@ _COMMIT_W0 = REC_HEADER | (REC_COMMIT << 32)
 _refs = sys.getrefcount
 _NO_LOCK = contextlib.nullcontext()
 _NO_DISK = np.zeros(1, np.uint64)
+_new = object.__new__
 
 
 def _lsn_int(key: Any) -> int:
@@ -631,6 +632,16 @@ class MemoryLog:
 
     def __repr__(self) -> str:
         return f"<MemoryLog deltas={len(self)} bytes={self.nbytes}>"
+
+
+def started(buf: LogBuffer) -> MemoryLog:
+    """``MemoryLog(buf)`` for a buffer whose counters are an empty memory log's already (as a
+    core's reset leaves them, ``mmsb.state._Core.reset``): the log of a start, a third cheaper."""
+    log = _new(MemoryLog)
+    if _refs(buf._array) > _OWN_REFS:  # a Delta of the state that used it still reads the array
+        buf.recycle(0)
+    log._buf, log._cv, log._history, log._trim = buf, buf.cv, None, None
+    return log
 
 
 class NullLog(MemoryLog):
