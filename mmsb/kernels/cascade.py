@@ -192,17 +192,19 @@ def _commit_derived(table, arena, nodes, edges, binds, pool, work, ctl, undo, in
                     before):
     if ctl[C_UNDO]:
         _save_image(table, arena, ctl, undo, index, s)
-    nc = 0
+    nc = np.int64(0)
     start = binds[s, B_START]
     for j in range(start, start + binds[s, B_COUNT]):
         cause = work[pool[j, 0], W_LSN]
         if cause != 0:
             work[nc, W_CAUSE] = cause
             nc += 1
+    causes = np.int64(work.ctypes.data) + 8 * W_CAUSE  # work[k, W_CAUSE], k < nc
+    step = 8 * work.shape[1]
     if before is None:
-        end = commit_bytes(table, arena, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
+        end = commit_bytes(table, arena, s, data, buf, pos, lsn, causes, step, nc)
     else:
-        end = commit_page(table, before, s, data, buf, pos, lsn, work[:, W_CAUSE], nc)
+        end = commit_page(table, before, s, data, buf, pos, lsn, causes, step, nc)
     if end != pos:
         _record_change(work, ctl, s, lsn)
         i = ctl[C_OUT]

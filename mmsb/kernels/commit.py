@@ -42,7 +42,6 @@ from .graph import E_CHILD, E_COLS, E_NEXT_OUT, N_COLS, N_OUT
 from .records import U, write_header, write_sparse
 from ._jit import as_halves, as_words, at, atomic_load, atomic_store, inline, kernel, lazy, prefetch, wall_ns
 
-_NO_CAUSES = np.zeros(0, np.int64)
 _LIVE = U(FLAG_LIVE << META_FLAG_SHIFT)
 _KEY = _LIVE | U(META_GEN_MASK)
 # pages a commit looks through for user code downstream before it assumes there is some
@@ -313,7 +312,7 @@ def commit_update(regs, data, pid):
         return W_ROOM
     pos = ctr[L_USED]
     lsn = regs[R_LSN] + 1
-    end = commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+    end = commit_bytes(table, arena, slot, data, buf, pos, lsn, np.int64(0), np.int64(0), np.int64(0))
     return _commit_one(regs, slot, pos, end, lsn)
 
 

@@ -8,12 +8,11 @@ buffer may not be, which x86 and ARM64 loads tolerate.
 
 import numpy as np
 
-from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE
+from .._layout import ENC_DENSE, ENC_SPARSE, REC_DELTA, T_EPOCH, T_OFFSET, T_SIZE, TABLE_ROWS
 from .apply import page_id
 from .records import _GATHER, _HEADER, _LOW, U, byte_flags as _byte_flags, pad8, write_header, zero_tail
-from ._jit import as_halves, as_words, inline, kernel, memcpy, memset, popcount, prefetch, store64
+from ._jit import as_halves, as_words, at as _at, inline, kernel, load64, memcpy, memset, popcount, prefetch, store64
 
-_NO_CAUSES = np.zeros(0, np.int64)
 # how far past a record the commit asks for the log's lines (see commit_page)
 _AHEAD_MAX = 4096
 
@@ -26,27 +25,43 @@ def update_page(table, arena, slot, data, buf, pos, lsn):
     encoding (5 bytes per changed byte) when it is smaller than the dense one
     (1 bit per page byte plus the changed bytes).
     """
-    return commit_bytes(table, arena, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+    return commit_bytes(table, arena, slot, data, buf, pos, lsn, np.int64(0), np.int64(0), np.int64(0))
 
 
 @inline
-def commit_bytes(table, arena, slot, data, buf, pos, lsn, causes, ncauses):
-    """:func:`update_page`, recording ``causes[:ncauses]``: LSNs that caused this delta."""
+def commit_bytes(table, arena, slot, data, buf, pos, lsn, causes, step, ncauses):
+    """:func:`update_page`, recording ``ncauses`` LSNs that caused this delta, the int64 words at
+    address ``causes`` and each ``step`` bytes after it."""
     off = table[T_OFFSET, slot]
-    return commit_page(table, arena[off:off + table[T_SIZE, slot]], slot, data, buf, pos, lsn, causes, ncauses)
+    return commit_page(table, arena[off:off + table[T_SIZE, slot]], slot, data, buf, pos, lsn, causes, step,
+                       ncauses)
 
 
 @kernel
 def update_known(table, before, slot, data, buf, pos, lsn):
     """:func:`update_page` of a page whose bytes are elsewhere (on the device), given bytes
     that differ from ``data`` exactly where the page changed (``before`` is overwritten)."""
-    return commit_page(table, before, slot, data, buf, pos, lsn, _NO_CAUSES, 0)
+    return commit_page(table, before, slot, data, buf, pos, lsn, np.int64(0), np.int64(0), np.int64(0))
 
 
 @inline
-def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
+def commit_page(table, page, slot, data, buf, pos, lsn, causes, step, ncauses):
     """:func:`commit_bytes` with the page's current bytes given as ``page`` (which then takes ``data``)."""
+    return _commit_at(np.int64(table.ctypes.data), np.int64(table.shape[1]), np.int64(page.ctypes.data), slot,
+                      np.int64(data.ctypes.data), np.int64(buf.ctypes.data), np.int64(buf.size), pos, lsn, causes,
+                      step, ncauses)
+
+
+@kernel
+def _commit_at(table_at, cap, page_at, slot, data_at, buf_at, buf_size, pos, lsn, causes, step, ncauses):
+    """:func:`commit_page`, every array by its address: one compiled copy for all callers (inlined,
+    it was typed and optimized again in each, a third of the first update's compile), and a
+    call that passes words, not array structures."""
+    table = _at(table_at, (TABLE_ROWS, cap), np.uint64)
     n = table[T_SIZE, slot]
+    page = _at(page_at, (n,), np.uint8)
+    data = _at(data_at, (n,), np.uint8)
+    buf = _at(buf_at, (buf_size,), np.uint8)
     # The log appends into memory no cache holds, and every line it writes is first read in.
     # Asking now for the lines the next record of this size will take (a cascade writes one per
     # page, back to back) overlaps those reads with this one's work: a chain of ten 1 KiB pages
@@ -136,7 +151,7 @@ def commit_page(table, page, slot, data, buf, pos, lsn, causes, ncauses):
     zero_tail(buf, start + body, start + pad8(body))
     cw = (start + pad8(body)) >> U(3)
     for k in range(ncauses):
-        buf64[cw + U(k)] = U(causes[k])
+        buf64[cw + U(k)] = load64(causes + step * k)
     if ncauses:
         buf64[start >> U(3)] |= U(ncauses) << U(48)
     memcpy(np.int64(page.ctypes.data), np.int64(data.ctypes.data), np.int64(n))
