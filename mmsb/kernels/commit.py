@@ -23,6 +23,7 @@ import numpy as np
 from numba import types
 
 from .._layout import (
+    R_WORDS,
     L_CAP, L_DELTAS, L_MODE, L_USED, L_WORDS, L_ADDR, L_SEALED, LOG_DROP, LOG_SEAL, R_ARENA, R_ARENA_SIZE,
     R_BINDS, R_BINDS_ROWS, R_CTL, R_DELTAS, R_EDGES, R_EDGES_ROWS, R_FALLIBLE, R_LOG, R_LSN, R_NEED,
     R_NEED_UNDO, R_NEED_UNDO_ROWS, R_NODES, R_NODES_ROWS, R_NUM_EDGES, R_POOL, R_POOL_ROWS, R_SCRATCH,
@@ -245,7 +246,7 @@ def _commit_one(regs, slot, pos, end, lsn):
     regs[R_SEED_POS] = pos
     regs[R_SEED_LSN] = lsn
     if regs[R_NUM_EDGES] != 0:
-        if not _cascade(regs, regs, regs, slot, lsn, 1):
+        if not _cascade(regs, regs, regs, slot, lsn, np.int64(1)):  # not a literal 1: one compiled _cascade
             return W_RESUME
     _end_undo(regs)
     return _seal(regs, ctr, buf, pos + 1)
@@ -285,6 +286,15 @@ def _reaches_user_code(regs, slots, count, slot):
 @inline
 def _start_one(regs, table, arena, ctr, slot, need):
     """Room for one page's write, and its before-image when the write can reach user code."""
+    return _started(np.int64(regs.ctypes.data), slot, need)
+
+
+@kernel
+def _started(regs_at, slot, need):
+    """:func:`_start_one`, a kernel of its own (the registers by address: a call of three words),
+    so that the four kernels that start one page's write do not each compile it again."""
+    regs = at(regs_at, (R_WORDS,), np.int64)
+    table, arena, ctr, buf = _state(regs)
     n = np.int64(table[T_SIZE, slot])
     saves = regs[R_FALLIBLE] != 0 and _reaches_user_code(regs, regs, 1, slot)
     if not _room(regs, ctr, need + 2 * REC_HEADER, n if saves else 0, 1 if saves else 0):
