@@ -1,22 +1,16 @@
 """benchmarks/allocation_floor.py: its stripped model must do the work of a real cycle (or the
 floor it reports would be too low), leave the pool as mmsb leaves it, and the script must run."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 import mmsb
 from mmsb._layout import T_META, T_OFFSET, T_SIZE
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "allocation_floor.py"
+from bench_scripts import load
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("allocation_floor", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("allocation_floor")
 
 
 def _row(core, slot):

@@ -2,23 +2,20 @@
 where it only proves the script works), checks GPU pages against CPU pages, prints its table and
 judges the budgets; without a device it exits 2 with a message."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_bench.py"
+from bench_scripts import BENCHMARKS, load
+
+SCRIPT = BENCHMARKS / "gpu_bench.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load("gpu_bench")
 
 
 def _run(args, **env_changes):
