@@ -27,7 +27,7 @@ from .._layout import (
     T_SIZE,
 )
 from .checksum import crc32c
-from ._jit import as_halves, as_words, inline, kernel, memmove
+from ._jit import as_halves, as_words, inline, kernel, memcpy, memmove
 
 FRAME_MAGIC = 0x3146534D  # "MSF1"
 # scan results
@@ -268,17 +268,27 @@ def replay_deltas(table, used, arena, data, pos, end, limit, lsn, sealed):
 
 @kernel
 def copy_pages(arena, offsets, sizes, data, into_arena):
-    """Copy pages (arena ``offsets``, ``sizes``) side by side into ``data``, or back from it."""
-    at = 0
+    """Copy pages (arena ``offsets``, ``sizes``) side by side into ``data``, or back from it.
+
+    By address: a slice assignment here compiled numba's shape-mismatch message, 2 of the first
+    checkpoint's 2.3 s of compile. ``data`` is checked to hold every page before anything moves.
+    """
+    total = 0
+    for i in range(sizes.size):
+        total += np.int64(sizes[i])
+    if total > data.size:
+        raise ValueError("copy_pages: data is shorter than the pages")
+    pages = np.int64(arena.ctypes.data)
+    at = np.int64(data.ctypes.data)
     for i in range(offsets.size):
         n = np.int64(sizes[i])
-        o = np.int64(offsets[i])
+        o = pages + np.int64(offsets[i])
         if into_arena:
-            arena[o:o + n] = data[at:at + n]
+            memcpy(o, at, n)
         else:
-            data[at:at + n] = arena[o:o + n]
+            memcpy(at, o, n)
         at += n
-    return at
+    return total
 
 
 @kernel
